@@ -1,0 +1,59 @@
+# Two commands on a fresh machine: `make demo` (main job, embedded) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# On machines without a local CPU wheel of torch, point pip at PyTorch's CPU index, e.g.
+#   make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+
+export RECSYS_HOME ?= $(CURDIR)/.home
+export AIRFLOW_HOME := $(RECSYS_HOME)/airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__PARALLELISM := 4
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN ?= sqlite:///$(AIRFLOW_HOME)/airflow.db
+export MLFLOW_TRACKING_URI ?= sqlite:///$(RECSYS_HOME)/mlflow/mlflow.db
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test test-fast airflow-init ui mlflow-ui clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (set PYTHON=...)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=26"
+	# the CPU build of torch first: a plain `torch` requirement would pull a multi-GB CUDA build
+	$(PY) -m pip install -q $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "torch==2.13.0+cpu"
+	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+airflow-init: install
+	@mkdir -p $(AIRFLOW_HOME) $(RECSYS_HOME)/mlflow
+	$(VENV)/bin/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || { tail -50 $(AIRFLOW_HOME)/db-migrate.log; exit 1; }
+
+# The main job: load online-retail, validate, train, evaluate and register through the Airflow DAG.
+demo: airflow-init
+	bash scripts/demo.sh
+
+test: install
+	$(PY) -m pytest -q
+
+# Unit tests only (no network, no real encoder)
+test-fast: install
+	$(PY) -m pytest -q -m "not slow and not network"
+
+ui: airflow-init
+	$(VENV)/bin/airflow standalone
+
+mlflow-ui: install
+	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000
+
+clean:
+	rm -rf $(RECSYS_HOME)

@@ -1,0 +1,120 @@
+"""
+### recsys_training — validate, embed, fine-tune, evaluate, register
+
+Trains the LLM-based item encoder on a shop's data and registers it in MLflow.
+
+1. **validate** — read the data set (a packaged real data set, or the shop's own files), run the Great
+   Expectations gate; bad input fails here with the table, rule and rows named, and nothing else runs.
+2. **load_and_split** — upsert into the warehouse (idempotent), read back, build the evaluation split.
+3. **embed** — embed every item's text with the frozen encoder.
+4. **finetune** — fine-tune the encoder on co-interaction pairs (GPU when present, else CPU).
+5. **evaluate** — full-ranking Recall/NDCG@k: fine-tuned vs frozen vs popularity.
+6. **register** — log and register the model; alias `champion` when it beats popularity.
+
+Every run is one MLflow run (tag `recsys.run_key` = this DAG run). Trigger from the UI with the form's
+Params, or `airflow dags test recsys_training --conf '{"dataset": "movielens-100k"}'`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+
+DATASETS = ["online-retail", "movielens-100k", "instacart-sample", "files"]
+
+
+def _run_inputs():
+    """The typed config and the run context of the current DAG run (built inside a task)."""
+    from recsys.config import PipelineConfig
+    from recsys.pipeline import RunContext
+
+    context = get_current_context()
+    dag_run = context["dag_run"]
+    cfg = PipelineConfig.from_params(dict(context["params"]))
+    when = dag_run.logical_date or dag_run.run_after
+    return cfg, RunContext.create(run_key=f"{dag_run.dag_id}__{dag_run.run_id}", logical_date=when.isoformat())
+
+
+@dag(
+    dag_id="recsys_training",
+    schedule=None,  # triggered by people (UI/REST) and by the drift monitor
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,  # one training run at a time: runs share the registry's champion
+    tags=["recsys", "training"],
+    doc_md=__doc__,
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=30), "owner": "recsys"},
+    params={
+        "dataset": Param("online-retail", enum=DATASETS, description="Packaged real data set, or 'files' for your own"),
+        "items_path": Param(None, type=["null", "string"], description="With dataset=files: catalog CSV/Parquet"),
+        "interactions_path": Param(None, type=["null", "string"], description="With dataset=files: interactions CSV/Parquet"),
+        "sample_users": Param(None, type=["null", "integer"], minimum=1, description="Keep only this many users (quick runs)"),
+        "max_train_steps": Param(60, type="integer", minimum=0, maximum=1_000_000, description="Fine-tuning steps (0 = skip)"),
+        "train_batch_size": Param(48, type="integer", minimum=2, maximum=4096),
+        "learning_rate": Param(2e-5, type="number", exclusiveMinimum=0, maximum=1),
+        "k": Param(10, type="integer", minimum=1, maximum=100, description="Cut-off of the ranking metrics"),
+        "seed": Param(42, type="integer"),
+        "model_name": Param("recsys-item-encoder", type="string", description="Registered model name in MLflow"),
+        "min_text_share": Param(0.9, type="number", minimum=0, maximum=1, description="Share of items that must have a title"),
+    },
+)
+def recsys_training():
+    @task
+    def validate() -> dict:
+        from airflow.exceptions import AirflowFailException
+
+        from recsys import pipeline
+        from recsys.errors import DataValidationError
+
+        cfg, ctx = _run_inputs()
+        try:
+            return pipeline.validate(cfg, ctx)
+        except DataValidationError as err:
+            raise AirflowFailException(str(err)) from err  # bad data: retrying cannot help
+
+    @task
+    def load_and_split(validated: dict) -> dict:
+        from recsys import pipeline
+
+        cfg, ctx = _run_inputs()
+        return pipeline.load_and_split(cfg, ctx, validated["mlflow_run_id"])
+
+    @task
+    def embed(validated: dict, _split: dict) -> dict:
+        from recsys import pipeline
+
+        cfg, ctx = _run_inputs()
+        return pipeline.embed(cfg, ctx, validated["mlflow_run_id"])
+
+    @task
+    def finetune(validated: dict, _embedded: dict) -> dict:
+        from recsys import pipeline
+
+        cfg, ctx = _run_inputs()
+        return pipeline.finetune(cfg, ctx, validated["mlflow_run_id"])
+
+    @task
+    def evaluate(validated: dict, _trained: dict) -> dict:
+        from recsys import pipeline
+
+        cfg, ctx = _run_inputs()
+        return pipeline.evaluate(cfg, ctx, validated["mlflow_run_id"])
+
+    @task
+    def register(validated: dict, _evaluated: dict) -> dict:
+        from recsys import pipeline
+
+        cfg, ctx = _run_inputs()
+        return pipeline.register(cfg, ctx, validated["mlflow_run_id"])
+
+    validated = validate()
+    split = load_and_split(validated)
+    embedded = embed(validated, split)
+    trained = finetune(validated, embedded)
+    evaluated = evaluate(validated, trained)
+    register(validated, evaluated)
+
+
+recsys_training()

@@ -1,0 +1,82 @@
+"""`recsys` command line: look at results and use the champion without opening a UI.
+
+    recsys summary                 metrics of the latest training run, and the registry's state
+    recsys recommend --item-id ID  top-k related items from models:/NAME@champion
+    recsys recommend --text "..."  the same for a new item described by its text (cold start)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from recsys.paths import project_paths
+
+
+def _tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or project_paths().mlflow_tracking_uri
+
+
+def summary(experiment: str, model_name: str) -> int:
+    """Print the latest run's test metrics (fine-tuned vs frozen vs popularity) and the champion."""
+    from recsys import tracking
+
+    c = tracking.client(_tracking_uri())
+    exp = c.get_experiment_by_name(experiment)
+    runs = c.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1) if exp else []
+    if not runs:
+        print(f"no run in experiment {experiment!r} yet")
+        return 1
+    run = runs[0]
+    m = run.data.metrics
+    print(f"MLflow run {run.info.run_id} ({run.info.run_name}), status {run.info.status}")
+    print(f"data: {int(m.get('data.items', 0))} items, {int(m.get('data.interactions', 0))} interactions; "
+          f"split {run.data.tags.get('split.protocol')}: {int(m.get('split.users', 0))} users, {int(m.get('split.cold_items', 0))} cold items")
+    keys = sorted({k.split(".", 2)[2] for k in m if k.startswith("test.") and not k.endswith("n_queries")})
+    header = f"{'model (test split)':<22}" + "".join(f"{k:>18}" for k in keys)
+    print(header)
+    print("-" * len(header))
+    for model in ("finetuned", "frozen", "popularity"):
+        print(f"{model:<22}" + "".join(f"{m.get(f'test.{model}.{k}', float('nan')):>18.4f}" for k in keys))
+    version = run.data.tags.get("registered_version")
+    print(f"registered: {model_name} version {version} — {run.data.tags.get('decision')}")
+    print(f"champion:   {model_name} version {tracking.champion_version(c, model_name)}")
+    return 0
+
+
+def recommend(model_name: str, item_id: str | None, text: str | None, k: int) -> int:
+    """Load models:/NAME@champion and print its top-k for an item id or a product text."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from recsys import tracking
+
+    tracking.client(_tracking_uri())
+    model = mlflow.pyfunc.load_model(f"models:/{model_name}@{tracking.CHAMPION}")
+    frame = pd.DataFrame({"item_id": [item_id], "text": [text]})
+    out = model.predict(frame, params={"k": k})
+    print(out[["rank", "item_id", "title", "score"]].to_string(index=False))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="recsys", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-name", default="recsys-item-encoder")
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("summary", help="latest run's metrics and the champion")
+    s.add_argument("--experiment", default="recsys-training")
+    r = sub.add_parser("recommend", help="related items from the champion")
+    r.add_argument("--item-id")
+    r.add_argument("--text")
+    r.add_argument("-k", type=int, default=10)
+    args = parser.parse_args(argv)
+    if args.command == "summary":
+        return summary(args.experiment, args.model_name)
+    if not (args.item_id or args.text):
+        parser.error("recommend needs --item-id or --text")
+    return recommend(args.model_name, args.item_id, args.text, args.k)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Typed configuration for a training run. Built without side effects: no env reads, no I/O.
+
+`PipelineConfig.from_params` turns the DAG's trigger-form Params (a flat dict) into these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    seed: int = 42
+    min_items_per_user: int = 4  # users with fewer items carry too little signal to hold any out
+    cold_item_share: float = 0.10  # share of items hidden from training to measure cold start
+    holdout_share: float = 0.20  # share of each user's items held out as targets
+    time_val_share: float = 0.10  # time split: the 10% of interactions before the test window
+    time_test_share: float = 0.10  # time split: the last 10% of interactions
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    model_path: str | None = None  # None -> the packaged all-MiniLM-L6-v2; any other HF encoder by local path
+    max_length: int = 48  # product titles are short; longer documents are truncated
+    batch_size: int = 128
+    device: str = "auto"  # "auto" -> cuda when present, else cpu
+    num_threads: int | None = None  # torch CPU threads; None keeps torch's default
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_steps: int = 60  # bounded so the demo stays fast on 2 CPU cores
+    batch_size: int = 48  # pairs per step; every other pair in the batch is a negative
+    learning_rate: float = 2e-5
+    warmup_steps: int = 10
+    weight_decay: float = 0.01
+    temperature: float = 0.05
+    grad_clip: float = 1.0
+    max_pairs_per_user: int = 50  # caps heavy buyers so they do not dominate the pairs
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    k: int = 10
+    batch_size: int = 1024  # queries scored per matrix product
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    dataset: str = "online-retail"  # a packaged data set, or "files" for a shop's own files
+    items_path: str | None = None  # with dataset="files": the catalog (CSV or Parquet, canonical schema)
+    interactions_path: str | None = None
+    sample_users: int | None = None  # keep only this many users (deterministic) for quick runs
+    model_name: str = "recsys-item-encoder"
+    experiment: str = "recsys-training"
+    min_text_share: float = 0.9
+    split: SplitConfig = field(default_factory=SplitConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "PipelineConfig":
+        """Build from the DAG's flat Params; unknown keys are ignored, None/"" mean 'default'."""
+        p = {k: v for k, v in params.items() if v is not None and v != ""}
+        cfg = cls(
+            dataset=p.get("dataset", cls.dataset),
+            items_path=p.get("items_path"),
+            interactions_path=p.get("interactions_path"),
+            sample_users=int(p["sample_users"]) if p.get("sample_users") else None,
+            model_name=p.get("model_name", cls.model_name),
+            experiment=p.get("experiment", cls.experiment),
+            min_text_share=float(p.get("min_text_share", cls.min_text_share)),
+        )
+        seed = int(p.get("seed", SplitConfig.seed))
+        split = replace(cfg.split, seed=seed)
+        train = replace(
+            cfg.train,
+            seed=seed,
+            max_steps=int(p.get("max_train_steps", TrainConfig.max_steps)),
+            learning_rate=float(p.get("learning_rate", TrainConfig.learning_rate)),
+            batch_size=int(p.get("train_batch_size", TrainConfig.batch_size)),
+        )
+        encoder = replace(cfg.encoder, model_path=p.get("model_path"))
+        ev = replace(cfg.eval, k=int(p.get("k", EvalConfig.k)))
+        return replace(cfg, split=split, train=train, encoder=encoder, eval=ev)
+
+    def flat(self) -> dict[str, Any]:
+        """Flattened `section.field` dict, for logging as MLflow params."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if hasattr(value, "__dataclass_fields__"):
+                out.update({f"{f.name}.{k}": v for k, v in asdict(value).items()})
+            else:
+                out[f.name] = value
+        return out

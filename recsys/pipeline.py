@@ -1,0 +1,335 @@
+"""The training pipeline's stages, one function per DAG task.
+
+Each stage reads what earlier stages wrote under the run folder, writes only under it, logs to the
+run's one MLflow run, and returns a small JSON-able dict (what Airflow passes along in XCom).
+Re-running a stage overwrites its own output: retries are safe.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys import schema as S
+from recsys.config import PipelineConfig
+from recsys.paths import ProjectPaths, project_paths
+
+log = logging.getLogger(__name__)
+
+WAREHOUSE_URL_ENV = "RECSYS_WAREHOUSE_URL"
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where one pipeline run reads and writes."""
+
+    paths: ProjectPaths
+    run_key: str  # the orchestrator's run id: names the run folder and finds the MLflow run
+    run_dir: Path
+    tracking_uri: str
+    warehouse_url: str
+    logical_date: pd.Timestamp  # the run's date: bounds the plausible-timestamp window (never now())
+
+    @classmethod
+    def create(cls, run_key: str, logical_date: str | pd.Timestamp, home: str | None = None) -> "RunContext":
+        paths = project_paths(home)
+        return cls(
+            paths=paths,
+            run_key=run_key,
+            run_dir=paths.run_dir(run_key),
+            tracking_uri=os.environ.get(TRACKING_URI_ENV) or paths.mlflow_tracking_uri,
+            warehouse_url=os.environ.get(WAREHOUSE_URL_ENV) or paths.warehouse_url,
+            logical_date=pd.Timestamp(logical_date).tz_convert("UTC") if pd.Timestamp(logical_date).tzinfo else pd.Timestamp(logical_date, tz="UTC"),
+        )
+
+    @property
+    def local_artifact_root(self) -> Path | None:
+        # a tracking server manages its own artifact store; a local store needs an explicit one
+        return self.paths.mlflow_artifacts if self.tracking_uri.startswith(("sqlite:", "file:")) or "://" not in self.tracking_uri else None
+
+
+def _write_json(path: Path, data: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)  # atomic: a crash never leaves half a file behind
+    return path
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def _mlflow(ctx: RunContext):
+    from recsys import tracking
+
+    return tracking, tracking.client(ctx.tracking_uri)
+
+
+def _sample_users(dataset: S.Dataset, n_users: int) -> S.Dataset:
+    """Keep `n_users` users (the first by pseudonymized id: a random but reproducible choice) and the items they touched."""
+    users = sorted(dataset.interactions[S.USER_ID].dropna().unique())[:n_users]
+    inter = dataset.interactions[dataset.interactions[S.USER_ID].isin(users)].reset_index(drop=True)
+    items = dataset.items[dataset.items[S.ITEM_ID].isin(set(inter[S.ITEM_ID]))].reset_index(drop=True)
+    return S.Dataset(dataset.name, items, inter, dataset.has_time, dataset.has_text, dataset.source + f" (sample of {len(users)} users)")
+
+
+def _read_input(cfg: PipelineConfig, ctx: RunContext) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """The raw input frames (user ids already pseudonymized) and what is known of the data set."""
+    from recsys.privacy import Pseudonymizer, load_key
+
+    pseudonymizer = Pseudonymizer(load_key(ctx.paths.secrets))
+    if cfg.dataset == "files":
+        from recsys.datasets.files import keep_raw, read_user_files
+
+        if not cfg.items_path or not cfg.interactions_path:
+            raise ValueError("dataset='files' needs both items_path and interactions_path")
+        items_path, inter_path = Path(cfg.items_path), Path(cfg.interactions_path)
+        # the raw files are kept whatever validation says next
+        kept = [str(keep_raw(p, ctx.paths.raw)) for p in (items_path, inter_path)]
+        items, inter = read_user_files(items_path, inter_path, pseudonymizer)
+        meta = {"name": "files", "has_text": True, "items_source": str(items_path), "interactions_source": str(inter_path), "raw_copies": kept}
+        return items, inter, meta
+    from recsys.datasets import load_dataset
+
+    ds = load_dataset(cfg.dataset, ctx.paths.cache, pseudonymizer)
+    meta = {"name": ds.name, "has_text": ds.has_text, "has_time": ds.has_time, "items_source": ds.source, "interactions_source": ds.source}
+    return ds.items, ds.interactions, meta
+
+
+def validate(cfg: PipelineConfig, ctx: RunContext) -> dict[str, Any]:
+    """Read the input, run the validation gate, and write the validated canonical data set.
+
+    On bad input this raises `DataValidationError` (naming table, rule and rows) after writing the
+    full report to the run folder and MLflow; nothing downstream runs and nothing is stored.
+    """
+    from recsys.errors import DataValidationError
+    from recsys.validation import ValidationConfig, validate_dataset
+
+    tracking, c = _mlflow(ctx)
+    exp_id = tracking.ensure_experiment(c, cfg.experiment, ctx.local_artifact_root)
+    run_id = tracking.get_or_create_run(c, exp_id, ctx.run_key, ctx.run_key, {"dataset": cfg.dataset})
+    tracking.log_params(c, run_id, cfg.flat())
+
+    items, inter, meta = _read_input(cfg, ctx)
+    report_dir = ctx.run_dir / "validation"
+    vcfg = ValidationConfig(min_text_share=cfg.min_text_share, max_timestamp=(ctx.logical_date + pd.Timedelta(days=1)).isoformat())
+    try:
+        summary = validate_dataset(
+            items,
+            inter,
+            out_dir=report_dir,
+            config=vcfg,
+            has_text=bool(meta["has_text"]),
+            item_source=meta["items_source"],
+            interaction_source=meta["interactions_source"],
+        )
+    except DataValidationError:
+        tracking.log_artifacts(c, run_id, report_dir, "validation")
+        tracking.set_tags(c, run_id, {"validation": "failed"})
+        tracking.end_run(c, run_id, failed=True)
+        raise
+    tracking.log_artifacts(c, run_id, report_dir, "validation")
+    tracking.set_tags(c, run_id, {"validation": "passed"})
+
+    if cfg.dataset == "files":
+        from recsys.datasets.files import user_files_dataset
+
+        dataset = user_files_dataset(items, inter, Path(cfg.items_path), Path(cfg.interactions_path))
+    else:
+        dataset = S.Dataset(meta["name"], items, inter, bool(meta["has_time"]), bool(meta["has_text"]), meta["items_source"])
+    if cfg.sample_users:
+        dataset = _sample_users(dataset, cfg.sample_users)
+    data_dir = ctx.run_dir / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    dataset.items.to_parquet(data_dir / "items.parquet", index=False)
+    dataset.interactions.to_parquet(data_dir / "interactions.parquet", index=False)
+    info = {"name": dataset.name, "has_time": dataset.has_time, "has_text": dataset.has_text, "source": dataset.source}
+    _write_json(data_dir / "dataset.json", info)
+    tracking.log_metrics(c, run_id, {"data.items": len(dataset.items), "data.interactions": len(dataset.interactions)})
+    return {"mlflow_run_id": run_id, "run_dir": str(ctx.run_dir), "items": len(dataset.items), "interactions": len(dataset.interactions), "validation": summary.get("success", True)}
+
+
+def _load_validated(run_dir: Path) -> S.Dataset:
+    data_dir = run_dir / "data"
+    info = _read_json(data_dir / "dataset.json")
+    items = S.to_canonical_items(pd.read_parquet(data_dir / "items.parquet"))
+    inter = S.to_canonical_interactions(pd.read_parquet(data_dir / "interactions.parquet"))
+    return S.Dataset(info["name"], items, inter, info["has_time"], info["has_text"], info["source"])
+
+
+def load_and_split(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
+    """Upsert the validated data into the warehouse, read the data set back, and split it."""
+    from recsys import warehouse
+    from recsys.splits import make_split
+
+    tracking, c = _mlflow(ctx)
+    validated = _load_validated(ctx.run_dir)
+    engine = warehouse.make_engine(ctx.warehouse_url)
+    counts = warehouse.upsert_dataset(engine, validated)
+    items, inter = warehouse.read_dataset(engine, validated.name)
+    engine.dispose()
+    if cfg.sample_users:  # the warehouse may hold more than this run's sample
+        keep = set(validated.items[S.ITEM_ID])
+        items = items[items[S.ITEM_ID].isin(keep)].reset_index(drop=True)
+        inter = inter[inter[S.USER_ID].isin(set(validated.interactions[S.USER_ID]))].reset_index(drop=True)
+    dataset = S.Dataset(validated.name, items, inter, validated.has_time, validated.has_text, validated.source)
+    split = make_split(dataset, cfg.split)
+
+    split_dir = ctx.run_dir / "split"
+    split_dir.mkdir(parents=True, exist_ok=True)
+    items.sort_values(S.ITEM_ID).reset_index(drop=True).to_parquet(split_dir / "catalog.parquet", index=False)
+    split.pairs.to_parquet(split_dir / "pairs.parquet", index=False)
+    _write_json(split_dir / "split.json", {"protocol": split.protocol, "cold_items": sorted(split.cold_items)})
+    summary = split.summary()
+    tracking.log_metrics(c, mlflow_run_id, {f"split.{k}": v for k, v in summary.items() if k != "protocol"})
+    tracking.log_metrics(c, mlflow_run_id, {f"warehouse.{k}": v for k, v in counts.items()})
+    tracking.set_tags(c, mlflow_run_id, {"split.protocol": split.protocol})
+    return {"warehouse": counts, **summary}
+
+
+def _load_split(run_dir: Path):
+    from recsys.splits import Split
+
+    split_dir = run_dir / "split"
+    info = _read_json(split_dir / "split.json")
+    split = Split(pairs=pd.read_parquet(split_dir / "pairs.parquet"), cold_items=frozenset(info["cold_items"]), protocol=info["protocol"])
+    catalog = pd.read_parquet(split_dir / "catalog.parquet")
+    return split, S.to_canonical_items(catalog)
+
+
+def _embed_catalog(encoder, catalog: pd.DataFrame, out: Path, desc: str) -> dict[str, float]:
+    from recsys.documents import item_documents
+
+    docs = item_documents(catalog)
+    start = time.perf_counter()
+    vectors = encoder.encode(docs, desc=desc)
+    seconds = time.perf_counter() - start
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, vectors)
+    return {"seconds": seconds, "items_per_second": len(docs) / max(seconds, 1e-9)}
+
+
+def embed(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
+    """Embed every catalog item with the frozen encoder (the baseline and the starting point)."""
+    from recsys.encoder import TextEncoder
+
+    tracking, c = _mlflow(ctx)
+    _, catalog = _load_split(ctx.run_dir)
+    encoder = TextEncoder(config=cfg.encoder)
+    stats = _embed_catalog(encoder, catalog, ctx.run_dir / "embeddings" / "frozen.npy", "embedding (frozen)")
+    tracking.log_metrics(c, mlflow_run_id, {"embed.frozen_seconds": stats["seconds"], "embed.items_per_second": stats["items_per_second"]})
+    tracking.set_tags(c, mlflow_run_id, {"encoder.model_path": encoder.model_path, "encoder.device": str(encoder.device)})
+    return {"embeddings": str(ctx.run_dir / "embeddings" / "frozen.npy"), "items": len(catalog), **stats}
+
+
+def finetune(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
+    """Fine-tune the encoder on co-interaction pairs of the training split, then re-embed the catalog."""
+    from recsys.encoder import TextEncoder
+    from recsys.finetune import co_interaction_pairs, finetune_encoder
+    from recsys.documents import item_documents
+    from recsys.splits import TRAIN
+
+    tracking, c = _mlflow(ctx)
+    split, catalog = _load_split(ctx.run_dir)
+    index = {item: i for i, item in enumerate(catalog[S.ITEM_ID])}
+    pairs = co_interaction_pairs(split.part(TRAIN), index, cfg.train)
+    encoder = TextEncoder(config=cfg.encoder)
+    buffered: dict[int, float] = {}
+
+    def on_step(step: int, loss: float) -> None:
+        buffered[step] = loss
+
+    start = time.perf_counter()
+    losses = finetune_encoder(encoder, item_documents(catalog), pairs, cfg.train, on_step=on_step)
+    train_seconds = time.perf_counter() - start
+    for step, loss in buffered.items():
+        tracking.log_metrics(c, mlflow_run_id, {"train.loss": loss}, step=step)
+    encoder_dir = ctx.run_dir / "encoder"
+    encoder.save(encoder_dir)
+    stats = _embed_catalog(encoder, catalog, ctx.run_dir / "embeddings" / "finetuned.npy", "embedding (fine-tuned)")
+    tracking.log_metrics(
+        c,
+        mlflow_run_id,
+        {"train.pairs": len(pairs), "train.steps": len(losses), "train.seconds": train_seconds, "train.pairs_per_second": len(losses) * cfg.train.batch_size / max(train_seconds, 1e-9)},
+    )
+    return {"encoder_dir": str(encoder_dir), "steps": len(losses), "pairs": int(len(pairs)), "final_loss": losses[-1] if losses else None, "seconds": train_seconds}
+
+
+def evaluate(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
+    """Full-ranking evaluation of the fine-tuned model, the frozen encoder and popularity, on val and test."""
+    from recsys.evaluate import evaluate_models
+    from recsys.splits import TRAIN
+
+    tracking, c = _mlflow(ctx)
+    split, catalog = _load_split(ctx.run_dir)
+    item_ids = catalog[S.ITEM_ID].tolist()
+    emb = ctx.run_dir / "embeddings"
+    vectors = {"finetuned": np.load(emb / "finetuned.npy"), "frozen": np.load(emb / "frozen.npy")}
+    counts = split.part(TRAIN)[S.ITEM_ID].value_counts()
+    popularity = counts.reindex(item_ids, fill_value=0).to_numpy()
+    report = {stage: evaluate_models(item_ids, vectors, popularity, split, stage, cfg.eval.k, cfg.eval.batch_size) for stage in ("val", "test")}
+    _write_json(ctx.run_dir / "metrics.json", report)
+    flat = {f"{stage}.{model}.{m}": v for stage, models in report.items() for model, ms in models.items() for m, v in ms.items()}
+    tracking.log_metrics(c, mlflow_run_id, flat)
+    tracking.log_artifacts(c, mlflow_run_id, ctx.run_dir / "metrics.json")
+    return {"metrics": str(ctx.run_dir / "metrics.json"), "test": report["test"]}
+
+
+def primary_metric(k: int) -> str:
+    return f"ndcg_at_{k}"
+
+
+def register(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
+    """Log the fine-tuned model, register a new version, and make it champion if it beats popularity.
+
+    (The full promotion gate, against the current champion, comes later; for now the bar is the
+    popularity baseline on the test split.)
+    """
+    from recsys.serving import CATALOG_ARTIFACT, ENCODER_ARTIFACT, ItemRecommender, save_catalog
+
+    tracking, c = _mlflow(ctx)
+    split, catalog = _load_split(ctx.run_dir)
+    report = _read_json(ctx.run_dir / "metrics.json")["test"]
+    metric = primary_metric(cfg.eval.k)
+    candidate, baseline = report["finetuned"][metric], report["popularity"][metric]
+    beats = candidate > baseline
+
+    titles = catalog[S.TITLE].fillna(catalog[S.ITEM_ID]).astype(str).tolist()
+    catalog_path = save_catalog(ctx.run_dir / "model" / "catalog.npz", catalog[S.ITEM_ID].tolist(), titles, np.load(ctx.run_dir / "embeddings" / "finetuned.npy"))
+    # both query kinds in the example, so the signature accepts ids and free text (cold start)
+    example = pd.DataFrame({"item_id": [catalog[S.ITEM_ID].iloc[0], None], "text": [None, titles[0]]})
+    version = tracking.log_and_register_model(
+        c,
+        mlflow_run_id,
+        cfg.model_name,
+        ItemRecommender(),
+        artifacts={CATALOG_ARTIFACT: str(catalog_path), ENCODER_ARTIFACT: str(ctx.run_dir / "encoder")},
+        code_paths=[str(Path(__file__).resolve().parent)],
+        input_example=example,
+        pip_requirements=_model_requirements(),
+    )
+    decision = "champion" if beats else "not promoted"
+    reason = f"test {metric}: fine-tuned {candidate:.4f} vs popularity {baseline:.4f}"
+    tracking.set_version_tags(c, cfg.model_name, version, {"decision": decision, "reason": reason, "dataset": cfg.dataset, metric: f"{candidate:.6f}"})
+    previous = tracking.champion_version(c, cfg.model_name)
+    if beats:
+        tracking.set_alias(c, cfg.model_name, tracking.CHAMPION, version)  # last step: a crash before it leaves the champion as it was
+    tracking.set_tags(c, mlflow_run_id, {"registered_version": version, "decision": decision})
+    tracking.end_run(c, mlflow_run_id)
+    return {"model_name": cfg.model_name, "version": version, "decision": decision, "reason": reason, "previous_champion": previous}
+
+
+def _model_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("mlflow", "numpy", "pandas", "torch", "transformers")]

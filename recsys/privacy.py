@@ -1,0 +1,59 @@
+"""Pseudonymization of user identifiers with a keyed hash (HMAC-SHA256).
+
+Raw user ids are replaced as soon as a loader reads them, so they never reach the
+warehouse, MLflow or logs. The key comes from $RECSYS_PSEUDONYM_KEY; an embedded
+installation without it gets a random key created once under the project home
+(`secrets/pseudonym.key`, mode 0600, git-ignored), so ids stay stable across runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+import pandas as pd
+
+KEY_ENV = "RECSYS_PSEUDONYM_KEY"
+_PREFIX = "u_"
+_DIGEST_CHARS = 20  # 80 bits: collisions are negligible for any shop's user base
+
+
+class Pseudonymizer:
+    """Maps raw user ids to stable opaque ids; the same key always gives the same id."""
+
+    def __init__(self, key: bytes):
+        if len(key) < 16:
+            raise ValueError("pseudonymization key must be at least 16 bytes")
+        self._key = key
+
+    def one(self, raw_id: object) -> str:
+        digest = hmac.new(self._key, str(raw_id).encode("utf-8"), hashlib.sha256).hexdigest()
+        return _PREFIX + digest[:_DIGEST_CHARS]
+
+    def series(self, raw_ids: pd.Series) -> pd.Series:
+        """Pseudonymize a column; nulls stay null (validation reports them, with no raw id to leak)."""
+        uniques = raw_ids.dropna().unique()
+        mapping = {u: self.one(u) for u in uniques}  # hash each distinct id once
+        return raw_ids.map(mapping).astype("string")
+
+
+def load_key(secrets_dir: Path) -> bytes:
+    """The key from the environment, else the installation's key file (created on first use)."""
+    env_key = os.environ.get(KEY_ENV)
+    if env_key:
+        return env_key.encode("utf-8")
+    key_file = secrets_dir / "pseudonym.key"
+    if not key_file.exists():
+        secrets_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            # O_EXCL: of two tasks racing to create the key, one wins and both read its key
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+    return key_file.read_text().strip().encode("utf-8")

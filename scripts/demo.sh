@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: run the training DAG on online-retail through Airflow,
+# then show the metrics and how to look at the results. Called by `make demo` (which sets the env).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+conf=${RECSYS_DEMO_CONF:-'{"dataset": "online-retail"}'}
+log="$RECSYS_HOME/demo-last.log"
+echo "== running the recsys_training DAG (conf: $conf); full log: $log"
+start=$(date +%s)
+if ! .venv/bin/airflow dags test recsys_training --conf "$conf" 2>&1 | tee "$log" | grep --line-buffered -E "fine-tuning|embedding|Marking task|ERROR|Validation failed|  - " ; then
+  true
+fi
+state=$(grep -oE "DagRun Finished: .*state=[a-z]+" "$log" | tail -1 | grep -oE "state=[a-z]+" || true)
+echo "== DAG run finished: ${state:-unknown} in $(( $(date +%s) - start )) s"
+.venv/bin/recsys summary || true
+cat <<MSG
+
+== Look at it
+  Airflow UI : make ui          -> http://localhost:8080 (user admin, password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated)
+  MLflow UI  : make mlflow-ui   -> http://localhost:5000 (experiment recsys-training, model recsys-item-encoder)
+  Try it     : .venv/bin/recsys recommend --text "red retrospot lunch bag"
+MSG
+[ "$state" = "state=success" ]
