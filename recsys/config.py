@@ -32,12 +32,17 @@ class EncoderConfig:
 class TrainConfig:
     max_steps: int = 60  # bounded so the demo stays fast on 2 CPU cores
     batch_size: int = 48  # pairs per step; every other pair in the batch is a negative
-    learning_rate: float = 2e-5
+    learning_rate: float = 5e-5  # measured on online-retail: 5e-5 beat the frozen encoder on validation in 60 steps, 2e-5 did not
     warmup_steps: int = 10
     weight_decay: float = 0.01
     temperature: float = 0.05
     grad_clip: float = 1.0
-    max_pairs_per_user: int = 50  # caps heavy buyers so they do not dominate the pairs
+    max_pairs_per_user: int = 50  # "random" pairs: caps heavy buyers so they do not dominate
+    pair_strategy: str = "cooccurrence"  # "cooccurrence" (strongest co-items) or "random" basket pairs
+    neighbours_per_item: int = 10  # "cooccurrence": positives per anchor item
+    min_cooccurrence: int = 3  # "cooccurrence": a pair needs this many users who bought both
+    eval_every: int = 30  # steps between validation scores (each re-embeds the catalog)
+    patience: int = 2  # validations without improvement before stopping early
     seed: int = 42
 
 
@@ -82,6 +87,7 @@ class PipelineConfig:
             max_steps=int(p.get("max_train_steps", TrainConfig.max_steps)),
             learning_rate=float(p.get("learning_rate", TrainConfig.learning_rate)),
             batch_size=int(p.get("train_batch_size", TrainConfig.batch_size)),
+            pair_strategy=str(p.get("pair_strategy", TrainConfig.pair_strategy)),
         )
         encoder = replace(cfg.encoder, model_path=p.get("model_path"))
         ev = replace(cfg.eval, k=int(p.get("k", EvalConfig.k)))

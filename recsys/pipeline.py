@@ -120,10 +120,14 @@ def validate(cfg: PipelineConfig, ctx: RunContext) -> dict[str, Any]:
     run_id = tracking.get_or_create_run(c, exp_id, ctx.run_key, ctx.run_key, {"dataset": cfg.dataset})
     tracking.log_params(c, run_id, cfg.flat())
 
-    items, inter, meta = _read_input(cfg, ctx)
     report_dir = ctx.run_dir / "validation"
     vcfg = ValidationConfig(min_text_share=cfg.min_text_share, max_timestamp=(ctx.logical_date + pd.Timedelta(days=1)).isoformat())
     try:
+        try:
+            items, inter, meta = _read_input(cfg, ctx)
+        except DataValidationError as err:  # unreadable or empty file: no table to hand to GX
+            _write_json(report_dir / "validation.json", {"success": False, "table": err.table, "source": err.source, "failures": err.failures})
+            raise
         summary = validate_dataset(
             items,
             inter,
@@ -233,36 +237,55 @@ def embed(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str,
 
 
 def finetune(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
-    """Fine-tune the encoder on co-interaction pairs of the training split, then re-embed the catalog."""
-    from recsys.encoder import TextEncoder
-    from recsys.finetune import co_interaction_pairs, finetune_encoder
+    """Fine-tune the encoder on co-interaction pairs of the training split, keeping the weights
+    that score best on validation Recall@k (the frozen encoder included), then save the item vectors."""
     from recsys.documents import item_documents
+    from recsys.encoder import TextEncoder
+    from recsys.evaluate import evaluate_models
+    from recsys.finetune import finetune_encoder, training_pairs
     from recsys.splits import TRAIN
 
     tracking, c = _mlflow(ctx)
     split, catalog = _load_split(ctx.run_dir)
-    index = {item: i for i, item in enumerate(catalog[S.ITEM_ID])}
-    pairs = co_interaction_pairs(split.part(TRAIN), index, cfg.train)
+    item_ids = catalog[S.ITEM_ID].tolist()
+    index = {item: i for i, item in enumerate(item_ids)}
+    docs = item_documents(catalog)
+    pairs = training_pairs(split.part(TRAIN), index, cfg.train)
+    popularity = split.part(TRAIN)[S.ITEM_ID].value_counts().reindex(item_ids, fill_value=0).to_numpy()
     encoder = TextEncoder(config=cfg.encoder)
-    buffered: dict[int, float] = {}
+    scored: list[np.ndarray] = []  # item vectors at each validation, in order
 
-    def on_step(step: int, loss: float) -> None:
-        buffered[step] = loss
+    def validate_recall(enc: TextEncoder) -> float:
+        # the first call scores the untouched encoder: its vectors were written by `embed`
+        vectors = np.load(ctx.run_dir / "embeddings" / "frozen.npy") if not scored else enc.encode(docs, desc="validation embedding")
+        scored.append(vectors)
+        return evaluate_models(item_ids, {"m": vectors}, popularity, split, "val", cfg.eval.k)["m"][f"recall_at_{cfg.eval.k}"]
 
+    losses: dict[int, float] = {}
     start = time.perf_counter()
-    losses = finetune_encoder(encoder, item_documents(catalog), pairs, cfg.train, on_step=on_step)
+    result = finetune_encoder(encoder, docs, pairs, cfg.train, on_step=losses.__setitem__, validate=validate_recall)
     train_seconds = time.perf_counter() - start
-    for step, loss in buffered.items():
+    for step, loss in losses.items():
         tracking.log_metrics(c, mlflow_run_id, {"train.loss": loss}, step=step)
+    for step, score in result.val_history.items():
+        tracking.log_metrics(c, mlflow_run_id, {f"train.val_recall_at_{cfg.eval.k}": score}, step=step)
     encoder_dir = ctx.run_dir / "encoder"
     encoder.save(encoder_dir)
-    stats = _embed_catalog(encoder, catalog, ctx.run_dir / "embeddings" / "finetuned.npy", "embedding (fine-tuned)")
+    best_vectors = scored[list(result.val_history).index(result.best_step)]
+    np.save(ctx.run_dir / "embeddings" / "finetuned.npy", best_vectors)
+    steps = len(result.losses)
     tracking.log_metrics(
         c,
         mlflow_run_id,
-        {"train.pairs": len(pairs), "train.steps": len(losses), "train.seconds": train_seconds, "train.pairs_per_second": len(losses) * cfg.train.batch_size / max(train_seconds, 1e-9)},
+        {
+            "train.pairs": len(pairs),
+            "train.steps": steps,
+            "train.best_step": result.best_step,
+            "train.seconds": train_seconds,
+            "train.pairs_per_second": steps * cfg.train.batch_size / max(train_seconds, 1e-9),
+        },
     )
-    return {"encoder_dir": str(encoder_dir), "steps": len(losses), "pairs": int(len(pairs)), "final_loss": losses[-1] if losses else None, "seconds": train_seconds}
+    return {"encoder_dir": str(encoder_dir), "steps": steps, "best_step": result.best_step, "pairs": int(len(pairs)), "val_history": result.val_history, "seconds": train_seconds}
 
 
 def evaluate(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:

@@ -1,0 +1,59 @@
+"""The DAG files load without import errors and follow the project's DAG conventions."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from airflow.dag_processing.dagbag import DagBag
+
+DAGS = Path(__file__).resolve().parents[1] / "dags"
+HEAVY = {"torch", "pandas", "numpy", "mlflow", "transformers", "great_expectations", "sklearn", "recsys"}
+
+
+@pytest.fixture(scope="module")
+def dagbag() -> DagBag:
+    return DagBag(dag_folder=str(DAGS))
+
+
+def test_no_import_errors(dagbag: DagBag) -> None:
+    assert dagbag.import_errors == {}
+    assert "recsys_training" in dagbag.dags
+
+
+def test_conventions(dagbag: DagBag) -> None:
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.catchup is False, dag_id
+        assert dag.tags, dag_id
+        assert dag.doc_md, dag_id
+        for t in dag.tasks:
+            assert t.retries >= 1, f"{dag_id}.{t.task_id} has no retries"
+
+
+def test_training_dag_shape(dagbag: DagBag) -> None:
+    dag = dagbag.dags["recsys_training"]
+    assert type(dag.timetable).__name__ == "NullTimetable"  # triggered (UI, REST, drift monitor), not scheduled
+    assert dag.max_active_runs == 1
+    order = ["validate", "load_and_split", "embed", "finetune", "evaluate", "register"]
+    assert set(dag.task_ids) == set(order)
+    for upstream, downstream in zip(order, order[1:]):
+        assert downstream in dag.get_task(upstream).downstream_task_ids
+    params = dag.params
+    for name in ("dataset", "max_train_steps", "k", "sample_users", "items_path", "interactions_path"):
+        assert name in params
+
+
+@pytest.mark.parametrize("path", sorted(DAGS.glob("*.py")), ids=lambda p: p.name)
+def test_no_heavy_top_level_imports(path: Path) -> None:
+    """DAG files are parsed often: heavy libraries are imported inside tasks only."""
+    tree = ast.parse(path.read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            names = [a.name.split(".")[0] for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [(node.module or "").split(".")[0]]
+        else:
+            continue
+        assert not HEAVY.intersection(names), f"{path.name}: top-level import of {names}"

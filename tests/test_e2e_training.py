@@ -1,0 +1,124 @@
+"""End to end: the real training DAG, run by Airflow on a small real subset of online-retail.
+
+Real everything: the PyPI data-set wheel, GX, the SQLite warehouse, the packaged MiniLM on the
+CPU, an MLflow SQLite store and registry, and `airflow dags test` in a fresh Airflow home.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from recsys import tracking, warehouse
+from recsys.paths import project_paths
+
+pytestmark = [pytest.mark.slow, pytest.mark.network]
+
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+MODEL = "recsys-item-encoder"
+CONF = {"dataset": "online-retail", "sample_users": 250, "max_train_steps": 6, "train_batch_size": 16}
+
+
+def _airflow(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([AIRFLOW, *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+
+
+def _trigger(conf: dict) -> tuple[str, str, str]:
+    """Run the DAG with `airflow dags test`; returns (final state, dag run id, output)."""
+    proc = _airflow("dags", "test", "recsys_training", "--conf", json.dumps(conf))
+    out = proc.stdout + proc.stderr
+    states = re.findall(r"DagRun Finished: .*?run_id=([^,]+),.*?state=(\w+)", out)
+    assert states, f"no DagRun Finished line (rc {proc.returncode}):\n{out[-4000:]}"
+    run_id, state = states[-1]
+    return state, run_id, out
+
+
+def _task_states(run_id: str) -> dict[str, str]:
+    proc = _airflow("tasks", "states-for-dag-run", "recsys_training", run_id, "-o", "json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(proc.stdout[proc.stdout.index("[") :])
+    return {r["task_id"]: r["state"] for r in rows}
+
+
+@pytest.fixture(scope="module")
+def airflow_db() -> None:
+    proc = _airflow("db", "migrate", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def first_run(airflow_db: None) -> dict:
+    state, run_id, out = _trigger(CONF)
+    assert state == "success", out[-6000:]
+    return {"run_id": run_id}
+
+
+def test_training_dag_trains_registers_and_serves(first_run: dict) -> None:
+    c = tracking.client(os.environ["MLFLOW_TRACKING_URI"])
+    exp = c.get_experiment_by_name("recsys-training")
+    run = c.search_runs([exp.experiment_id], filter_string=f"tags.`{tracking.RUN_KEY_TAG}` = 'recsys_training__{first_run['run_id']}'")[0]
+    m = run.data.metrics
+    # the three models were scored on the same test queries, in the same run
+    for model in ("finetuned", "frozen", "popularity"):
+        assert 0.0 <= m[f"test.{model}.recall_at_10"] <= 1.0
+        assert m[f"test.{model}.n_queries"] == m["test.popularity.n_queries"] > 100
+    assert run.info.status == "FINISHED"
+    assert run.data.params["dataset"] == "online-retail"
+    assert run.data.tags["validation"] == "passed"
+    assert "validation/validation.json" in [a.path for a in c.list_artifacts(run.info.run_id, "validation")]
+    # registered, and champion because the text model beats popularity on this data
+    version = run.data.tags["registered_version"]
+    assert m["test.finetuned.ndcg_at_10"] > m["test.popularity.ndcg_at_10"]
+    assert tracking.champion_version(c, MODEL) == version
+
+    import mlflow.pyfunc
+
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    catalog = model.unwrap_python_model().item_ids
+    query = catalog[0]
+    recs = model.predict(pd.DataFrame({"item_id": [query]}), params={"k": 10})
+    assert len(recs) == 10 and query not in set(recs["item_id"])
+    assert list(recs["rank"]) == list(range(1, 11))
+    assert recs["score"].is_monotonic_decreasing
+    # a new product, known only by its text, is recommendable at once (no cold-start hole)
+    cold = model.predict(pd.DataFrame({"text": ["red retrospot lunch bag"]}), params={"k": 5})
+    assert len(cold) == 5 and cold["item_id"].isin(catalog).all()
+
+
+def test_second_run_adds_no_warehouse_rows_and_a_new_version(first_run: dict) -> None:
+    engine = warehouse.make_engine(project_paths().warehouse_url)
+    before = warehouse.table_counts(engine, "online-retail")
+    state, _, out = _trigger(CONF)
+    assert state == "success", out[-6000:]
+    assert warehouse.table_counts(engine, "online-retail") == before
+    c = tracking.client(os.environ["MLFLOW_TRACKING_URI"])
+    versions = sorted(int(v.version) for v in c.search_model_versions(f"name = '{MODEL}'"))
+    assert versions == [1, 2]
+
+
+def test_bad_file_stops_the_dag_at_validation(first_run: dict, tmp_path: Path) -> None:
+    c = tracking.client(os.environ["MLFLOW_TRACKING_URI"])
+    champion = tracking.champion_version(c, MODEL)
+    n_versions = len(c.search_model_versions(f"name = '{MODEL}'"))
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title,price\nA1,Red mug,3.5\nA1,Blue plate,4\n")
+    inter = tmp_path / "interactions.csv"
+    inter.write_text("user_id,item_id,event\nalice,A1,purchase\n")
+
+    state, run_id, out = _trigger({"dataset": "files", "items_path": str(items), "interactions_path": str(inter)})
+
+    assert state == "failed"
+    assert "Validation failed for table 'items'" in out and "expect_column_values_to_be_unique(item_id)" in out
+    states = _task_states(run_id)
+    assert states["validate"] == "failed"  # no retry either: bad data is not a transient error
+    assert all(states[t] == "upstream_failed" for t in ("load_and_split", "embed", "finetune", "evaluate", "register"))
+    assert tracking.champion_version(c, MODEL) == champion
+    assert len(c.search_model_versions(f"name = '{MODEL}'")) == n_versions
+    assert items.read_text().startswith("item_id,title,price\nA1")  # the raw file is kept as it was

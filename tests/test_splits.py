@@ -1,0 +1,254 @@
+"""Golden tests of recsys.splits: the basket-completion protocol and the global time split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys import schema as S
+from recsys.config import SplitConfig
+from recsys.splits import HELD, PART, TEST, TRAIN, VAL, basket_split, make_split, time_split
+
+# --- basket data: 6 users with 3..8 distinct items over a 20-item catalog -----------------------
+CATALOG = [f"i{j:02d}" for j in range(20)]
+BASKET_SIZES = {"u1": 3, "u2": 4, "u3": 5, "u4": 6, "u5": 7, "u6": 8}
+
+
+def _basket_interactions() -> pd.DataFrame:
+    rows = []
+    for n, (user, size) in enumerate(BASKET_SIZES.items()):
+        # user n buys items 3n .. 3n+size-1 (mod 20): overlapping baskets
+        rows += [(user, CATALOG[(3 * n + j) % 20]) for j in range(size)]
+    rows.append(("u6", rows[-1][1]))  # one repeated purchase: the split works on distinct (user, item) pairs
+    return pd.DataFrame(rows, columns=[S.USER_ID, S.ITEM_ID])
+
+
+INTER = _basket_interactions()
+ITEMS = pd.Series(CATALOG)
+
+
+def _user_items(split, user: str, parts: tuple[str, ...]) -> set[str]:
+    p = split.pairs
+    return set(p.loc[(p[S.USER_ID] == user) & p[PART].isin(parts), S.ITEM_ID])
+
+
+@pytest.fixture(scope="module")
+def split42():
+    return basket_split(INTER, ITEMS, SplitConfig(seed=42))
+
+
+def test_basket_drops_users_below_min_items(split42):
+    # u1 has 3 distinct items < min_items_per_user = 4 -> dropped; u2..u6 (4..8 items) kept
+    assert sorted(split42.pairs[S.USER_ID].unique()) == ["u2", "u3", "u4", "u5", "u6"]
+    assert split42.protocol == "basket"
+
+
+def test_basket_keeps_every_distinct_pair_once(split42):
+    # 4 + 5 + 6 + 7 + 8 = 30 distinct pairs (u6's repeated purchase counted once), each in exactly one part
+    assert len(split42.pairs) == 30
+    assert not split42.pairs.duplicated([S.USER_ID, S.ITEM_ID]).any()
+    for n, (user, size) in enumerate(BASKET_SIZES.items()):
+        if size < 4:
+            continue
+        expected = {CATALOG[(3 * n + j) % 20] for j in range(size)}
+        assert _user_items(split42, user, (TRAIN, VAL, HELD, TEST)) == expected
+    assert set(split42.pairs[PART]) <= {TRAIN, VAL, HELD, TEST}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 42, 123])
+def test_basket_test_targets_per_user(seed):
+    split = basket_split(INTER, ITEMS, SplitConfig(seed=seed))
+    # round(0.2 * n), at least 1: n=4 -> 0.8 -> 1; 5 -> 1.0 -> 1; 6 -> 1.2 -> 1; 7 -> 1.4 -> 1; 8 -> 1.6 -> 2
+    expected = {"u2": 1, "u3": 1, "u4": 1, "u5": 1, "u6": 2}
+    counts = split.part(TEST).groupby(S.USER_ID).size().to_dict()
+    assert counts == expected
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 42, 123])
+def test_basket_cold_items(seed):
+    split = basket_split(INTER, ITEMS, SplitConfig(seed=seed))
+    # round(0.1 * 20 catalog items) = 2 cold items, drawn from the catalog
+    assert len(split.cold_items) == 2
+    assert split.cold_items <= set(CATALOG)
+    p = split.pairs
+    is_cold = p[S.ITEM_ID].isin(split.cold_items)
+    # never seen by training or validation
+    assert not (is_cold & p[PART].isin([TRAIN, VAL])).any()
+    # an observed (not test) cold item is held: part of the test query, not of training
+    assert set(p.loc[is_cold, PART]) <= {HELD, TEST}
+    # and held holds only cold items
+    assert p.loc[p[PART] == HELD, S.ITEM_ID].isin(split.cold_items).all()
+
+
+def test_basket_cold_share_rounds_on_catalog_size():
+    # a 25-item catalog: round(0.1 * 25) = round(2.5) = 2 (banker's rounding); a 35-item one: round(3.5) = 4
+    for size, n_cold in [(25, 2), (35, 4), (4, 0)]:
+        items = pd.Series([f"c{j}" for j in range(size)])
+        inter = pd.DataFrame({S.USER_ID: ["a"] * 4, S.ITEM_ID: items.iloc[:4].tolist()})
+        assert len(basket_split(inter, items, SplitConfig(seed=3)).cold_items) == n_cold
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 42, 123])
+def test_basket_val_is_carved_from_train(seed):
+    split = basket_split(INTER, ITEMS, SplitConfig(seed=seed))
+    p = split.pairs
+    for user in p[S.USER_ID].unique():
+        trainable = _user_items(split, user, (TRAIN, VAL))  # what training saw before validation was carved out
+        val = _user_items(split, user, (VAL,))
+        if trainable:
+            # round(0.2 * m) of them, at least 1
+            assert len(val) == max(1, int(np.rint(0.2 * len(trainable))))
+        # val targets are observed, non-cold, non-test items
+        assert not (val & split.cold_items)
+        assert not (val & _user_items(split, user, (TEST,)))
+
+
+def test_basket_same_seed_same_split_other_seed_other_split():
+    a = basket_split(INTER, ITEMS, SplitConfig(seed=7))
+    b = basket_split(INTER, ITEMS, SplitConfig(seed=7))
+    c = basket_split(INTER, ITEMS, SplitConfig(seed=8))
+    pd.testing.assert_frame_equal(a.pairs, b.pairs)
+    assert a.cold_items == b.cold_items
+    assert not (a.pairs[PART].equals(c.pairs[PART]) and a.cold_items == c.cold_items)
+
+
+def test_basket_queries_and_targets(split42):
+    p = split42.pairs
+    q_test, t_test = split42.queries_and_targets(TEST)
+    q_val, t_val = split42.queries_and_targets(VAL)
+    for user in ["u2", "u3", "u4", "u5", "u6"]:
+        # test: query = train + val + held, targets = test
+        assert set(q_test[user]) == _user_items(split42, user, (TRAIN, VAL, HELD))
+        assert set(t_test[user]) == _user_items(split42, user, (TEST,))
+        # val: query = train only, targets = val
+        if user in q_val:
+            assert set(q_val[user]) == _user_items(split42, user, (TRAIN,))
+            assert set(t_val[user]) == _user_items(split42, user, (VAL,))
+    assert sorted(q_test) == sorted(t_test) == sorted(p[S.USER_ID].unique())
+
+
+def test_queries_and_targets_leave_out_users_without_query_or_target():
+    from recsys.splits import Split
+
+    pairs = pd.DataFrame(
+        {
+            S.USER_ID: ["a", "a", "b", "c", "c"],
+            S.ITEM_ID: ["x", "y", "x", "y", "z"],
+            PART: [TRAIN, TEST, TEST, TRAIN, VAL],
+        }
+    )
+    split = Split(pairs=pairs, cold_items=frozenset(), protocol="basket")
+    # test: a has query [x] and target [y]; b has a target but no query -> out; c has a query but no target -> out
+    assert split.queries_and_targets(TEST) == ({"a": ["x"]}, {"a": ["y"]})
+    # val: only c has a val target; its query is its train item
+    assert split.queries_and_targets(VAL) == ({"c": ["y"]}, {"c": ["z"]})
+
+
+# --- time data: 20 events at hours 0..19 (given shuffled) ----------------------------------------
+T0 = pd.Timestamp("2024-01-01", tz="UTC")
+TIME_EVENTS = [
+    # hour, user, item
+    (0, "u1", "i1"),
+    (1, "u1", "i2"),
+    (2, "u1", "i1"),  # a repeat inside train
+    (3, "u2", "i2"),
+    (4, "u2", "i3"),
+    (5, "u2", "i7"),
+    (6, "u3", "i1"),
+    (7, "u3", "i4"),
+    (8, "u3", "i5"),
+    (9, "u1", "i3"),
+    (10, "u2", "i4"),
+    (11, "u3", "i6"),
+    (12, "u1", "i5"),
+    (13, "u2", "i6"),
+    (14, "u3", "i2"),
+    (15, "u1", "i6"),
+    (16, "u3", "i8"),  # val window (hours 16, 17): item i8 is new to everyone
+    (17, "u1", "i7"),  # val: i7 is new to u1 but u2 trained on it
+    (18, "u1", "i1"),  # test window (hours 18, 19): u1 bought i1 in train -> never a target
+    (19, "u2", "i9"),  # test: new to u2, never trained
+]
+TIME_CATALOG = pd.Series([f"i{j}" for j in range(1, 11)])  # i10 has no interaction at all
+
+
+def _time_interactions() -> pd.DataFrame:
+    df = pd.DataFrame(TIME_EVENTS, columns=["hour", S.USER_ID, S.ITEM_ID])
+    df[S.TIMESTAMP] = T0 + pd.to_timedelta(df["hour"], unit="h")
+    return df.drop(columns="hour").sample(frac=1.0, random_state=0).reset_index(drop=True)
+
+
+def _pairs_of(split, part: str) -> set[tuple[str, str]]:
+    p = split.part(part)
+    return set(zip(p[S.USER_ID], p[S.ITEM_ID], strict=True))
+
+
+def test_time_split_exact_parts():
+    split = time_split(_time_interactions(), TIME_CATALOG, SplitConfig())
+    # 20 events: test = last round(0.1 * 20) = 2 (hours 18, 19), val = the 2 before (hours 16, 17).
+    # Hour 18 (u1, i1) first occurred at hour 0 -> stays train; one row per distinct (user, item).
+    assert _pairs_of(split, TEST) == {("u2", "i9")}
+    assert _pairs_of(split, VAL) == {("u3", "i8"), ("u1", "i7")}
+    assert _pairs_of(split, TRAIN) == {
+        ("u1", "i1"), ("u1", "i2"), ("u1", "i3"), ("u1", "i5"), ("u1", "i6"),
+        ("u2", "i2"), ("u2", "i3"), ("u2", "i7"), ("u2", "i4"), ("u2", "i6"),
+        ("u3", "i1"), ("u3", "i4"), ("u3", "i5"), ("u3", "i6"), ("u3", "i2"),
+    }  # fmt: skip
+    assert len(split.pairs) == 15 + 2 + 1
+    assert _pairs_of(split, HELD) == set()
+    assert split.protocol == "time"
+
+
+def test_time_split_a_pair_first_seen_in_train_is_never_a_target():
+    split = time_split(_time_interactions(), TIME_CATALOG, SplitConfig())
+    targets = _pairs_of(split, TEST) | _pairs_of(split, VAL)
+    assert ("u1", "i1") not in targets
+    assert not (targets & _pairs_of(split, TRAIN))
+
+
+def test_time_split_cold_items_are_those_without_train_rows():
+    split = time_split(_time_interactions(), TIME_CATALOG, SplitConfig())
+    # trained items: i1..i7; catalog i1..i10 -> cold = {i8 (val only), i9 (test only), i10 (never seen)}
+    assert split.cold_items == frozenset({"i8", "i9", "i10"})
+
+
+def test_time_split_queries_and_targets():
+    split = time_split(_time_interactions(), TIME_CATALOG, SplitConfig())
+    q, t = split.queries_and_targets(TEST)
+    # only u2 has a test target; its query = its train (+ val + held: none) items
+    assert list(q) == ["u2"] and t == {"u2": ["i9"]}
+    assert sorted(q["u2"]) == ["i2", "i3", "i4", "i6", "i7"]
+    q, t = split.queries_and_targets(VAL)
+    assert {u: sorted(v) for u, v in t.items()} == {"u1": ["i7"], "u3": ["i8"]}
+    assert sorted(q["u1"]) == ["i1", "i2", "i3", "i5", "i6"]
+    assert sorted(q["u3"]) == ["i1", "i2", "i4", "i5", "i6"]
+
+
+def test_time_split_does_not_depend_on_row_order():
+    a = time_split(_time_interactions(), TIME_CATALOG, SplitConfig())
+    shuffled = _time_interactions().sample(frac=1.0, random_state=5)
+    b = time_split(shuffled, TIME_CATALOG, SplitConfig())
+    pd.testing.assert_frame_equal(a.pairs, b.pairs)
+
+
+def _dataset(interactions: pd.DataFrame, items: pd.Series, has_time: bool) -> S.Dataset:
+    return S.Dataset(
+        name="t",
+        items=S.to_canonical_items(pd.DataFrame({S.ITEM_ID: items, S.TITLE: items})),
+        interactions=S.to_canonical_interactions(interactions.assign(**{S.EVENT: "purchase"})),
+        has_time=has_time,
+        has_text=True,
+        source="test",
+    )
+
+
+def test_make_split_picks_the_protocol_by_has_time():
+    timed = make_split(_dataset(_time_interactions(), TIME_CATALOG, has_time=True), SplitConfig())
+    assert timed.protocol == "time"
+    assert timed.cold_items == frozenset({"i8", "i9", "i10"})
+    untimed = make_split(_dataset(INTER, ITEMS, has_time=False), SplitConfig(seed=42))
+    assert untimed.protocol == "basket"
+    expected = basket_split(INTER, ITEMS, SplitConfig(seed=42))
+    assert untimed.cold_items == expected.cold_items
+    assert (untimed.pairs[PART].to_numpy() == expected.pairs[PART].to_numpy()).all()
