@@ -18,14 +18,17 @@ def _present(value: object) -> bool:
 def item_document(row: dict) -> str:
     """One item's document: "title. description. Category: a > b. Tags: x, y." """
     parts: list[str] = []
-    if _present(row.get(S.TITLE)):
-        parts.append(str(row[S.TITLE]).strip().rstrip("."))
-    if _present(row.get(S.DESCRIPTION)):
-        parts.append(str(row[S.DESCRIPTION]).strip().rstrip("."))
+    for col in (S.TITLE, S.DESCRIPTION):
+        if _present(row.get(col)):
+            text = str(row[col]).strip().rstrip(".").strip()
+            if text:  # a field that is only punctuation says nothing
+                parts.append(text)
     if _present(row.get(S.CATEGORY)):
         parts.append("Category: " + str(row[S.CATEGORY]).strip())
     if _present(row.get(S.TAGS)):
-        parts.append("Tags: " + ", ".join(t.strip() for t in str(row[S.TAGS]).split(S.TAG_SEP) if t.strip()))
+        tags = [t.strip() for t in str(row[S.TAGS]).split(S.TAG_SEP) if t.strip()]
+        if tags:
+            parts.append("Tags: " + ", ".join(tags))
     if not parts:
         parts.append(f"item {row[S.ITEM_ID]}")
     return ". ".join(parts) + "."

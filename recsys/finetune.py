@@ -108,7 +108,13 @@ def in_batch_softmax_loss(a: torch.Tensor, b: torch.Tensor, a_ids: torch.Tensor,
         >>> loss = in_batch_softmax_loss(a, a, torch.arange(4), torch.arange(4), 0.05)
     """
     logits = a @ b.T / temperature
-    same = (b_ids.unsqueeze(0) == b_ids.unsqueeze(1)) | (a_ids.unsqueeze(1) == b_ids.unsqueeze(0))
+    # the same mask serves both directions (a->b and, transposed, b->a), so it covers repeated
+    # positives, repeated anchors, and an anchor that is another pair's positive
+    same = (
+        (b_ids.unsqueeze(0) == b_ids.unsqueeze(1))
+        | (a_ids.unsqueeze(0) == a_ids.unsqueeze(1))
+        | (a_ids.unsqueeze(1) == b_ids.unsqueeze(0))
+    )
     eye = torch.eye(len(a_ids), dtype=torch.bool, device=a.device)
     logits = logits.masked_fill(same & ~eye, float("-inf"))
     target = torch.arange(len(a_ids), device=a.device)

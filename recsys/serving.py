@@ -70,6 +70,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
             if exclude[row] is not None:
                 scores[row, exclude[row]] = -np.inf
             top = np.argsort(-scores[row], kind="stable")[:k]
+            top = top[np.isfinite(scores[row, top])]  # never the query item, even when k >= catalog size
             for rank, j in enumerate(top, start=1):
                 rows.append(
                     {

@@ -65,11 +65,6 @@ def test_item_documents_of_a_canonical_frame_in_row_order():
             assert bad not in doc
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="documents.item_document appends a part before checking that it has words: tags '|' give 'Tags: .', "
-    "a title '.' gives the document '.', instead of skipping the empty field (and falling back to 'item <id>.')",
-)
 @pytest.mark.parametrize(
     ("row", "expected"),
     [

@@ -174,11 +174,6 @@ def test_predict_never_returns_the_query_item(hand_model):
         assert len(group) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serving.ItemRecommender.predict takes the top k of all catalog items after setting the query item's "
-    "score to -inf, so with k >= catalog size the query item comes back as the last recommendation, score -inf",
-)
 def test_predict_with_k_above_the_catalog_size_excludes_the_query_item(hand_model):
     out = hand_model.predict(None, pd.DataFrame({"item_id": ["i0"]}), params={"k": 10})
     # 4 items, the query excluded -> the 3 others, all with finite scores

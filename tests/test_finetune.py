@@ -225,12 +225,6 @@ def test_anchor_that_is_another_pairs_positive_is_masked():
     assert float(loss) == pytest.approx(_reference_loss(a, b, a_ids, b_ids, 0.1), abs=1e-5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finetune.in_batch_softmax_loss builds its false-negative mask for the a->b direction only "
-    "(b_i == b_j | a_i == b_j) and reuses it transposed for b->a, so two pairs with the same anchor item "
-    "(a_i == a_j) leave that item's copy as a negative for the other pair's b: the loss is not symmetric in a, b",
-)
 def test_duplicate_anchor_is_masked_like_a_duplicate_positive():
     # pairs (7, 3), (7, 4), (2, 5): pairs 0 and 1 share the anchor item 7. In the reverse direction the positive
     # of b_0 = 3 is item 7, and pair 1's a is that same item 7 -> a false negative, to be masked.
