@@ -19,6 +19,8 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(RECSYS_HOME)/mlflow/mlflow.db
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# airflow standalone starts its components as `airflow ...` subprocesses: the venv must be on PATH
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: install demo test test-fast airflow-init ui mlflow-ui clean
 

@@ -39,6 +39,10 @@ def summary(experiment: str, model_name: str) -> int:
     print("-" * len(header))
     for model in ("finetuned", "frozen", "popularity"):
         print(f"{model:<22}" + "".join(f"{m.get(f'test.{model}.{k}', float('nan')):>18.4f}" for k in keys))
+    if "train.steps" in m:
+        best = int(m.get("train.best_step", 0))
+        kept = "the frozen encoder was kept: fine-tuning did not beat it on validation" if best == 0 else f"weights of step {best} kept"
+        print(f"fine-tuning: {int(m['train.steps'])} steps on {int(m.get('train.pairs', 0))} pairs in {m.get('train.seconds', 0):.0f} s; {kept}")
     version = run.data.tags.get("registered_version")
     print(f"registered: {model_name} version {version} — {run.data.tags.get('decision')}")
     print(f"champion:   {model_name} version {tracking.champion_version(c, model_name)}")

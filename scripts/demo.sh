@@ -7,7 +7,7 @@ conf=${RECSYS_DEMO_CONF:-'{"dataset": "online-retail"}'}
 log="$RECSYS_HOME/demo-last.log"
 echo "== running the recsys_training DAG (conf: $conf); full log: $log"
 start=$(date +%s)
-if ! .venv/bin/airflow dags test recsys_training --conf "$conf" 2>&1 | tee "$log" | grep --line-buffered -E "fine-tuning|embedding|Marking task|ERROR|Validation failed|  - " ; then
+if ! .venv/bin/airflow dags test recsys_training --conf "$conf" 2>&1 | tee "$log" | grep --line-buffered -oE "\[DAG TEST\] end task task_id=[a-z_]+|step [0-9]+: validation score.*\)|early stop.*|Validation failed.*|^  - .*|ERROR.*" ; then
   true
 fi
 state=$(grep -oE "DagRun Finished: .*state=[a-z]+" "$log" | tail -1 | grep -oE "state=[a-z]+" || true)
