@@ -8,8 +8,11 @@ Trains the LLM-based item encoder on a shop's data and registers it in MLflow.
 2. **load_and_split** — upsert into the warehouse (idempotent), read back, build the evaluation split.
 3. **embed** — embed every item's text with the frozen encoder.
 4. **finetune** — fine-tune the encoder on co-interaction pairs (GPU when present, else CPU).
-5. **evaluate** — full-ranking Recall/NDCG@k: fine-tuned vs frozen vs popularity.
-6. **register** — log and register the model; alias `champion` when it beats popularity.
+5. **fit_model** — fit the hybrid recommender: EASE with the item text as side information, plus
+   cold-start propagation, its weights tuned on validation.
+6. **evaluate** — full-ranking Recall/NDCG@k of the hybrid vs EASE, item-kNN, the fine-tuned and the
+   frozen encoder, and popularity, on the same split.
+7. **register** — log and register the model; alias `champion` when it beats popularity.
 
 Every run is one MLflow run (tag `recsys.run_key` = this DAG run). Trigger from the UI with the form's
 Params, or `airflow dags test recsys_training --conf '{"dataset": "movielens-100k"}'`.
@@ -97,7 +100,14 @@ def recsys_training():
         return pipeline.finetune(cfg, ctx, validated["mlflow_run_id"])
 
     @task
-    def evaluate(validated: dict, _trained: dict) -> dict:
+    def fit_model(validated: dict, _trained: dict) -> dict:
+        from recsys import pipeline
+
+        cfg, ctx = _run_inputs()
+        return pipeline.fit_model(cfg, ctx, validated["mlflow_run_id"])
+
+    @task
+    def evaluate(validated: dict, _fitted: dict) -> dict:
         from recsys import pipeline
 
         cfg, ctx = _run_inputs()
@@ -114,7 +124,8 @@ def recsys_training():
     split = load_and_split(validated)
     embedded = embed(validated, split)
     trained = finetune(validated, embedded)
-    evaluated = evaluate(validated, trained)
+    fitted = fit_model(validated, trained)
+    evaluated = evaluate(validated, fitted)
     register(validated, evaluated)
 
 

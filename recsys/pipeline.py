@@ -288,19 +288,79 @@ def finetune(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
     return {"encoder_dir": str(encoder_dir), "steps": steps, "best_step": result.best_step, "pairs": int(len(pairs)), "val_history": result.val_history, "seconds": train_seconds}
 
 
-def evaluate(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
-    """Full-ranking evaluation of the fine-tuned model, the frozen encoder and popularity, on val and test."""
-    from recsys.evaluate import evaluate_models
+def _baseline_inputs(split, catalog: pd.DataFrame):
+    from recsys import baselines
     from recsys.splits import TRAIN
+
+    item_ids = catalog[S.ITEM_ID].tolist()
+    train = split.part(TRAIN)
+    x = baselines.interaction_matrix(train, item_ids)
+    is_cold = np.asarray(x.sum(axis=0)).ravel() == 0  # no training interaction (the cold split, and any item never bought)
+    popularity = train[S.ITEM_ID].value_counts().reindex(item_ids, fill_value=0).to_numpy()
+    return item_ids, x, is_cold, popularity
+
+
+def fit_model(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
+    """Fit the hybrid recommender (EASE + text side information + cold propagation) on the fine-tuned
+    item vectors, tuning its weights on validation; also fit the EASE baseline the same way."""
+    from recsys.evaluate import evaluate_scorers
+    from recsys.hybrid import HybridConfig, tune_hybrid
 
     tracking, c = _mlflow(ctx)
     split, catalog = _load_split(ctx.run_dir)
-    item_ids = catalog[S.ITEM_ID].tolist()
+    item_ids, x, is_cold, _ = _baseline_inputs(split, catalog)
+    vectors = np.load(ctx.run_dir / "embeddings" / "finetuned.npy")
+    metric = primary_metric(cfg.eval.k)
+
+    def validation_score(model, hidden: np.ndarray) -> float:
+        return evaluate_scorers(item_ids, {"m": model.scores}, split, "val", cfg.eval.k, extra_cold=np.flatnonzero(hidden))["m"][metric]
+
+    start = time.perf_counter()
+    model, record = tune_hybrid(x, vectors, is_cold, validation_score, HybridConfig(seed=cfg.split.seed))
+    seconds = time.perf_counter() - start
+    # the EASE baseline gets the same tuning budget: its best l2 on validation (text_weight 0)
+    ease_scores = {k: v for k, v in record["tried"].items() if k.endswith(".text_weight_0")}
+    ease_l2 = float(max(ease_scores, key=ease_scores.get).split(".text_weight")[0].removeprefix("l2_")) if ease_scores else 500.0
+    model_dir = ctx.run_dir / "model"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(model_dir / "hybrid.npz", weights=model.weights, vectors=model.vectors, is_cold=model.is_cold)
+    _write_json(model_dir / "hybrid.json", {"config": model.config.__dict__, "ease_l2": ease_l2, **record})
+    tracking.log_params(c, mlflow_run_id, {f"hybrid.{k}": v for k, v in record["chosen"].items()} | {"baseline.ease_l2": ease_l2})
+    tracking.log_metrics(c, mlflow_run_id, {"hybrid.fit_seconds": seconds} | {f"hybrid.val.{k}": v for k, v in record["tried"].items()})
+    return {"model": str(model_dir / "hybrid.npz"), "chosen": record["chosen"], "ease_l2": ease_l2, "seconds": seconds}
+
+
+def load_hybrid(model_dir: Path):
+    from recsys.hybrid import HybridConfig, HybridModel
+
+    data = np.load(model_dir / "hybrid.npz")
+    info = _read_json(model_dir / "hybrid.json")
+    cfg = HybridConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["config"].items()})
+    return HybridModel(weights=data["weights"], vectors=data["vectors"], is_cold=data["is_cold"], config=cfg), info
+
+
+def evaluate(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
+    """Full-ranking evaluation on val and test of the candidate (hybrid) and every baseline:
+    EASE, item-kNN, the fine-tuned and the frozen text encoder, popularity — same queries, same run."""
+    from recsys import baselines
+    from recsys.evaluate import evaluate_scorers, popularity_scorer, vector_scorer
+
+    tracking, c = _mlflow(ctx)
+    split, catalog = _load_split(ctx.run_dir)
+    item_ids, x, _, popularity = _baseline_inputs(split, catalog)
     emb = ctx.run_dir / "embeddings"
-    vectors = {"finetuned": np.load(emb / "finetuned.npy"), "frozen": np.load(emb / "frozen.npy")}
-    counts = split.part(TRAIN)[S.ITEM_ID].value_counts()
-    popularity = counts.reindex(item_ids, fill_value=0).to_numpy()
-    report = {stage: evaluate_models(item_ids, vectors, popularity, split, stage, cfg.eval.k, cfg.eval.batch_size) for stage in ("val", "test")}
+    hybrid, info = load_hybrid(ctx.run_dir / "model")
+    ease = baselines.ease_weights(x, info["ease_l2"])
+    knn = baselines.cooccurrence_cosine(x)
+    scorers = {
+        "hybrid": hybrid.scores,
+        "ease": lambda q: baselines.item_item_scores(ease, q),
+        "itemknn": lambda q: baselines.item_item_scores(knn, q),
+        "finetuned": vector_scorer(np.load(emb / "finetuned.npy")),
+        "frozen": vector_scorer(np.load(emb / "frozen.npy")),
+        "popularity": popularity_scorer(popularity),
+    }
+    report = {stage: evaluate_scorers(item_ids, scorers, split, stage, cfg.eval.k, cfg.eval.batch_size) for stage in ("val", "test")}
     _write_json(ctx.run_dir / "metrics.json", report)
     flat = {f"{stage}.{model}.{m}": v for stage, models in report.items() for model, ms in models.items() for m, v in ms.items()}
     tracking.log_metrics(c, mlflow_run_id, flat)
@@ -313,36 +373,43 @@ def primary_metric(k: int) -> str:
 
 
 def register(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
-    """Log the fine-tuned model, register a new version, and make it champion if it beats popularity.
+    """Log the hybrid model, register a new version, and make it champion if it beats popularity.
 
-    (The full promotion gate, against the current champion, comes later; for now the bar is the
-    popularity baseline on the test split.)
+    (The full promotion gate, against the current champion and every baseline, comes later; for now
+    the bar is the popularity baseline on the test split.)
     """
-    from recsys.serving import CATALOG_ARTIFACT, ENCODER_ARTIFACT, ItemRecommender, save_catalog
+    from recsys.serving import CATALOG_ARTIFACT, ENCODER_ARTIFACT, HYBRID_ARTIFACT, HYBRID_CONFIG_ARTIFACT, ItemRecommender, save_catalog
 
     tracking, c = _mlflow(ctx)
-    split, catalog = _load_split(ctx.run_dir)
+    _, catalog = _load_split(ctx.run_dir)
     report = _read_json(ctx.run_dir / "metrics.json")["test"]
     metric = primary_metric(cfg.eval.k)
-    candidate, baseline = report["finetuned"][metric], report["popularity"][metric]
+    candidate, baseline = report["hybrid"][metric], report["popularity"][metric]
     beats = candidate > baseline
 
     titles = catalog[S.TITLE].fillna(catalog[S.ITEM_ID]).astype(str).tolist()
-    catalog_path = save_catalog(ctx.run_dir / "model" / "catalog.npz", catalog[S.ITEM_ID].tolist(), titles, np.load(ctx.run_dir / "embeddings" / "finetuned.npy"))
-    # both query kinds in the example, so the signature accepts ids and free text (cold start)
-    example = pd.DataFrame({"item_id": [catalog[S.ITEM_ID].iloc[0], None], "text": [None, titles[0]]})
+    model_dir = ctx.run_dir / "model"
+    catalog_path = save_catalog(model_dir / "catalog.npz", catalog[S.ITEM_ID].tolist(), titles, np.load(ctx.run_dir / "embeddings" / "finetuned.npy"))
+    # every request kind in the example, so the signature accepts ids, carts and free text (cold start)
+    first, second = catalog[S.ITEM_ID].iloc[0], catalog[S.ITEM_ID].iloc[min(1, len(catalog) - 1)]
+    example = pd.DataFrame({"item_id": [first, None, None], "cart": [None, f"{first},{second}", None], "text": [None, None, titles[0]]})
     version = tracking.log_and_register_model(
         c,
         mlflow_run_id,
         cfg.model_name,
         ItemRecommender(),
-        artifacts={CATALOG_ARTIFACT: str(catalog_path), ENCODER_ARTIFACT: str(ctx.run_dir / "encoder")},
+        artifacts={
+            CATALOG_ARTIFACT: str(catalog_path),
+            HYBRID_ARTIFACT: str(model_dir / "hybrid.npz"),
+            HYBRID_CONFIG_ARTIFACT: str(model_dir / "hybrid.json"),
+            ENCODER_ARTIFACT: str(ctx.run_dir / "encoder"),
+        },
         code_paths=[str(Path(__file__).resolve().parent)],
         input_example=example,
         pip_requirements=_model_requirements(),
     )
     decision = "champion" if beats else "not promoted"
-    reason = f"test {metric}: fine-tuned {candidate:.4f} vs popularity {baseline:.4f}"
+    reason = f"test {metric}: hybrid {candidate:.4f} vs popularity {baseline:.4f}"
     tracking.set_version_tags(c, cfg.model_name, version, {"decision": decision, "reason": reason, "dataset": cfg.dataset, metric: f"{candidate:.6f}"})
     previous = tracking.champion_version(c, cfg.model_name)
     if beats:
@@ -355,4 +422,4 @@ def register(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
 def _model_requirements() -> list[str]:
     from importlib.metadata import version
 
-    return [f"{p}=={version(p)}" for p in ("mlflow", "numpy", "pandas", "torch", "transformers")]
+    return [f"{p}=={version(p)}" for p in ("mlflow", "numpy", "pandas", "scipy", "torch", "transformers")]

@@ -36,7 +36,7 @@ def test_training_dag_shape(dagbag: DagBag) -> None:
     dag = dagbag.dags["recsys_training"]
     assert type(dag.timetable).__name__ == "NullTimetable"  # triggered (UI, REST, drift monitor), not scheduled
     assert dag.max_active_runs == 1
-    order = ["validate", "load_and_split", "embed", "finetune", "evaluate", "register"]
+    order = ["validate", "load_and_split", "embed", "finetune", "fit_model", "evaluate", "register"]
     assert set(dag.task_ids) == set(order)
     for upstream, downstream in zip(order, order[1:]):
         assert downstream in dag.get_task(upstream).downstream_task_ids

@@ -66,7 +66,7 @@ def test_training_dag_trains_registers_and_serves(first_run: dict) -> None:
     run = c.search_runs([exp.experiment_id], filter_string=f"tags.`{tracking.RUN_KEY_TAG}` = 'recsys_training__{first_run['run_id']}'")[0]
     m = run.data.metrics
     # the three models were scored on the same test queries, in the same run
-    for model in ("finetuned", "frozen", "popularity"):
+    for model in ("hybrid", "ease", "itemknn", "finetuned", "frozen", "popularity"):
         assert 0.0 <= m[f"test.{model}.recall_at_10"] <= 1.0
         assert m[f"test.{model}.n_queries"] == m["test.popularity.n_queries"] > 100
     assert run.info.status == "FINISHED"
@@ -75,7 +75,7 @@ def test_training_dag_trains_registers_and_serves(first_run: dict) -> None:
     assert "validation/validation.json" in [a.path for a in c.list_artifacts(run.info.run_id, "validation")]
     # registered, and champion because the text model beats popularity on this data
     version = run.data.tags["registered_version"]
-    assert m["test.finetuned.ndcg_at_10"] > m["test.popularity.ndcg_at_10"]
+    assert m["test.hybrid.ndcg_at_10"] > m["test.popularity.ndcg_at_10"]
     assert tracking.champion_version(c, MODEL) == version
 
     import mlflow.pyfunc
@@ -90,6 +90,9 @@ def test_training_dag_trains_registers_and_serves(first_run: dict) -> None:
     # a new product, known only by its text, is recommendable at once (no cold-start hole)
     cold = model.predict(pd.DataFrame({"text": ["red retrospot lunch bag"]}), params={"k": 5})
     assert len(cold) == 5 and cold["item_id"].isin(catalog).all()
+    # a cart: items that complete the basket, none of the cart's own
+    cart = model.predict(pd.DataFrame({"cart": [f"{catalog[0]},{catalog[1]}"]}), params={"k": 10})
+    assert len(cart) == 10 and not set(cart["item_id"]) & {catalog[0], catalog[1]}
 
 
 def test_second_run_adds_no_warehouse_rows_and_a_new_version(first_run: dict) -> None:
@@ -118,7 +121,7 @@ def test_bad_file_stops_the_dag_at_validation(first_run: dict, tmp_path: Path) -
     assert "Validation failed for table 'items'" in out and "expect_column_values_to_be_unique(item_id)" in out
     states = _task_states(run_id)
     assert states["validate"] == "failed"  # no retry either: bad data is not a transient error
-    assert all(states[t] == "upstream_failed" for t in ("load_and_split", "embed", "finetune", "evaluate", "register"))
+    assert all(states[t] == "upstream_failed" for t in ("load_and_split", "embed", "finetune", "fit_model", "evaluate", "register"))
     assert tracking.champion_version(c, MODEL) == champion
     assert len(c.search_model_versions(f"name = '{MODEL}'")) == n_versions
     assert items.read_text().startswith("item_id,title,price\nA1")  # the raw file is kept as it was

@@ -147,11 +147,10 @@ def test_save_catalog_round_trip(tmp_path):
 
 def test_predict_item_queries_exact_ranking(hand_model):
     out = hand_model.predict(None, pd.DataFrame({"item_id": ["i0", "i3"]}), params={"k": 3})
-    assert list(out.columns) == ["query", "query_item_id", "rank", "item_id", "title", "score"]
+    assert list(out.columns) == ["request", "rank", "item_id", "title", "score"]
     # i0 = (1, 0): i1 cos30 = .866, i2 0, i3 -1  (i0 itself excluded)
     # i3 = (-1, 0): i2 0, i1 -.866, i0 -1       (i3 itself excluded)
-    assert out["query"].tolist() == [0, 0, 0, 1, 1, 1]
-    assert out["query_item_id"].tolist() == ["i0"] * 3 + ["i3"] * 3
+    assert out["request"].tolist() == [0, 0, 0, 1, 1, 1]
     assert out["rank"].tolist() == [1, 2, 3, 1, 2, 3]
     assert out["item_id"].tolist() == ["i1", "i2", "i3", "i2", "i1", "i0"]
     assert out["title"].tolist() == ["Thirty", "Ninety", "One-eighty", "Ninety", "Thirty", "Zero"]
@@ -169,7 +168,7 @@ def test_predict_respects_k_and_defaults_to_10(hand_model):
 
 def test_predict_never_returns_the_query_item(hand_model):
     out = hand_model.predict(None, pd.DataFrame({"item_id": IDS}), params={"k": 3})
-    for query, group in out.groupby("query"):
+    for query, group in out.groupby("request"):
         assert IDS[query] not in group["item_id"].tolist()
         assert len(group) == 3
 
@@ -182,7 +181,7 @@ def test_predict_with_k_above_the_catalog_size_excludes_the_query_item(hand_mode
 
 
 def test_unknown_item_without_text_names_the_row(hand_model):
-    with pytest.raises(ValueError, match=r"row 1: item_id 'nope' is not in the catalog"):
+    with pytest.raises(ValueError, match=r"request row 1: item ids \['nope'\] are not in the catalog"):
         hand_model.predict(None, pd.DataFrame({"item_id": ["i0", "nope"]}), params={"k": 2})
     with pytest.raises(ValueError, match="row 0"):
         hand_model.predict(None, pd.DataFrame({"item_id": ["nope"], "text": ["   "]}), params={"k": 2})
@@ -196,7 +195,6 @@ def test_text_query_is_embedded_by_the_encoder(hand_model, encoder):
     order = np.argsort(-expected, kind="stable")
     assert out["item_id"].tolist() == [IDS[j] for j in order]
     np.testing.assert_allclose(out["score"], expected[order], atol=1e-5)
-    assert out["query_item_id"].isna().all()
     assert out["rank"].tolist() == [1, 2, 3, 4]
 
 
@@ -209,5 +207,4 @@ def test_unknown_item_with_text_falls_back_to_the_text(tmp_path, encoder):
     out = model.predict(None, frame, params={"k": 1})
     # row 0: unknown id -> its text -> nearest item the mug; row 1: the train item by id, itself excluded
     assert out["item_id"].tolist()[0] == "m"
-    assert pd.isna(out["query_item_id"].iloc[0])
-    assert out["query_item_id"].tolist()[1] == "t" and out["item_id"].tolist()[1] != "t"
+    assert out["request"].tolist() == [0, 1] and out["item_id"].tolist()[1] != "t"
