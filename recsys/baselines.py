@@ -50,7 +50,9 @@ def query_matrix(queries: Sequence[np.ndarray], n_items: int) -> sp.csr_matrix:
     """Binary query x item matrix from lists of item indices."""
     rows = np.concatenate([np.full(len(q), r) for r, q in enumerate(queries)]) if queries else np.zeros(0, int)
     cols = np.concatenate(queries) if queries else np.zeros(0, int)
-    return sp.csr_matrix((np.ones(len(cols), dtype=np.float32), (rows, cols)), shape=(len(queries), n_items))
+    q = sp.csr_matrix((np.ones(len(cols), dtype=np.float32), (rows, cols)), shape=(len(queries), n_items))
+    q.data[:] = 1.0  # an item named twice in a request (item_id + cart) still counts once
+    return q
 
 
 def item_item_scores(weights: np.ndarray, queries: Sequence[np.ndarray]) -> np.ndarray:

@@ -158,7 +158,7 @@ def tune_hybrid(
     # pseudo-cold fold: hide some warm items' history, see which cold_weight ranks them best
     rng = np.random.default_rng(config.seed)
     warm = np.flatnonzero(~is_cold & (np.asarray(x.sum(axis=0)).ravel() > 0))
-    hidden = rng.choice(warm, size=max(1, int(config.pseudo_cold_share * len(warm))), replace=False)
+    hidden = rng.choice(warm, size=max(1, int(round(config.pseudo_cold_share * len(warm)))), replace=False)
     keep = np.ones(x.shape[1], dtype=np.float32)
     keep[hidden] = 0.0
     x_fold = (x @ sp.diags(keep)).tocsr()

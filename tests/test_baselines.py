@@ -189,11 +189,6 @@ def test_query_matrix_no_queries():
     assert baselines.query_matrix([], 5).shape == (0, 5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="query_matrix is documented as binary but sums a repeated item (e.g. serving item_id 'a' + cart 'a,b') "
-    "to 2, so the basket counts that item twice in q @ W",
-)
 def test_query_matrix_is_binary_with_repeated_item():
     q = baselines.query_matrix([np.array([1, 1, 2])], 3)
     np.testing.assert_array_equal(q.toarray(), [[0, 1, 1]])

@@ -384,11 +384,6 @@ def test_tune_pseudo_cold_fold_size(share, n_hidden):
     assert not (hidden & TUNE_COLD).any()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tune_hybrid sizes the pseudo-cold fold with int() (floor), not round() as the project's other "
-    "shares do (splits: round(share * n), at least 1): .35 * 5 = 1.75 hides 1 item instead of 2",
-)
 def test_tune_pseudo_cold_fold_size_rounds():
     _, _, calls = _tune(pseudo_cold_share=0.35)
     hidden = next(c["hidden"] for c in calls if c["hidden"].any())
