@@ -1,4 +1,4 @@
-""""Complete the basket" bundles: k items that go with a cart, each with the reasons it was picked.
+"""Complete-the-basket bundles: k items that go with a cart, each with the reasons it was picked.
 
 Pure functions, no I/O. A `BundleCatalog` is built once per model (item vectors, categories,
 prices, co-purchase counts); `compose_bundle` answers one request with a lazy greedy, and
@@ -20,8 +20,9 @@ So the marginal gain of i given the items S picked before it is
     w_r·rel + w_c·comp + w_d·(1 − Σ_{s∈S} cos⁺(i, s)/(k − 1) + category_bonus·[cat(i) ∉ cats(C ∪ S)])
     − w_red·(dup(max_c cos(i, c)) + Σ_{s∈S} dup(cos(i, s)))
 
-which never grows as S grows (F is submodular): that is what makes the lazy greedy exact with
-respect to the plain greedy, and greedy a principled approximation. Pairwise sums rather than "max
+which never grows as S grows: F is submodular (diminishing returns), the setting where greedy is
+the standard approximation, and what makes the lazy greedy pick exactly what the plain greedy
+would (scripts/bench_bundles.py measures greedy against the optimum). Pairwise sums rather than "max
 cosine to earlier picks" keep F a true set function (the same value in every pick order), so the
 exhaustive search and the greedy optimise the same thing. The first pick's diversity is the full
 w_d (nothing to be similar to yet); the 1/(k − 1) scale makes the last pick's diversity
@@ -63,7 +64,7 @@ class BundleConfig:
         w_relevance: weight of the cosine to the cart's mean vector.
         w_complement: weight of the co-purchase score (mean NPMI over cart items).
         w_diversity: weight of the diversity term (dissimilarity to the bundle + new categories).
-        w_redundancy: the penalty for a near-duplicate at `exclude_threshold`.
+        w_redundancy: the penalty reached at `exclude_threshold` (ramping up from `duplicate_threshold`).
         duplicate_threshold: cosine above which an item counts as a likely substitute.
         exclude_threshold: cosine above which it is the same product: never picked.
         category_bonus: diversity credit (times w_diversity) for a category new to cart + bundle.
@@ -75,6 +76,9 @@ class BundleConfig:
         min_support: co-purchase counts below this give no complementarity (noise).
         candidate_pool: the greedy considers only this many top candidates by their
             set-independent score (relevance + complementarity − redundancy to the cart).
+        pool_per_category: with max_per_category set, the most candidates of one category kept
+            in the pool. Without it a 15k-item catalog's top 200 can all come from the cart's own
+            category, which the cap then empties (bundles came back short in the benchmark).
         cost_benefit_pass: with a budget, also run the greedy on gain per unit of price and keep
             the better bundle. Plain greedy under a budget can spend it all on one expensive item
             (greedy/optimum fell to 0.51 in scripts/bench_bundles.py); the better of the two passes
@@ -94,6 +98,7 @@ class BundleConfig:
     allow_unknown_price: bool = False
     min_support: int = 2
     candidate_pool: int = 200
+    pool_per_category: int = 25
     cost_benefit_pass: bool = True
 
     def __post_init__(self) -> None:
@@ -109,8 +114,8 @@ class BundleConfig:
             raise ValueError(f"max_per_category must be >= 1 or None, got {self.max_per_category}")
         if self.budget is not None and not self.budget >= 0:
             raise ValueError(f"budget must be >= 0 or None, got {self.budget}")
-        if self.min_support < 1 or self.candidate_pool < 1:
-            raise ValueError("min_support and candidate_pool must be >= 1")
+        if min(self.min_support, self.candidate_pool, self.pool_per_category) < 1:
+            raise ValueError("min_support, candidate_pool and pool_per_category must be >= 1")
 
 
 def top_category(path: object) -> str | None:
@@ -156,12 +161,12 @@ def cooccurrence_stats(
     return co, counts, int(len(uniq))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: field-wise == is meaningless on arrays
 class BundleCatalog:
     """Everything a bundle request reads, row-aligned by item index. Built once per model.
 
     Vectors are stored as float64 and re-normalised (zero rows stay zero) so every cosine the
-    scores and the reasons quote is the same number.
+    scores and the reasons quote is the same number; cooc is stored as a float CSR matrix.
     """
 
     item_ids: list[str]
@@ -434,12 +439,11 @@ def _prepare(
     vec = catalog.vectors
     mean = vec[cart_arr].mean(axis=0)
     norm = np.linalg.norm(mean)
-    rel = vec @ (mean / norm) if norm > 1e-12 else np.zeros(n)
-    # one matrix-vector product per cart item: on a small cart this is faster and far steadier
-    # than one thin matrix product, which OpenBLAS spreads over threads (measured: 4x the p95)
-    max_cart_cos = vec @ vec[cart_arr[0]]
-    for c in cart_arr[1:]:
-        np.maximum(max_cart_cos, vec @ vec[c], out=max_cart_cos)
+    unit = mean / norm if norm > 1e-12 else np.zeros_like(mean)
+    # one pass over the catalog's vectors for the cart mean and every cart item: the scan is
+    # memory-bound, and (m+1, d) @ (d, n) measured steadier than (n, d) @ (d, m+1) on OpenBLAS
+    sims = np.vstack([unit, vec[cart_arr]]) @ vec.T
+    rel, max_cart_cos = sims[0], sims[1:].max(axis=0)
     comp = _complementarity(catalog, cart_arr, config.min_support)
 
     # ruled out before scoring, each item counted under the first reason that applies
@@ -450,10 +454,8 @@ def _prepare(
     excluded[[e for e in exclude if 0 <= e < n]] = True
     rules = [("excluded", excluded), ("cart duplicate", max_cart_cos > config.exclude_threshold)]
     prices = catalog.prices
-    over = np.zeros(n, dtype=bool)
     if config.budget is not None:
-        over = prices > config.budget + _PRICE_EPS
-        rules.append(("over budget", over))
+        rules.append(("over budget", prices > config.budget + _PRICE_EPS))
         if not config.allow_unknown_price:
             rules.append(("unknown price", np.isnan(prices)))
     cheapest_mask = ok.copy()
@@ -468,10 +470,8 @@ def _prepare(
 
     cfg = config
     static = cfg.w_relevance * rel + cfg.w_complement * comp - cfg.w_redundancy * _ramp(max_cart_cos, cfg)
-    cand = np.flatnonzero(ok)
-    if len(cand) > pool_size:
-        cand = cand[np.argpartition(-static[cand], pool_size - 1)[:pool_size]]
-    cand = cand[np.lexsort((cand, -static[cand]))]  # best first, ties by index: deterministic
+    per_cat = None if cfg.max_per_category is None else cfg.pool_per_category
+    cand = _top_pool(np.flatnonzero(ok), static, catalog.category_codes, pool_size, per_cat)
     cart_codes = set(catalog.category_codes[cart_arr].tolist())
     codes = catalog.category_codes[cand]
     return _Request(
@@ -487,6 +487,29 @@ def _prepare(
         dropped=dropped,
         cheapest=cheapest,
     )
+
+
+def _top_pool(cand: np.ndarray, score: np.ndarray, codes: np.ndarray, size: int, per_category: int | None) -> np.ndarray:
+    """The `size` best candidates by score (ties by index), at most `per_category` from one category.
+
+    Works on a top block found by argpartition and widens it only when the quota left too few.
+    """
+    block = min(len(cand), size if per_category is None else 4 * size)
+    while True:
+        top = cand if block >= len(cand) else cand[np.argpartition(-score[cand], block - 1)[:block]]
+        top = top[np.lexsort((top, -score[top]))]  # best first, ties by index: deterministic
+        if per_category is None or not len(top):
+            return top[:size]
+        c = codes[top]
+        order = np.argsort(c, kind="stable")  # groups by category, best first inside each group
+        sc = c[order]
+        starts = np.flatnonzero(np.r_[True, sc[1:] != sc[:-1]])
+        rank = np.empty(len(top), dtype=np.int64)
+        rank[order] = np.arange(len(top)) - np.repeat(starts, np.diff(np.r_[starts, len(top)]))
+        kept = top[(c < 0) | (rank < per_category)]  # items without a category are not capped
+        if len(kept) >= size or block >= len(cand):
+            return kept[:size]
+        block = min(len(cand), 4 * block)
 
 
 class _Limits:
@@ -757,8 +780,8 @@ def _shortfall_note(req: _Request, picked: list[int], limits: _Limits) -> str | 
         why.append(f"{n_open} feasible candidate(s) add no value (best marginal gain {best:.3f})")
     if not len(req.pool) and not why:
         why.append("the catalog has no other items")
-    elif len(req.pool) - len(picked) == 0 and len(req.pool) < cfg.k and not why:
-        why.append(f"only {len(req.pool)} candidate(s) available")
+    elif len(req.pool) == len(picked) and not why:
+        why.append(f"the candidate pool held only {len(req.pool)} item(s)")
     return f"{head}: " + "; ".join(why)
 
 

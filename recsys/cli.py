@@ -2,6 +2,7 @@
 
     recsys summary                 metrics of the latest training run, and the registry's state
     recsys recommend --item-id ID  top-k related items from models:/NAME@champion
+    recsys recommend --cart ID,ID  items that complete the basket
     recsys recommend --text "..."  the same for a new item described by its text (cold start)
 """
 
@@ -49,8 +50,8 @@ def summary(experiment: str, model_name: str) -> int:
     return 0
 
 
-def recommend(model_name: str, item_id: str | None, text: str | None, k: int) -> int:
-    """Load models:/NAME@champion and print its top-k for an item id or a product text."""
+def recommend(model_name: str, item_id: str | None, text: str | None, k: int, cart: str | None = None) -> int:
+    """Load models:/NAME@champion and print its top-k for an item id, a cart or a product text."""
     import mlflow.pyfunc
     import pandas as pd
 
@@ -58,7 +59,7 @@ def recommend(model_name: str, item_id: str | None, text: str | None, k: int) ->
 
     tracking.client(_tracking_uri())
     model = mlflow.pyfunc.load_model(f"models:/{model_name}@{tracking.CHAMPION}")
-    frame = pd.DataFrame({"item_id": [item_id], "text": [text]})
+    frame = pd.DataFrame({"item_id": [item_id], "cart": [cart], "text": [text]})
     out = model.predict(frame, params={"k": k})
     print(out[["rank", "item_id", "title", "score"]].to_string(index=False))
     return 0
@@ -72,14 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--experiment", default="recsys-training")
     r = sub.add_parser("recommend", help="related items from the champion")
     r.add_argument("--item-id")
-    r.add_argument("--text")
+    r.add_argument("--cart", help="comma-separated item ids: items that complete the basket")
+    r.add_argument("--text", help="a product description: works for items not in the catalog")
     r.add_argument("-k", type=int, default=10)
     args = parser.parse_args(argv)
     if args.command == "summary":
         return summary(args.experiment, args.model_name)
-    if not (args.item_id or args.text):
-        parser.error("recommend needs --item-id or --text")
-    return recommend(args.model_name, args.item_id, args.text, args.k)
+    if not (args.item_id or args.cart or args.text):
+        parser.error("recommend needs --item-id, --cart or --text")
+    return recommend(args.model_name, args.item_id, args.text, args.k, args.cart)
 
 
 if __name__ == "__main__":

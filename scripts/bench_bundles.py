@@ -4,6 +4,9 @@ Prints the lazy greedy's latency per request, and how close it gets to the exhau
 on small instances (same candidate pool), with the exact search's latency.
 
     .venv/bin/python scripts/bench_bundles.py [--n-items 4000] [--requests 200] [--exact-instances 100]
+
+On a shared or busy machine, OPENBLAS_NUM_THREADS=1 gives steadier latencies: the per-request
+catalog scan is small enough that BLAS threads waiting for a core dominate the tail.
 """
 
 from __future__ import annotations

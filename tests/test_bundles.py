@@ -23,6 +23,7 @@ dup(x) = clip((x - .92) / .05, 0, 1): dup(.96) = .8, dup(.936) = .32.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
@@ -210,6 +211,18 @@ def test_gain_per_price_pass_beats_one_expensive_item():
     skip_only = compose_bundle(catalog, [0], BundleConfig(w_diversity=0.0, budget=100, cost_benefit_pass=False))
     assert picks(skip_only) == [1] and skip_only.total_score == pytest.approx(0.9, abs=1e-5)
     assert skip_only.note is not None and "3 candidate(s) exceed the remaining budget 0.00" in skip_only.note
+
+
+def test_pool_keeps_a_quota_per_category(cat):
+    # static scores (rel + comp - dup to cart): 1 1.298970, 2 .901030, 3 .8, 5 .16, 4 0, 7 0.
+    # A pool of 3 takes 1, 2, 3; with one candidate per category 3 (Kitchen, like 1) gives way to 4.
+    full = compose_bundle(cat, [0], BundleConfig(candidate_pool=3, pool_per_category=10))
+    assert picks(full) == [1, 2, 3]  # 3 last: .8 + .3*(1 - 1.44/3) - dup(.96) = .156
+    quota = compose_bundle(cat, [0], BundleConfig(candidate_pool=3, pool_per_category=1))
+    assert picks(quota) == [1, 2, 4]
+    assert quota.note == "3 of 4 items: the candidate pool held only 3 item(s)"
+    # without a category cap the quota does not apply
+    assert picks(compose_bundle(cat, [0], BundleConfig(candidate_pool=3, pool_per_category=1, max_per_category=None))) == [1, 2, 3]
 
 
 def test_unknown_price_allowed_when_configured(cat):
@@ -538,7 +551,7 @@ def test_lazy_greedy_equals_naive_greedy(seed):
 @pytest.mark.parametrize("seed", range(15))
 def test_exact_at_least_greedy(seed):
     catalog, cart, cfg, exclude = random_request(seed)
-    cfg = BundleConfig(**{**cfg.__dict__, "candidate_pool": 10})
+    cfg = dataclasses.replace(cfg, candidate_pool=10)
     g = compose_bundle(catalog, cart, cfg, exclude)
     e = exact_bundle(catalog, cart, cfg, exclude, pool=10)
     assert e.total_score >= g.total_score - 1e-9
