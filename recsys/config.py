@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from recsys.documents import DocumentConfig
+
 
 @dataclass(frozen=True)
 class SplitConfig:
@@ -41,6 +43,9 @@ class TrainConfig:
     pair_strategy: str = "cooccurrence"  # "cooccurrence" (strongest co-items) or "random" basket pairs
     neighbours_per_item: int = 10  # "cooccurrence": positives per anchor item
     min_cooccurrence: int = 3  # "cooccurrence": a pair needs this many users who bought both
+    head: str = "dot"  # "dot": a.b ; "additive": w' sigmoid(a + b) (the original design's head)
+    logq_correction: bool = True  # subtract log(frequency as a positive): popular items are not over-penalised as negatives
+    freeze_layers: int = 0  # freeze the embeddings and the lowest N transformer layers (cheaper, for larger encoders)
     eval_every: int = 30  # steps between validation scores (each re-embeds the catalog)
     patience: int = 2  # validations without improvement before stopping early
     seed: int = 42
@@ -62,6 +67,7 @@ class PipelineConfig:
     experiment: str = "recsys-training"
     min_text_share: float = 0.9
     split: SplitConfig = field(default_factory=SplitConfig)
+    documents: DocumentConfig = field(default_factory=DocumentConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -88,10 +94,15 @@ class PipelineConfig:
             learning_rate=float(p.get("learning_rate", TrainConfig.learning_rate)),
             batch_size=int(p.get("train_batch_size", TrainConfig.batch_size)),
             pair_strategy=str(p.get("pair_strategy", TrainConfig.pair_strategy)),
+            head=str(p.get("head", TrainConfig.head)),
+            freeze_layers=int(p.get("freeze_layers", TrainConfig.freeze_layers)),
         )
         encoder = replace(cfg.encoder, model_path=p.get("model_path"))
         ev = replace(cfg.eval, k=int(p.get("k", EvalConfig.k)))
-        return replace(cfg, split=split, train=train, encoder=encoder, eval=ev)
+        documents = cfg.documents
+        if p.get("document_template"):
+            documents = replace(documents, template=tuple(t.strip() for t in str(p["document_template"]).split(",") if t.strip()))
+        return replace(cfg, split=split, train=train, encoder=encoder, eval=ev, documents=documents)
 
     def flat(self) -> dict[str, Any]:
         """Flattened `section.field` dict, for logging as MLflow params."""

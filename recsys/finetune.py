@@ -11,6 +11,7 @@ import copy
 import logging
 import math
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -88,16 +89,60 @@ def cooccurrence_pairs(train_pairs: pd.DataFrame, item_index: dict[str, int], co
     return pairs[np.random.default_rng(config.seed).permutation(len(pairs))]
 
 
+def sequential_pairs(train_pairs: pd.DataFrame, item_index: dict[str, int]) -> np.ndarray:
+    """(item, next item) pairs of each user's time-ordered history (empty without timestamps)."""
+    if S.TIMESTAMP not in train_pairs or train_pairs[S.TIMESTAMP].isna().all():
+        return np.zeros((0, 2), dtype=np.int64)
+    known = train_pairs[train_pairs[S.ITEM_ID].isin(item_index)].dropna(subset=[S.TIMESTAMP])
+    ordered = known.sort_values([S.USER_ID, S.TIMESTAMP, S.ITEM_ID], kind="stable")
+    idx = ordered[S.ITEM_ID].map(item_index).to_numpy()
+    same_user = ordered[S.USER_ID].to_numpy()[1:] == ordered[S.USER_ID].to_numpy()[:-1]
+    pairs = np.stack([idx[:-1][same_user], idx[1:][same_user]], axis=1).astype(np.int64)
+    return pairs[pairs[:, 0] != pairs[:, 1]]
+
+
 def training_pairs(train_pairs: pd.DataFrame, item_index: dict[str, int], config: TrainConfig) -> np.ndarray:
-    """The configured pair strategy: "cooccurrence" (default) or "random" basket pairs."""
+    """The configured pair strategy — "cooccurrence" (default) or "random" basket pairs — plus, where
+    the data has time, consecutive items of each user's history. Shuffled with the config's seed."""
     if config.pair_strategy == "random":
-        return co_interaction_pairs(train_pairs, item_index, config)
-    if config.pair_strategy == "cooccurrence":
-        return cooccurrence_pairs(train_pairs, item_index, config)
-    raise ValueError(f"unknown pair_strategy {config.pair_strategy!r} (use 'cooccurrence' or 'random')")
+        pairs = co_interaction_pairs(train_pairs, item_index, config)
+    elif config.pair_strategy == "cooccurrence":
+        pairs = cooccurrence_pairs(train_pairs, item_index, config)
+    else:
+        raise ValueError(f"unknown pair_strategy {config.pair_strategy!r} (use 'cooccurrence' or 'random')")
+    seq = sequential_pairs(train_pairs, item_index)
+    if len(seq) == 0:
+        return pairs
+    both = np.concatenate([pairs, seq])
+    return both[np.random.default_rng(config.seed).permutation(len(both))]
 
 
-def in_batch_softmax_loss(a: torch.Tensor, b: torch.Tensor, a_ids: torch.Tensor, b_ids: torch.Tensor, temperature: float) -> torch.Tensor:
+def positive_log_frequency(pairs: np.ndarray, n_items: int) -> np.ndarray:
+    """log of each item's share among the positives (the logQ correction of sampled softmax)."""
+    counts = np.bincount(pairs[:, 1], minlength=n_items).astype(np.float64) + 1.0  # +1: items never a positive
+    return np.log(counts / counts.sum()).astype(np.float32)
+
+
+class AdditiveHead(torch.nn.Module):
+    """s(a, b) = w' sigmoid(a + b): the original design's scoring head, for comparison with the dot product."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(dim) / dim**0.5)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(a.unsqueeze(1) + b.unsqueeze(0)) @ self.w  # [n_a, n_b]
+
+
+def in_batch_softmax_loss(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    a_ids: torch.Tensor,
+    b_ids: torch.Tensor,
+    temperature: float,
+    log_q: torch.Tensor | None = None,
+    head: torch.nn.Module | None = None,
+) -> torch.Tensor:
     """Symmetric in-batch softmax (InfoNCE) loss.
 
     Other pairs that contain the same item as the positive would be false negatives, so their
@@ -107,7 +152,11 @@ def in_batch_softmax_loss(a: torch.Tensor, b: torch.Tensor, a_ids: torch.Tensor,
         >>> a = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
         >>> loss = in_batch_softmax_loss(a, a, torch.arange(4), torch.arange(4), 0.05)
     """
-    logits = a @ b.T / temperature
+    logits = (head(a, b) if head is not None else a @ b.T) / temperature
+    if log_q is not None:
+        # logQ correction (Yi et al. 2019): an item is a negative in proportion to how often it is a
+        # positive, so without it popular items are pushed away from everything
+        logits = logits - log_q[b_ids].unsqueeze(0)
     # the same mask serves both directions (a->b and, transposed, b->a), so it covers repeated
     # positives, repeated anchors, and an anchor that is another pair's positive
     same = (
@@ -118,6 +167,8 @@ def in_batch_softmax_loss(a: torch.Tensor, b: torch.Tensor, a_ids: torch.Tensor,
     eye = torch.eye(len(a_ids), dtype=torch.bool, device=a.device)
     logits = logits.masked_fill(same & ~eye, float("-inf"))
     target = torch.arange(len(a_ids), device=a.device)
+    # the likelihood of the observed co-item (not the max probability over items, which any model
+    # satisfies by being confident about some item)
     return 0.5 * (torch.nn.functional.cross_entropy(logits, target) + torch.nn.functional.cross_entropy(logits.T, target))
 
 
@@ -129,6 +180,20 @@ def _lr_lambda(config: TrainConfig, total: int) -> Callable[[int], float]:
         return max(0.0, 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))  # cosine decay
 
     return fn
+
+
+def freeze_lower_layers(encoder: TextEncoder, n_layers: int) -> int:
+    """Freeze the embeddings and the lowest `n_layers` transformer layers; returns the frozen parameter count."""
+    if n_layers <= 0:
+        return 0
+    frozen = 0
+    for name, param in encoder.model.named_parameters():
+        layer = re.search(r"layer\.(\d+)\.", name)
+        if name.startswith("embeddings.") or (layer is not None and int(layer.group(1)) < n_layers):
+            param.requires_grad_(False)
+            frozen += param.numel()
+    log.info("froze %d parameters (embeddings + %d lowest layers)", frozen, n_layers)
+    return frozen
 
 
 @dataclass
@@ -175,7 +240,13 @@ def finetune_encoder(
         log.warning("no training step to run (%d pairs, batch %d, max_steps %d)", len(pairs), config.batch_size, config.max_steps)
         return result
     best_state = copy.deepcopy(encoder.model.state_dict()) if validate is not None else None
-    opt = torch.optim.AdamW(encoder.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    freeze_lower_layers(encoder, config.freeze_layers)
+    head = AdditiveHead(encoder.dim).to(encoder.device) if config.head == "additive" else None
+    if config.head not in ("dot", "additive"):
+        raise ValueError(f"unknown head {config.head!r} (use 'dot' or 'additive')")
+    log_q = torch.as_tensor(positive_log_frequency(pairs, len(documents)), device=encoder.device) if config.logq_correction else None
+    params = [p for p in encoder.parameters() if p.requires_grad] + (list(head.parameters()) if head is not None else [])
+    opt = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(config, total))
     encoder.model.train()
     use_amp = encoder.device.type == "cuda"
@@ -186,10 +257,10 @@ def finetune_encoder(
         with torch.autocast(device_type=encoder.device.type, dtype=torch.bfloat16, enabled=use_amp):
             a = encoder([documents[i] for i in a_ids.tolist()])
             b = encoder([documents[i] for i in b_ids.tolist()])
-        loss = in_batch_softmax_loss(a.float(), b.float(), a_ids, b_ids, config.temperature)
+        loss = in_batch_softmax_loss(a.float(), b.float(), a_ids, b_ids, config.temperature, log_q=log_q, head=head)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(encoder.parameters(), config.grad_clip)
+        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
         opt.step()
         sched.step()
         result.losses.append(float(loss.detach()))

@@ -211,10 +211,30 @@ def _load_split(run_dir: Path):
     return split, S.to_canonical_items(catalog)
 
 
-def _embed_catalog(encoder, catalog: pd.DataFrame, out: Path, desc: str) -> dict[str, float]:
-    from recsys.documents import item_documents
+def catalog_documents(cfg: PipelineConfig, ctx: RunContext) -> list[str]:
+    """The item documents of this run (written once, so every stage embeds the same text).
 
-    docs = item_documents(catalog)
+    Sales and rating bands come from the training part of the split only: nothing of the
+    validation or test interactions leaks into the text.
+    """
+    from recsys.documents import item_documents
+    from recsys.splits import TRAIN
+
+    path = ctx.run_dir / "split" / "documents.json"
+    if path.exists():
+        return _read_json(path)
+    split, catalog = _load_split(ctx.run_dir)
+    train = split.part(TRAIN)
+    sales = train[S.ITEM_ID].value_counts()
+    inter = pd.read_parquet(ctx.run_dir / "data" / "interactions.parquet", columns=[S.USER_ID, S.ITEM_ID, S.RATING])
+    rated = inter.dropna(subset=[S.RATING]).merge(train[[S.USER_ID, S.ITEM_ID]], on=[S.USER_ID, S.ITEM_ID])
+    mean_rating = rated.groupby(S.ITEM_ID)[S.RATING].mean() if len(rated) else None
+    docs = item_documents(catalog, cfg.documents, sales=sales, mean_rating=mean_rating)
+    _write_json(path, docs)
+    return docs
+
+
+def _embed_catalog(encoder, docs: list[str], out: Path, desc: str) -> dict[str, float]:
     start = time.perf_counter()
     vectors = encoder.encode(docs, desc=desc)
     seconds = time.perf_counter() - start
@@ -229,8 +249,9 @@ def embed(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str,
 
     tracking, c = _mlflow(ctx)
     _, catalog = _load_split(ctx.run_dir)
+    docs = catalog_documents(cfg, ctx)
     encoder = TextEncoder(config=cfg.encoder)
-    stats = _embed_catalog(encoder, catalog, ctx.run_dir / "embeddings" / "frozen.npy", "embedding (frozen)")
+    stats = _embed_catalog(encoder, docs, ctx.run_dir / "embeddings" / "frozen.npy", "embedding (frozen)")
     tracking.log_metrics(c, mlflow_run_id, {"embed.frozen_seconds": stats["seconds"], "embed.items_per_second": stats["items_per_second"]})
     tracking.set_tags(c, mlflow_run_id, {"encoder.model_path": encoder.model_path, "encoder.device": str(encoder.device)})
     return {"embeddings": str(ctx.run_dir / "embeddings" / "frozen.npy"), "items": len(catalog), **stats}
@@ -239,7 +260,6 @@ def embed(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str,
 def finetune(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
     """Fine-tune the encoder on co-interaction pairs of the training split, keeping the weights
     that score best on validation Recall@k (the frozen encoder included), then save the item vectors."""
-    from recsys.documents import item_documents
     from recsys.encoder import TextEncoder
     from recsys.evaluate import evaluate_models
     from recsys.finetune import finetune_encoder, training_pairs
@@ -249,7 +269,7 @@ def finetune(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
     split, catalog = _load_split(ctx.run_dir)
     item_ids = catalog[S.ITEM_ID].tolist()
     index = {item: i for i, item in enumerate(item_ids)}
-    docs = item_documents(catalog)
+    docs = catalog_documents(cfg, ctx)
     pairs = training_pairs(split.part(TRAIN), index, cfg.train)
     popularity = split.part(TRAIN)[S.ITEM_ID].value_counts().reindex(item_ids, fill_value=0).to_numpy()
     encoder = TextEncoder(config=cfg.encoder)
@@ -378,10 +398,21 @@ def register(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
     (The full promotion gate, against the current champion and every baseline, comes later; for now
     the bar is the popularity baseline on the test split.)
     """
-    from recsys.serving import CATALOG_ARTIFACT, ENCODER_ARTIFACT, HYBRID_ARTIFACT, HYBRID_CONFIG_ARTIFACT, ItemRecommender, save_catalog
+    from recsys.bundles import BundleCatalog, top_category
+    from recsys.serving import (
+        BEHAVIOUR_ARTIFACT,
+        CATALOG_ARTIFACT,
+        ENCODER_ARTIFACT,
+        HYBRID_ARTIFACT,
+        HYBRID_CONFIG_ARTIFACT,
+        ItemRecommender,
+        save_behaviour,
+        save_catalog,
+    )
+    from recsys.splits import TRAIN
 
     tracking, c = _mlflow(ctx)
-    _, catalog = _load_split(ctx.run_dir)
+    split, catalog = _load_split(ctx.run_dir)
     report = _read_json(ctx.run_dir / "metrics.json")["test"]
     metric = primary_metric(cfg.eval.k)
     candidate, baseline = report["hybrid"][metric], report["popularity"][metric]
@@ -389,10 +420,32 @@ def register(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
 
     titles = catalog[S.TITLE].fillna(catalog[S.ITEM_ID]).astype(str).tolist()
     model_dir = ctx.run_dir / "model"
-    catalog_path = save_catalog(model_dir / "catalog.npz", catalog[S.ITEM_ID].tolist(), titles, np.load(ctx.run_dir / "embeddings" / "finetuned.npy"))
+    vectors = np.load(ctx.run_dir / "embeddings" / "finetuned.npy")
+    catalog_path = save_catalog(model_dir / "catalog.npz", catalog[S.ITEM_ID].tolist(), titles, vectors)
+    # behaviour statistics for bundles and reasons: training interactions only
+    train = split.part(TRAIN)
+    index = {item: i for i, item in enumerate(catalog[S.ITEM_ID])}
+    train = train[train[S.ITEM_ID].isin(index)]
+    behaviour = BundleCatalog.build(
+        catalog[S.ITEM_ID].tolist(),
+        titles,
+        vectors,
+        [top_category(c) for c in catalog[S.CATEGORY]],
+        catalog[S.PRICE].to_numpy(dtype=np.float64, na_value=np.nan),
+        train[S.USER_ID].to_numpy(),
+        train[S.ITEM_ID].map(index).to_numpy(),
+    )
+    behaviour_path = save_behaviour(model_dir / "behaviour.npz", behaviour)
     # every request kind in the example, so the signature accepts ids, carts and free text (cold start)
     first, second = catalog[S.ITEM_ID].iloc[0], catalog[S.ITEM_ID].iloc[min(1, len(catalog) - 1)]
-    example = pd.DataFrame({"item_id": [first, None, None], "cart": [None, f"{first},{second}", None], "text": [None, None, titles[0]]})
+    example = pd.DataFrame(
+        {
+            "item_id": [first, None, None, None],
+            "cart": [None, f"{first},{second}", None, None],
+            "history": [None, None, f"{second},{first}", None],
+            "text": [None, None, None, titles[0]],
+        }
+    )
     version = tracking.log_and_register_model(
         c,
         mlflow_run_id,
@@ -403,6 +456,7 @@ def register(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
             HYBRID_ARTIFACT: str(model_dir / "hybrid.npz"),
             HYBRID_CONFIG_ARTIFACT: str(model_dir / "hybrid.json"),
             ENCODER_ARTIFACT: str(ctx.run_dir / "encoder"),
+            BEHAVIOUR_ARTIFACT: str(behaviour_path),
         },
         code_paths=[str(Path(__file__).resolve().parent)],
         input_example=example,

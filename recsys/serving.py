@@ -3,10 +3,15 @@
 Input: a DataFrame with one request per row, any of
   `item_id` — a catalog item: related items;
   `cart`    — comma-separated catalog item ids: items that complete the basket;
+  `history` — a user's comma-separated item ids, oldest first: recency-weighted (half-life 10 events);
   `text`    — any product text, e.g. a new item not in the catalog: it is embedded by the packaged
               (fine-tuned) encoder and scored through its nearest catalog items, so new items have no
               cold-start hole.
-Output: one row per (request, rank) with the item, its title and score. `params={"k": 10}`.
+A request with none of these (a new user) gets the most popular items.
+Output: one row per (request, rank) with the item, its title, score and reasons (the evidence of the
+signals that scored it). `params`: `k` (default 10); `mode` = "recommend" (default) or "bundle" (compose a
+complete-the-basket bundle of k items); `budget` (bundles only; 0 = none); `diversity` (0 = pure
+relevance; 0.1-0.5 lifts less popular items, see `recsys.recommend.diversify`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ CATALOG_ARTIFACT = "catalog"
 HYBRID_ARTIFACT = "hybrid"
 HYBRID_CONFIG_ARTIFACT = "hybrid_config"
 ENCODER_ARTIFACT = "encoder"
+BEHAVIOUR_ARTIFACT = "behaviour"  # co-purchase counts, prices, categories: bundles and reasons
+REASON_SEP = " | "
 
 
 def save_catalog(path: Path, item_ids: list[str], titles: list[str], vectors: np.ndarray) -> Path:
@@ -30,6 +37,44 @@ def save_catalog(path: Path, item_ids: list[str], titles: list[str], vectors: np
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, item_ids=np.array(item_ids, dtype=str), titles=np.array(titles, dtype=str), vectors=vectors.astype(np.float32))
     return path
+
+
+def save_behaviour(path: Path, catalog: "Any") -> Path:
+    """Write what bundles and reasons read (a `recsys.bundles.BundleCatalog` minus ids, titles, vectors)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cooc = catalog.cooc.tocsr()
+    np.savez(
+        path,
+        categories=np.array(["" if c is None else c for c in catalog.categories], dtype=str),
+        prices=catalog.prices,
+        cooc_data=cooc.data,
+        cooc_indices=cooc.indices,
+        cooc_indptr=cooc.indptr,
+        item_counts=catalog.item_counts,
+        n_customers=np.array(catalog.n_customers),
+        is_new=catalog.is_new,
+    )
+    return path
+
+
+def _load_behaviour(path: str, item_ids: list[str], titles: list[str], vectors: np.ndarray):
+    import scipy.sparse as sp
+
+    from recsys.bundles import BundleCatalog
+
+    d = np.load(path)
+    n = len(item_ids)
+    return BundleCatalog(
+        item_ids=item_ids,
+        titles=titles,
+        vectors=vectors,
+        categories=[c or None for c in d["categories"].tolist()],
+        prices=d["prices"],
+        cooc=sp.csr_matrix((d["cooc_data"], d["cooc_indices"], d["cooc_indptr"]), shape=(n, n)),
+        item_counts=d["item_counts"],
+        n_customers=int(d["n_customers"]),
+        is_new=d["is_new"],
+    )
 
 
 def _present(value: Any) -> bool:
@@ -53,6 +98,9 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
             info = json.loads(Path(context.artifacts[HYBRID_CONFIG_ARTIFACT]).read_text())
             cfg = HybridConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["config"].items()})
             self.model = HybridModel(weights=hybrid["weights"], vectors=hybrid["vectors"], is_cold=hybrid["is_cold"], config=cfg)
+        self.behaviour = None
+        if BEHAVIOUR_ARTIFACT in context.artifacts:
+            self.behaviour = _load_behaviour(context.artifacts[BEHAVIOUR_ARTIFACT], self.item_ids, self.titles, self.vectors)
         self._encoder_path = context.artifacts.get(ENCODER_ARTIFACT)
         self._encoder = None  # loaded on the first text request only: id requests need no torch
 
@@ -63,26 +111,40 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
             self._encoder = TextEncoder(self._encoder_path)
         return self._encoder.encode(texts, progress=False)
 
-    def _query(self, row: int, item_id: Any, cart: Any, text: Any) -> tuple[np.ndarray | None, np.ndarray | None, list[int]]:
-        """(catalog item indices, or a text vector) and the items to exclude, for one request."""
-        ids: list[str] = []
-        if _present(item_id):
-            ids.append(str(item_id).strip())
-        if _present(cart):
-            ids += [i.strip() for i in str(cart).split(",") if i.strip()]
-        unknown = [i for i in ids if i not in self.index]
-        if ids and not unknown:
-            idx = np.array([self.index[i] for i in ids], dtype=np.int64)
-            return idx, None, idx.tolist()
+    def _ids(self, value: Any) -> list[str]:
+        return [i.strip() for i in str(value).split(",") if i.strip()] if _present(value) else []
+
+    def _query(self, row: int, item_id: Any, cart: Any, text: Any, history: Any = None) -> tuple[Any, np.ndarray | None, list[int]]:
+        """(catalog item indices or a dense history query, or a text vector) and the items to exclude."""
+        ids = self._ids(item_id) + self._ids(cart)
+        past = self._ids(history)
+        unknown = [i for i in ids + past if i not in self.index]
+        if (ids or past) and not unknown:
+            if past and not ids:
+                from recsys.recommend import history_weights
+
+                idx = [self.index[i] for i in past]
+                return history_weights(idx, len(self.item_ids)), None, sorted(set(idx))
+            idx = np.array([self.index[i] for i in ids + past], dtype=np.int64)
+            return idx, None, sorted(set(idx.tolist()))
         if _present(text):
             return None, self._embed_text([str(text)])[0], []
-        missing = f"item ids {unknown} are not in the catalog" if unknown else "no item_id, cart or text"
-        raise ValueError(f"request row {row}: {missing}, and no `text` was given to embed")
+        if unknown:
+            raise ValueError(f"request row {row}: item ids {unknown} are not in the catalog, and no `text` was given to embed")
+        return None, None, []  # a new user: nothing to go on
 
-    def _scores(self, idx: np.ndarray | None, vec: np.ndarray | None) -> np.ndarray:
-        if self.model is None:  # text-only model: cosine to the basket's mean vector
-            q = self.vectors[idx].mean(axis=0) if idx is not None else vec
+    def _popularity(self) -> np.ndarray:
+        return self.behaviour.item_counts if self.behaviour is not None else np.zeros(len(self.item_ids))
+
+    def _scores(self, idx: Any, vec: np.ndarray | None) -> np.ndarray:
+        if idx is None and vec is None:  # a new user: the most popular items
+            return np.array(self._popularity(), dtype=np.float64)
+        dense = isinstance(idx, np.ndarray) and idx.dtype != np.int64  # a weighted history query
+        if self.model is None:  # text-only model: cosine to the (weighted) mean vector
+            q = (idx @ self.vectors if dense else self.vectors[idx].mean(axis=0)) if idx is not None else vec
             return self.vectors @ (q / max(np.linalg.norm(q), 1e-12))
+        if dense:
+            return self.model.scores_from_dense(idx[None, :])[0]
         if idx is not None:
             return self.model.scores([idx])[0]
         # a new item: a soft query over its nearest catalog items in text space
@@ -94,17 +156,83 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
         q[top] = w / w.sum()
         return self.model.scores_from_dense(q[None, :])[0]
 
+    def _reasons(self, j: int, cart: list[int], text_vec: np.ndarray | None) -> str:
+        """Reasons for a recommended item, from the signals that scored it."""
+        if self.behaviour is None:
+            return ""
+        from recsys.bundles import explain_item
+
+        if not cart and text_vec is None:
+            return f"popular: bought by {int(self.behaviour.item_counts[j])} customers"
+        if not cart:  # a text request: the new item's nearest catalog item is the evidence
+            sim = float(self.vectors[j] @ text_vec)
+            reasons = [f"close in meaning to the given description (similarity {sim:.2f})"]
+            if self.behaviour.is_new[j]:
+                reasons.append("new item, recommended from its description")
+            return REASON_SEP.join(reasons)
+        # co-purchase evidence counts only where the behaviour weights actually favour the item
+        cf = float(self.model.weights[cart, j].sum()) if self.model is not None else 0.0
+        rel = float(self.model.config.text_score_weight) if self.model is not None else 1.0
+        breakdown = {"complementarity": max(cf, 0.0), "relevance": rel}
+        return REASON_SEP.join(explain_item(self.behaviour, j, cart, breakdown))
+
+    def _bundle_rows(self, row: int, cart: list[int], k: int, budget: float | None) -> list[dict]:
+        from recsys.bundles import BundleConfig, compose_bundle
+
+        if self.behaviour is None:
+            raise ValueError("this model version carries no behaviour statistics: bundles need a newer version")
+        if not cart:
+            raise ValueError(f"request row {row}: a bundle needs an item_id or a cart from the catalog")
+        bundle = compose_bundle(self.behaviour, cart, BundleConfig(k=k, budget=budget))
+        rows = []
+        for rank, item in enumerate(bundle.items, start=1):
+            rows.append(
+                {
+                    "request": row,
+                    "rank": rank,
+                    "item_id": item.item_id,
+                    "title": item.title,
+                    "score": float(item.breakdown["total"]),
+                    "reasons": REASON_SEP.join(item.reasons),
+                }
+            )
+        if not rows and bundle.note:
+            rows.append({"request": row, "rank": 0, "item_id": None, "title": None, "score": float("nan"), "reasons": bundle.note})
+        return rows
+
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        k = int((params or {}).get("k", 10))
+        params = params or {}
+        k = int(params.get("k", 10))
+        mode = str(params.get("mode", "recommend"))
+        budget = float(params.get("budget", 0.0) or 0.0) or None  # 0 = no budget
+        diversity = float(params.get("diversity", 0.0) or 0.0)
+        if mode not in ("recommend", "bundle"):
+            raise ValueError(f"params.mode must be 'recommend' or 'bundle', got {mode!r}")
         frame = pd.DataFrame(model_input).reset_index(drop=True)
         col = lambda name: frame[name] if name in frame else pd.Series([None] * len(frame))  # noqa: E731
         rows = []
-        for row, (item_id, cart, text) in enumerate(zip(col("item_id"), col("cart"), col("text"), strict=True)):
-            idx, vec, exclude = self._query(row, item_id, cart, text)
+        for row, (item_id, cart, text, history) in enumerate(zip(col("item_id"), col("cart"), col("text"), col("history"), strict=True)):
+            idx, vec, exclude = self._query(row, item_id, cart, text, history)
+            if mode == "bundle":
+                rows += self._bundle_rows(row, exclude, k, budget)
+                continue
             scores = np.array(self._scores(idx, vec), dtype=np.float64)
             scores[exclude] = -np.inf
+            if diversity and self.behaviour is not None:
+                from recsys.recommend import diversify
+
+                scores = diversify(scores, self._popularity(), diversity)
             top = np.argsort(-scores, kind="stable")[:k]
             top = top[np.isfinite(scores[top])]  # never a query item, even when k >= catalog size
             for rank, j in enumerate(top, start=1):
-                rows.append({"request": row, "rank": rank, "item_id": self.item_ids[j], "title": self.titles[j], "score": float(scores[j])})
-        return pd.DataFrame(rows, columns=["request", "rank", "item_id", "title", "score"])
+                rows.append(
+                    {
+                        "request": row,
+                        "rank": rank,
+                        "item_id": self.item_ids[j],
+                        "title": self.titles[j],
+                        "score": float(scores[j]),
+                        "reasons": self._reasons(int(j), exclude, vec),
+                    }
+                )
+        return pd.DataFrame(rows, columns=["request", "rank", "item_id", "title", "score", "reasons"])

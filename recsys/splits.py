@@ -24,7 +24,7 @@ PART = "part"
 
 @dataclass(frozen=True)
 class Split:
-    pairs: pd.DataFrame  # columns: user_id, item_id, part
+    pairs: pd.DataFrame  # columns: user_id, item_id, part (+ timestamp for the time split)
     cold_items: frozenset[str]
     protocol: str  # "basket" or "time"
 
@@ -110,7 +110,8 @@ def time_split(interactions: pd.DataFrame, items: pd.Series, config: SplitConfig
     part[n - n_test :] = TEST
     ev = ev.assign(**{PART: part})
     # one row per (user, item): its first occurrence decides its part, so a target is always new to the user
-    first = ev.drop_duplicates([S.USER_ID, S.ITEM_ID], keep="first")[[S.USER_ID, S.ITEM_ID, PART]].reset_index(drop=True)
+    # (the timestamp stays: training uses the order of each user's history)
+    first = ev.drop_duplicates([S.USER_ID, S.ITEM_ID], keep="first")[[S.USER_ID, S.ITEM_ID, PART, S.TIMESTAMP]].reset_index(drop=True)
     trained = set(first.loc[first[PART] == TRAIN, S.ITEM_ID])
     cold = frozenset(set(items.astype(str)) - trained)
     return Split(pairs=first, cold_items=cold, protocol="time")

@@ -23,6 +23,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="online-retail")
     parser.add_argument("--max-train-steps", type=int, default=60)
     parser.add_argument("--sample-users", type=int, default=None)
+    parser.add_argument("--param", action="append", default=[], help="extra DAG Param as key=value (repeatable)")
     parser.add_argument("--home", default=None, help="project home (default: a temporary folder; the data cache is reused from RECSYS_HOME)")
     args = parser.parse_args()
 
@@ -37,6 +38,7 @@ def main() -> None:
     from recsys.config import PipelineConfig
 
     params = {"dataset": args.dataset, "max_train_steps": args.max_train_steps, "sample_users": args.sample_users}
+    params |= dict(p.split("=", 1) for p in args.param)
     cfg = PipelineConfig.from_params(params)
     ctx = pipeline.RunContext.create("bench", "2026-11-28T00:00:00+00:00", home=home)
     start = time.perf_counter()
@@ -51,7 +53,7 @@ def main() -> None:
 
     k = cfg.eval.k
     cols = [f"recall_at_{k}", f"ndcg_at_{k}", f"cold_recall_at_{k}"]
-    print(f"\n{args.dataset}: test split, full ranking over the catalog ({int(report['hybrid']['n_queries'])} queries)")
+    print(f"\n{args.dataset} {args.param}: test split, full ranking over the catalog ({int(report['hybrid']['n_queries'])} queries)")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; pipeline {seconds:.0f} s")
     print(f"fine-tuning: {trained['steps']} steps, best step {trained['best_step']}; hybrid chose {json.dumps(fitted['chosen'])}, EASE l2 {fitted['ease_l2']:g}")
     print(f"{'model':<12}" + "".join(f"{c:>20}" for c in cols))

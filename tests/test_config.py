@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from recsys.documents import DocumentConfig
+
 import pytest
 
 from recsys.config import EncoderConfig, EvalConfig, PipelineConfig, SplitConfig, TrainConfig
@@ -128,7 +130,25 @@ def test_flat_keys():
     assert flat["dataset"] == "online-retail"
     # one key per top-level scalar field and per field of each section, nothing else
     expected = {"dataset", "items_path", "interactions_path", "sample_users", "model_name", "experiment", "min_text_share"}
-    for section, cls in (("split", SplitConfig), ("encoder", EncoderConfig), ("train", TrainConfig), ("eval", EvalConfig)):
+    for section, cls in (
+        ("split", SplitConfig),
+        ("documents", DocumentConfig),
+        ("encoder", EncoderConfig),
+        ("train", TrainConfig),
+        ("eval", EvalConfig),
+    ):
         expected |= {f"{section}.{f.name}" for f in dataclasses.fields(cls)}
     assert set(flat) == expected
-    assert all("." not in k or k.split(".")[0] in {"split", "encoder", "train", "eval"} for k in flat)
+    assert all("." not in k or k.split(".")[0] in {"split", "documents", "encoder", "train", "eval"} for k in flat)
+
+
+def test_document_template_param():
+    cfg = PipelineConfig.from_params({"document_template": "title, sales_band"})
+    assert cfg.documents.template == ("title", "sales_band")
+    with pytest.raises(ValueError, match="unknown document fields"):
+        PipelineConfig.from_params({"document_template": "title,colour"})
+
+
+def test_training_options_params():
+    cfg = PipelineConfig.from_params({"head": "additive", "freeze_layers": 3})
+    assert cfg.train.head == "additive" and cfg.train.freeze_layers == 3

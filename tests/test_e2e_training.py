@@ -93,6 +93,14 @@ def test_training_dag_trains_registers_and_serves(first_run: dict) -> None:
     # a cart: items that complete the basket, none of the cart's own
     cart = model.predict(pd.DataFrame({"cart": [f"{catalog[0]},{catalog[1]}"]}), params={"k": 10})
     assert len(cart) == 10 and not set(cart["item_id"]) & {catalog[0], catalog[1]}
+    # every recommendation carries reasons backed by evidence from the catalog's own numbers
+    titles = model.unwrap_python_model().titles
+    assert all(r for r in recs["reasons"])
+    assert any(f"close in meaning to {titles[0]} (similarity" in r or "bought together with" in r for r in recs["reasons"])
+    # a complete-the-basket bundle of 4 items, none from the cart, each with its reasons
+    bundle = model.predict(pd.DataFrame({"cart": [f"{catalog[0]},{catalog[1]}"]}), params={"k": 4, "mode": "bundle"})
+    assert 1 <= len(bundle) <= 4 and not set(bundle["item_id"]) & {catalog[0], catalog[1]}
+    assert all(r for r in bundle["reasons"])
 
 
 def test_second_run_adds_no_warehouse_rows_and_a_new_version(first_run: dict) -> None:

@@ -147,7 +147,7 @@ def test_save_catalog_round_trip(tmp_path):
 
 def test_predict_item_queries_exact_ranking(hand_model):
     out = hand_model.predict(None, pd.DataFrame({"item_id": ["i0", "i3"]}), params={"k": 3})
-    assert list(out.columns) == ["request", "rank", "item_id", "title", "score"]
+    assert list(out.columns) == ["request", "rank", "item_id", "title", "score", "reasons"]
     # i0 = (1, 0): i1 cos30 = .866, i2 0, i3 -1  (i0 itself excluded)
     # i3 = (-1, 0): i2 0, i1 -.866, i0 -1       (i3 itself excluded)
     assert out["request"].tolist() == [0, 0, 0, 1, 1, 1]

@@ -1,0 +1,121 @@
+"""The pyfunc with the hybrid model and behaviour statistics: every request kind, reasons, bundles."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys.bundles import BundleCatalog
+from recsys.hybrid import HybridConfig, fit_hybrid
+from recsys.baselines import interaction_matrix
+from recsys.serving import (
+    BEHAVIOUR_ARTIFACT,
+    CATALOG_ARTIFACT,
+    HYBRID_ARTIFACT,
+    HYBRID_CONFIG_ARTIFACT,
+    ItemRecommender,
+    save_behaviour,
+    save_catalog,
+)
+
+IDS = ["mug_r", "mug_b", "saucer", "spoon", "candle", "new_mug"]
+TITLES = ["Red mug", "Blue mug", "Saucer", "Tea spoon", "Candle", "Green mug"]
+
+
+def _vectors() -> np.ndarray:
+    v = np.array([[1, 0.2, 0], [1, 0.3, 0], [0.6, 1, 0], [0.5, 0.9, 0.2], [0, 0, 1], [1, 0.25, 0]], dtype=np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hybrid")
+    train = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "b", "b", "c", "c", "d", "d", "e"],
+            "item_id": ["mug_r", "saucer", "spoon", "mug_b", "saucer", "mug_r", "saucer", "spoon", "saucer", "candle"],
+        }
+    )
+    x = interaction_matrix(train, IDS)
+    is_cold = np.asarray(x.sum(axis=0)).ravel() == 0  # new_mug
+    hybrid = fit_hybrid(x, _vectors(), is_cold, HybridConfig(l2=1.0, text_weight=1.0, cold_weight=0.5))
+    np.savez(d / "hybrid.npz", weights=hybrid.weights, vectors=hybrid.vectors, is_cold=hybrid.is_cold)
+    (d / "hybrid.json").write_text(json.dumps({"config": asdict(hybrid.config)}))
+    index = {i: n for n, i in enumerate(IDS)}
+    behaviour = BundleCatalog.build(IDS, TITLES, _vectors(), [None] * 6, np.array([8, 8, 5, 3, 12, 9.0]), train["user_id"].to_numpy(), train["item_id"].map(index).to_numpy())
+    artifacts = {
+        CATALOG_ARTIFACT: str(save_catalog(d / "catalog.npz", IDS, TITLES, _vectors())),
+        HYBRID_ARTIFACT: str(d / "hybrid.npz"),
+        HYBRID_CONFIG_ARTIFACT: str(d / "hybrid.json"),
+        BEHAVIOUR_ARTIFACT: str(save_behaviour(d / "behaviour.npz", behaviour)),
+    }
+    m = ItemRecommender()
+    m.load_context(SimpleNamespace(artifacts=artifacts))
+    return m, hybrid
+
+
+def test_item_request_ranks_by_the_hybrid_scores(model):
+    m, hybrid = model
+    out = m.predict(None, pd.DataFrame({"item_id": ["mug_r"]}), params={"k": 5})
+    expected = hybrid.scores([np.array([0])])[0]
+    expected[0] = -np.inf
+    order = [j for j in np.argsort(-expected, kind="stable") if np.isfinite(expected[j])][:5]
+    assert out["item_id"].tolist() == [IDS[j] for j in order]
+    np.testing.assert_allclose(out["score"], expected[order], rtol=1e-5)
+
+
+def test_reasons_quote_the_real_evidence(model):
+    m, _ = model
+    out = m.predict(None, pd.DataFrame({"item_id": ["mug_r"]}), params={"k": 5}).set_index("item_id")
+    # saucer was bought with the red mug by a and c: 2 customers
+    assert "bought together with Red mug by 2 customers" in out.loc["saucer", "reasons"]
+    sim = float(_vectors()[0] @ _vectors()[1])
+    assert f"close in meaning to Red mug (similarity {sim:.2f})" in out.loc["mug_b", "reasons"]
+    assert "new item, recommended from its description" in out.loc["new_mug", "reasons"]
+    assert "bought together" not in out.loc["candle", "reasons"]  # never bought with the red mug
+
+
+def test_history_is_recency_weighted(model):
+    m, hybrid = model
+    out = m.predict(None, pd.DataFrame({"history": ["candle,mug_r"]}), params={"k": 3})
+    q = np.zeros(6, dtype=np.float32)
+    q[4], q[0] = 0.5 ** 0.1, 1.0  # candle one event before the latest (half-life 10)
+    expected = hybrid.scores_from_dense(q[None, :])[0]
+    expected[[0, 4]] = -np.inf
+    assert out["item_id"].tolist() == [IDS[j] for j in np.argsort(-expected, kind="stable")[:3]]
+
+
+def test_new_user_gets_popular_items(model):
+    m, _ = model
+    out = m.predict(None, pd.DataFrame({"item_id": [None]}), params={"k": 2})
+    # training customers per item: saucer 4, mug_r 2 / spoon 2 (tie -> lower index first)
+    assert out["item_id"].tolist() == ["saucer", "mug_r"]
+    assert out["reasons"].tolist()[0] == "popular: bought by 4 customers"
+
+
+def test_diversity_lifts_less_popular_items(model):
+    m, _ = model
+    plain = m.predict(None, pd.DataFrame({"item_id": ["mug_b"]}), params={"k": 5})
+    diverse = m.predict(None, pd.DataFrame({"item_id": ["mug_b"]}), params={"k": 5, "diversity": 5.0})
+    assert plain["item_id"].iloc[0] == "saucer"  # the co-purchase favourite
+    assert diverse["item_id"].iloc[0] != "saucer"
+
+
+def test_bundle_mode_respects_budget_and_carries_reasons(model):
+    m, _ = model
+    out = m.predict(None, pd.DataFrame({"cart": ["mug_r"]}), params={"k": 3, "mode": "bundle", "budget": 10.0})
+    assert "mug_r" not in set(out["item_id"])
+    prices = dict(zip(IDS, [8, 8, 5, 3, 12, 9.0]))
+    assert sum(prices[i] for i in out["item_id"]) <= 10.0
+    assert all(out["reasons"])
+
+
+def test_unknown_mode_is_rejected(model):
+    m, _ = model
+    with pytest.raises(ValueError, match="params.mode"):
+        m.predict(None, pd.DataFrame({"item_id": ["mug_r"]}), params={"mode": "nope"})
