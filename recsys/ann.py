@@ -36,6 +36,9 @@ _MIN_POINTS_PER_CENTROID = 39
 # Training sample per IVF centroid: enough for stable centroids, a fraction of the cost of faiss's
 # default 256 (IVF build time is dominated by k-means on 2 cores).
 _TRAIN_POINTS_PER_CENTROID = 64
+# k-means iterations for the IVF centroids: 10 gives the same recall as faiss's default 25 on the
+# benchmark's 200k x 384 set (0.83 vs 0.83 at nprobe=16, 1.0 vs 1.0 at 64) for less than half the build time.
+_KMEANS_ITERS = 10
 # Exact search scores queries in batches whose score matrix stays under this many float32s (128 MiB).
 _EXACT_BATCH_FLOATS = 32 * 1024 * 1024
 
@@ -44,14 +47,18 @@ _EXACT_BATCH_FLOATS = 32 * 1024 * 1024
 class AnnConfig:
     """When to use an approximate index, and how to build and search it.
 
-    min_items_for_ann: catalogs with fewer items are searched exactly. On the project's 2-core CPU
-        (scripts/bench_ann.py, d=384, 1,000 queries batched), exact search costs ~0.13 ms/query at
-        10k items and ~0.7 ms/query at 50k: a 64-query request batch is answered in a few tens of ms
-        with recall 1.0, and no index has to be trained, stored or kept in step with the catalog.
-        At 200k items exact costs ~3 ms/query while IVF (nprobe=16) answers in ~0.3 ms with
-        recall@10 ~0.93, so the ANN index starts to pay for itself around 50k items.
+    min_items_for_ann: catalogs with fewer items are searched exactly. Why 50k: on the project's
+        2-core CPU (scripts/bench_ann.py, d=384, k=10, shared machine at load ~7) exact search of a
+        50k catalog costs ~0.7-0.9 ms/query in a batch of 1,000 and ~9-14 ms for a lone query (reading
+        50k x 384 floats, 77 MB, is memory-bound), with recall 1.0 and no index to train, store or keep
+        in step with the catalog; at 10k it is ~0.2 ms batched / ~2-3 ms alone. IVF at 50k answers
+        in ~0.1-0.3 ms but costs a 6-8 s build and recall@10 0.95 at nprobe=16. At 200k exact grows
+        to ~3 ms batched / ~32-37 ms alone, past a serving budget, while IVF nprobe=64 gives
+        recall@10 1.00 at ~0.65 ms/query (build ~25 s): that is where the ANN index pays for itself.
     nlist: IVF inverted lists; None -> ~4*sqrt(n), capped so k-means gets >= 39 points per list.
-    nprobe: IVF lists visited per query (recall/latency knob; nprobe == nlist is exhaustive).
+    nprobe: IVF lists visited per query (recall/latency knob; nprobe == nlist is exhaustive). Recall at
+        a fixed nprobe falls as nlist grows with n (benchmark, nprobe=16: 0.95 at 50k, 0.83 at
+        200k); ~nlist/28 (64 at 200k) kept recall@10 at 1.00 there.
     hnsw_m: HNSW graph degree.
     hnsw_ef_construction / hnsw_ef_search: HNSW candidate-list sizes at build / query time
         (query-time value is raised to the number of results fetched when that is larger).
@@ -61,7 +68,7 @@ class AnnConfig:
     threads: OpenMP threads faiss may use while building and searching; None leaves faiss's default.
     """
 
-    min_items_for_ann: int = 50_000
+    min_items_for_ann: int = 50_000  # below: exact matmul (see above for the benchmark numbers behind 50k)
     nlist: int | None = None
     nprobe: int = 16
     hnsw_m: int = 32
@@ -205,6 +212,7 @@ class VectorIndex:
             index.own_fields = True
             quantizer.this.disown()  # the IVF index frees it
             index.cp.seed = config.seed
+            index.cp.niter = _KMEANS_ITERS
             index.cp.spherical = True  # unit-norm centroids: the right k-means for cosine similarity
             n_train = min(n, max(nlist * _TRAIN_POINTS_PER_CENTROID, nlist * _MIN_POINTS_PER_CENTROID))
             index.cp.max_points_per_centroid = max(n_train // nlist + 1, 1)  # keep faiss from resampling

@@ -1,9 +1,12 @@
 """`recsys` command line: look at results and use the champion without opening a UI.
 
     recsys summary                 metrics of the latest training run, and the registry's state
-    recsys recommend --item-id ID  top-k related items from models:/NAME@champion
-    recsys recommend --cart ID,ID  items that complete the basket
-    recsys recommend --text "..."  the same for a new item described by its text (cold start)
+    recsys recommend --item ID        top-k related items from models:/NAME@champion, with reasons
+    recsys recommend --cart ID,ID     items that complete the basket
+    recsys recommend --history ID,ID  for a user's history (oldest first, recency-weighted)
+    recsys recommend --text "..."     for a new item described by its text (cold start)
+    recsys recommend                  a new user with nothing to go on: the most popular items
+    recsys bundle --cart ID,ID --budget 40   a complete-the-basket bundle
 """
 
 from __future__ import annotations
@@ -50,18 +53,48 @@ def summary(experiment: str, model_name: str) -> int:
     return 0
 
 
-def recommend(model_name: str, item_id: str | None, text: str | None, k: int, cart: str | None = None) -> int:
-    """Load models:/NAME@champion and print its top-k for an item id, a cart or a product text."""
+def _champion(model_name: str):
     import mlflow.pyfunc
-    import pandas as pd
 
     from recsys import tracking
 
     tracking.client(_tracking_uri())
-    model = mlflow.pyfunc.load_model(f"models:/{model_name}@{tracking.CHAMPION}")
-    frame = pd.DataFrame({"item_id": [item_id], "cart": [cart], "text": [text]})
-    out = model.predict(frame, params={"k": k})
-    print(out[["rank", "item_id", "title", "score"]].to_string(index=False))
+    return mlflow.pyfunc.load_model(f"models:/{model_name}@{tracking.CHAMPION}")
+
+
+def _print_table(out) -> None:
+    """rank, title, score, then the reasons on their own indented lines: readable in a terminal."""
+    if out.empty:
+        print("(no items)")
+        return
+    for row in out.itertuples(index=False):
+        score = "" if row.score != row.score else f"{row.score:8.4f}"  # NaN: a note, not an item
+        title = row.title if row.title is not None else ""
+        print(f"{row.rank:>3}  {score}  {title}  [{row.item_id}]" if row.item_id else f"  -  {row.reasons}")
+        if row.item_id and row.reasons:
+            for reason in str(row.reasons).split(" | "):
+                print(f"       - {reason}")
+
+
+def recommend(model_name: str, item_id: str | None, text: str | None, k: int, cart: str | None = None, history: str | None = None, diversity: float = 0.0) -> int:
+    """Load models:/NAME@champion and print its top-k for an item, a cart, a history or a product text."""
+    import pandas as pd
+
+    model = _champion(model_name)
+    frame = pd.DataFrame({"item_id": [item_id], "cart": [cart], "history": [history], "text": [text]})
+    _print_table(model.predict(frame, params={"k": k, "diversity": diversity}))
+    return 0
+
+
+def bundle(model_name: str, cart: str, k: int, budget: float | None) -> int:
+    """Load the champion and print a complete-the-basket bundle for a cart."""
+    import pandas as pd
+
+    model = _champion(model_name)
+    out = model.predict(pd.DataFrame({"cart": [cart]}), params={"k": k, "mode": "bundle", "budget": budget or 0.0})
+    _print_table(out)
+    if budget and not out.empty and out["item_id"].notna().any():
+        print(f"bundle of {int(out['item_id'].notna().sum())} items; budget {budget:g}")
     return 0
 
 
@@ -72,16 +105,22 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("summary", help="latest run's metrics and the champion")
     s.add_argument("--experiment", default="recsys-training")
     r = sub.add_parser("recommend", help="related items from the champion")
-    r.add_argument("--item-id")
+    r.add_argument("--item", "--item-id", dest="item_id", help="a catalog item id: related items")
     r.add_argument("--cart", help="comma-separated item ids: items that complete the basket")
+    r.add_argument("--history", help="a user's comma-separated item ids, oldest first (recency-weighted)")
     r.add_argument("--text", help="a product description: works for items not in the catalog")
+    r.add_argument("--diversity", type=float, default=0.0, help="0 = pure relevance; 0.1-0.5 lifts less popular items")
     r.add_argument("-k", type=int, default=10)
+    b = sub.add_parser("bundle", help="a complete-the-basket bundle from the champion")
+    b.add_argument("--cart", required=True, help="comma-separated item ids (an anchor item alone works)")
+    b.add_argument("--budget", type=float, default=None, help="maximum total price of the bundle")
+    b.add_argument("-k", type=int, default=4)
     args = parser.parse_args(argv)
     if args.command == "summary":
         return summary(args.experiment, args.model_name)
-    if not (args.item_id or args.cart or args.text):
-        parser.error("recommend needs --item-id, --cart or --text")
-    return recommend(args.model_name, args.item_id, args.text, args.k, args.cart)
+    if args.command == "bundle":
+        return bundle(args.model_name, args.cart, args.k, args.budget)
+    return recommend(args.model_name, args.item_id, args.text, args.k, args.cart, args.history, args.diversity)
 
 
 if __name__ == "__main__":

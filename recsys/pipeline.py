@@ -289,7 +289,7 @@ def finetune(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
         tracking.log_metrics(c, mlflow_run_id, {"train.loss": loss}, step=step)
     for step, score in result.val_history.items():
         tracking.log_metrics(c, mlflow_run_id, {f"train.val_recall_at_{cfg.eval.k}": score}, step=step)
-    encoder_dir = ctx.run_dir / "encoder"
+    encoder_dir = ctx.run_dir / "model" / "encoder"
     encoder.save(encoder_dir)
     best_vectors = scored[list(result.val_history).index(result.best_step)]
     np.save(ctx.run_dir / "embeddings" / "finetuned.npy", best_vectors)
@@ -399,16 +399,7 @@ def register(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
     the bar is the popularity baseline on the test split.)
     """
     from recsys.bundles import BundleCatalog, top_category
-    from recsys.serving import (
-        BEHAVIOUR_ARTIFACT,
-        CATALOG_ARTIFACT,
-        ENCODER_ARTIFACT,
-        HYBRID_ARTIFACT,
-        HYBRID_CONFIG_ARTIFACT,
-        ItemRecommender,
-        save_behaviour,
-        save_catalog,
-    )
+    from recsys.serving import ItemRecommender, save_behaviour, save_catalog
     from recsys.splits import TRAIN
 
     tracking, c = _mlflow(ctx)
@@ -421,7 +412,7 @@ def register(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
     titles = catalog[S.TITLE].fillna(catalog[S.ITEM_ID]).astype(str).tolist()
     model_dir = ctx.run_dir / "model"
     vectors = np.load(ctx.run_dir / "embeddings" / "finetuned.npy")
-    catalog_path = save_catalog(model_dir / "catalog.npz", catalog[S.ITEM_ID].tolist(), titles, vectors)
+    save_catalog(model_dir / "catalog.npz", catalog[S.ITEM_ID].tolist(), titles, vectors)
     # behaviour statistics for bundles and reasons: training interactions only
     train = split.part(TRAIN)
     index = {item: i for i, item in enumerate(catalog[S.ITEM_ID])}
@@ -435,7 +426,7 @@ def register(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
         train[S.USER_ID].to_numpy(),
         train[S.ITEM_ID].map(index).to_numpy(),
     )
-    behaviour_path = save_behaviour(model_dir / "behaviour.npz", behaviour)
+    save_behaviour(model_dir / "behaviour.npz", behaviour)
     # every request kind in the example, so the signature accepts ids, carts and free text (cold start)
     first, second = catalog[S.ITEM_ID].iloc[0], catalog[S.ITEM_ID].iloc[min(1, len(catalog) - 1)]
     example = pd.DataFrame(
@@ -446,18 +437,13 @@ def register(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
             "text": [None, None, None, titles[0]],
         }
     )
+    _write_json(model_dir / "config.json", {"pipeline": cfg.flat(), "model_name": cfg.model_name, "mlflow_run_id": mlflow_run_id})
     version = tracking.log_and_register_model(
         c,
         mlflow_run_id,
         cfg.model_name,
         ItemRecommender(),
-        artifacts={
-            CATALOG_ARTIFACT: str(catalog_path),
-            HYBRID_ARTIFACT: str(model_dir / "hybrid.npz"),
-            HYBRID_CONFIG_ARTIFACT: str(model_dir / "hybrid.json"),
-            ENCODER_ARTIFACT: str(ctx.run_dir / "encoder"),
-            BEHAVIOUR_ARTIFACT: str(behaviour_path),
-        },
+        artifacts=ItemRecommender.artifacts_of(model_dir),
         code_paths=[str(Path(__file__).resolve().parent)],
         input_example=example,
         pip_requirements=_model_requirements(),

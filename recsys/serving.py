@@ -81,8 +81,41 @@ def _present(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and np.isnan(value)) and str(value).strip() != ""
 
 
+MODEL_DIR_FILES = {
+    CATALOG_ARTIFACT: "catalog.npz",
+    HYBRID_ARTIFACT: "hybrid.npz",
+    HYBRID_CONFIG_ARTIFACT: "hybrid.json",
+    BEHAVIOUR_ARTIFACT: "behaviour.npz",
+    ENCODER_ARTIFACT: "encoder",
+}
+
+
 class ItemRecommender(mlflow.pyfunc.PythonModel):
-    """Related items / basket completion from the hybrid model; new items scored from their text."""
+    """Related items / basket completion from the hybrid model; new items scored from their text.
+
+    The model is one self-contained directory (`runs/<run>/model/`): the encoder's weights and
+    tokenizer (`encoder/`), the item ids, titles and vectors (`catalog.npz`), the item-item weights and
+    cold-start state (`hybrid.npz`, `hybrid.json`), the co-purchase statistics, prices and categories
+    (`behaviour.npz`) and the run's configuration (`config.json`). `ItemRecommender.load(path)` loads it
+    in one call; MLflow logs the same files as the pyfunc's artifacts.
+    """
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> "ItemRecommender":
+        """Load a model directory without MLflow."""
+        from types import SimpleNamespace
+
+        root = Path(model_dir)
+        artifacts = {key: str(root / name) for key, name in MODEL_DIR_FILES.items() if (root / name).exists()}
+        model = cls()
+        model.load_context(SimpleNamespace(artifacts=artifacts))
+        return model
+
+    @classmethod
+    def artifacts_of(cls, model_dir: str | Path) -> dict[str, str]:
+        """The MLflow artifacts dict of a model directory."""
+        root = Path(model_dir)
+        return {key: str(root / name) for key, name in MODEL_DIR_FILES.items() if (root / name).exists()}
 
     def load_context(self, context: Any) -> None:
         from recsys.hybrid import HybridConfig, HybridModel

@@ -136,32 +136,21 @@ def main() -> None:
     def run_st() -> np.ndarray:
         return st.encode(texts, batch_size=bs, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True)
 
-    # --- a) and b): interleaved, so a change in background load hits both alike -------------------
-    t_ours, t_st = [], []
-    for _ in range(args.repeats):
-        s, v_ours = timed(run_ours)
-        t_ours.append(s)
-        s, v_st = timed(run_st)
-        t_st.append(s)
-    m_ours, m_st = statistics.median(t_ours), statistics.median(t_st)
-    diff = float(np.abs(v_ours - np.asarray(v_st, dtype=np.float32)).max())
-    cos = float((v_ours * v_st).sum(axis=1).min())
-    print(f"a) TextEncoder.encode          {n / m_ours:8.1f} items/s  ({m_ours:.2f} s; runs {', '.join(f'{t:.2f}' for t in t_ours)})")
-    print(f"b) SentenceTransformer.encode  {n / m_st:8.1f} items/s  ({m_st:.2f} s; runs {', '.join(f'{t:.2f}' for t in t_st)}; sentence-transformers {st_version})")
-    print(f"   ratio ours / sentence-transformers: {m_st / m_ours:.2f}x the speed")
-    print(f"   outputs: max |difference| {diff:.2e}, lowest cosine {cos:.7f}")
-
-    # --- c) the cache: a cold full pass, then 1% changed -------------------------------------------
+    # --- a), b), c): interleaved per repeat, so a change in background load hits all alike ----------
     n_changed = max(1, round(args.changed * n))
     fp = model_fingerprint(ours)
-    cold, warm_t, warm_fp, ok = [], [], [], True
+    t_ours, t_st, cold, warm_t, warm_fp, ok = [], [], [], [], [], True
     with tempfile.TemporaryDirectory(prefix="bench-embedding-") as tmp:
         for r in range(args.repeats):
+            s, v_ours = timed(run_ours)
+            t_ours.append(s)
+            s, v_st = timed(run_st)
+            t_st.append(s)
+            # c) a cold full pass through an empty cache, then the same texts with 1% changed
             cache = EmbeddingCache(Path(tmp) / f"run{r}")
             s, (full, stats) = timed(lambda: encode_with_cache(ours, texts, cache, batch_size=bs, progress=False))
             cold.append(s)
-            rng = np.random.default_rng(r)
-            idx = rng.choice(n, size=n_changed, replace=False)
+            idx = np.random.default_rng(r).choice(n, size=n_changed, replace=False)
             changed = list(texts)
             for i in idx:
                 changed[i] = f"{texts[i]} (new version {r})"
@@ -174,13 +163,23 @@ def main() -> None:
             for i in idx:
                 changed[i] = f"{texts[i]} (newer version {r})"
             warm_fp.append(timed(lambda: encode_with_cache(ours, changed, cache, batch_size=bs, progress=False, fingerprint=fp))[0])
-        m_cold, m_warm = statistics.median(cold), statistics.median(warm_t)
-        print(f"c) cache, cold full pass       {m_cold:8.2f} s  ({n / m_cold:.1f} items/s; {stats['computed']} computed; "
+
+        def runs(ts: list[float]) -> str:
+            return ", ".join(f"{t:.2f}" for t in ts)
+
+        m_ours, m_st = statistics.median(t_ours), statistics.median(t_st)
+        diff = float(np.abs(v_ours - np.asarray(v_st, dtype=np.float32)).max())
+        cos = float((v_ours * v_st).sum(axis=1).min())
+        print(f"a) TextEncoder.encode          {n / m_ours:8.1f} items/s  ({m_ours:.2f} s; runs {runs(t_ours)})")
+        print(f"b) SentenceTransformer.encode  {n / m_st:8.1f} items/s  ({m_st:.2f} s; runs {runs(t_st)}; sentence-transformers {st_version})")
+        print(f"   ratio ours / sentence-transformers: {m_st / m_ours:.2f}x the speed")
+        print(f"   outputs: max |difference| {diff:.2e}, lowest cosine {cos:.7f}")
+        m_cold, m_warm, m_warm_fp = statistics.median(cold), statistics.median(warm_t), statistics.median(warm_fp)
+        print(f"c) cache, cold full pass       {m_cold:8.2f} s  ({n / m_cold:.1f} items/s; runs {runs(cold)}; {stats['computed']} computed; "
               f"{m_cold / m_ours:.2f}x the plain encode, fingerprint and writes included)")
         print(f"   re-embed, {n_changed} of {n} changed {m_warm:8.2f} s  = {m_warm / m_cold:.1%} of the full pass "
-              f"({stats2['cached']} cached, {stats2['computed']} computed; unchanged vectors identical: {ok})")
-        m_warm_fp = statistics.median(warm_fp)
-        print(f"   the same, fingerprint passed in {m_warm_fp:5.2f} s  = {m_warm_fp / m_cold:.1%} of the full pass")
+              f"(runs {runs(warm_t)}; {stats2['cached']} cached, {stats2['computed']} computed; unchanged vectors identical: {ok})")
+        print(f"   the same, fingerprint passed in {m_warm_fp:5.2f} s  = {m_warm_fp / m_cold:.1%} of the full pass (runs {runs(warm_fp)})")
 
         # --- d) the fingerprint ---------------------------------------------------------------------
         t_fp = [timed(lambda: model_fingerprint(ours))[0] for _ in range(args.repeats)]

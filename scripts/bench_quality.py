@@ -32,6 +32,8 @@ def main() -> None:
     if os.path.isdir(cache) and not os.path.exists(os.path.join(home, "cache")):
         os.symlink(os.path.abspath(cache), os.path.join(home, "cache"))
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home}/mlflow.db"
+    # a fixed pseudonymization key: the same users, hence the same split, in every benchmark run
+    os.environ.setdefault("RECSYS_PSEUDONYM_KEY", "benchmark-key-not-a-secret")
     os.environ.pop("RECSYS_WAREHOUSE_URL", None)
 
     from recsys import pipeline
