@@ -62,9 +62,9 @@ def _run_inputs():
         "seed": Param(42, type="integer"),
         "model_name": Param("recsys-item-encoder", type="string", description="Registered model name in MLflow"),
         "document_template": Param(
-            "title,description,category,tags,price_band,sales_band,rating_band",
+            "title,description,category,tags,price_band,rating_band",
             type="string",
-            description="Parts of each item's document, in order (numeric signals as bands)",
+            description="Parts of each item's document, in order (numeric signals as bands; sales_band is available but off: it hurts new items)",
         ),
         "min_text_share": Param(0.9, type="number", minimum=0, maximum=1, description="Share of items that must have a title"),
     },

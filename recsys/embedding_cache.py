@@ -95,15 +95,42 @@ def _weights_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def _backend_definition(serialized: str) -> str:
+    """A fast tokenizer's JSON without its truncation and padding settings.
+
+    Those are per-call state: every `tokenizer(..., truncation=True, max_length=...)` rewrites
+    them. The two top-level values are cut out of the serialized string (each checked against a
+    full parse); re-serializing the parsed definition instead takes 4x longer for MiniLM's vocabulary.
+    """
+    spec = json.loads(serialized)
+    if serialized.startswith('{"version":') and isinstance(spec, dict):
+        decoder = json.JSONDecoder()
+        cut = serialized
+        for key in ("truncation", "padding"):
+            marker = f',"{key}":'
+            start = cut.find(marker)
+            # tokenizers writes version, truncation, padding, then added_tokens, normalizer, ..., model
+            if start < 0 or not 0 <= start < cut.find(',"added_tokens":'):
+                break
+            try:
+                value, end = decoder.raw_decode(cut, start + len(marker))
+            except json.JSONDecodeError:
+                break
+            if value != spec.get(key):
+                break
+            cut = cut[:start] + cut[end:]
+        else:
+            return cut
+    spec.pop("truncation", None)
+    spec.pop("padding", None)
+    return json.dumps(spec, sort_keys=True)
+
+
 def _tokenizer_identity(tokenizer: Any) -> dict[str, Any]:
     """What of the tokenizer decides the token ids: its full definition, not its path."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        spec = json.loads(backend.to_str())
-        # per-call state: every `tokenizer(..., truncation=True, max_length=...)` rewrites these
-        spec.pop("truncation", None)
-        spec.pop("padding", None)
-        content = json.dumps(spec, sort_keys=True)
+        content = _backend_definition(backend.to_str())
     else:  # a slow (pure Python) tokenizer: its vocabulary and special tokens
         content = json.dumps(
             {"vocab": sorted(tokenizer.get_vocab().items()), "special": sorted(map(str, tokenizer.all_special_tokens))},

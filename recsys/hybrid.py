@@ -40,7 +40,10 @@ class HybridConfig:
     cold_weight: float = 1.0
     l2_grid: tuple[float, ...] = (200.0, 500.0)
     text_weight_grid: tuple[float, ...] = (0.0, 50.0, 200.0, 800.0)
-    cold_weight_grid: tuple[float, ...] = (0.0, 0.1, 0.25, 0.5, 1.0)
+    cold_weight_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)
+    # new items are the product's promise: take the largest cold_weight whose pseudo-cold validation
+    # score is within this relative tolerance of the best one
+    cold_tolerance: float = 0.01
     pseudo_cold_share: float = 0.1  # warm items made cold to tune cold_weight
     seed: int = 42
 
@@ -131,7 +134,8 @@ def tune_hybrid(
     evaluate: "callable",
     config: HybridConfig,
 ) -> tuple[HybridModel, dict]:
-    """Pick l2 and text_weight on validation, then cold_weight on a pseudo-cold fold; refit.
+    """Pick l2 and text_weight on validation, then cold_weight on a pseudo-cold fold (the largest
+    within `cold_tolerance` of the best fold score); refit.
 
     Args:
         x: binary user x item training matrix.
@@ -164,7 +168,7 @@ def tune_hybrid(
     x_fold = (x @ sp.diags(keep)).tocsr()
     x_fold.eliminate_zeros()
     fold_b = side_information_ease(x_fold, vectors, best_cfg.l2, best_cfg.text_weight)
-    best_cold, best_cold_score = best_cfg.cold_weight, -np.inf
+    fold_scores: dict[float, float] = {}
     hidden_mask = np.zeros_like(is_cold)
     hidden_mask[hidden] = True
     for cw in config.cold_weight_grid:
@@ -172,9 +176,9 @@ def tune_hybrid(
         # only the hidden items are propagated: the real cold items can never be validation targets,
         # so boosting them here would only measure a loss that the test split does not have
         score = evaluate(HybridModel(weights=fold_b, vectors=vectors, is_cold=hidden_mask, config=cfg), hidden_mask)
-        tried[f"pseudo_cold.cold_weight_{cw:g}"] = score
+        tried[f"pseudo_cold.cold_weight_{cw:g}"] = fold_scores[cw] = score
         log.info("hybrid cold_weight=%g on the pseudo-cold fold: %.4f", cw, score)
-        if score > best_cold_score:
-            best_cold_score, best_cold = score, cw
+    top = max(fold_scores.values())
+    best_cold = max(cw for cw, score in fold_scores.items() if score >= top - config.cold_tolerance * abs(top))
     final = replace(best_cfg, cold_weight=best_cold)
     return fit_hybrid(x, vectors, is_cold, final), {"tried": tried, "chosen": {"l2": final.l2, "text_weight": final.text_weight, "cold_weight": final.cold_weight}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from recsys.documents import DocumentConfig, item_documents, price_bands, rating_bands, sales_bands
+from recsys.documents import FIELDS, DocumentConfig, item_documents, price_bands, rating_bands, sales_bands
 
 
 def _items() -> pd.DataFrame:
@@ -43,7 +43,7 @@ def test_rating_bands_on_a_ten_point_scale():
 
 def test_documents_in_template_order_and_missing_signals_skipped():
     sales = pd.Series({"a": 50, "b": 10})
-    docs = item_documents(_items(), DocumentConfig(bestseller_share=0.5, popular_share=0.5), sales=sales)
+    docs = item_documents(_items(), DocumentConfig(template=FIELDS, bestseller_share=0.5, popular_share=0.5), sales=sales)
     assert docs[0] == "Mug. Category: Kitchen > Mugs. Price: budget. Sales: bestseller."
     assert docs[1] == "Plate. Blue. Price: budget. Sales: popular."
     assert docs[4] == "Jug. Price: premium. Sales: new."
@@ -59,3 +59,9 @@ def test_template_subset_and_order():
 def test_unknown_template_part_is_rejected():
     with pytest.raises(ValueError, match="unknown document fields"):
         DocumentConfig(template=("title", "colour"))
+
+
+def test_default_template_leaves_the_sales_band_out():
+    # measured: "Sales: new" in every new item's text hurts cold start (see recsys.documents)
+    sales = pd.Series({"a": 50})
+    assert "Sales" not in " ".join(item_documents(_items(), sales=sales))

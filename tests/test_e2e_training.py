@@ -133,3 +133,50 @@ def test_bad_file_stops_the_dag_at_validation(first_run: dict, tmp_path: Path) -
     assert tracking.champion_version(c, MODEL) == champion
     assert len(c.search_model_versions(f"name = '{MODEL}'")) == n_versions
     assert items.read_text().startswith("item_id,title,price\nA1")  # the raw file is kept as it was
+
+
+def test_champion_serves_over_http_with_reasons(first_run: dict) -> None:
+    """`mlflow models serve` on loopback answers a real request with ranked items and reasons."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
+    server = subprocess.Popen(
+        [mlflow_bin, "models", "serve", "-m", f"models:/{MODEL}@champion", "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=os.environ.copy(),
+        start_new_session=True,
+    )
+    try:
+        c = tracking.client(os.environ["MLFLOW_TRACKING_URI"])
+        import mlflow.pyfunc
+
+        catalog = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").unwrap_python_model().item_ids
+        body = json.dumps({"dataframe_split": {"columns": ["item_id"], "data": [[catalog[0]]]}, "params": {"k": 5}}).encode()
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    out = server.stdout.read().decode() if server.poll() is not None else ""
+                    raise AssertionError(f"model server did not come up:\n{out[-3000:]}")
+                time.sleep(1)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            predictions = json.loads(response.read())["predictions"]
+        assert [p["rank"] for p in predictions] == [1, 2, 3, 4, 5]
+        assert catalog[0] not in {p["item_id"] for p in predictions}
+        assert all(p["reasons"] for p in predictions)
+        assert c is not None
+    finally:
+        import signal
+
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

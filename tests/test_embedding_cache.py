@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import os
 import threading
 from types import SimpleNamespace
@@ -15,6 +16,7 @@ import torch
 from recsys.config import EncoderConfig
 from recsys.embedding_cache import (
     EmbeddingCache,
+    _backend_definition,
     document_hash,
     encode_with_cache,
     fingerprint_parts,
@@ -111,6 +113,13 @@ def test_fingerprint_ignores_tokenizer_call_state(encoder, fingerprint):
     # every tokenizer call rewrites the backend's truncation/padding settings; they are not identity
     encoder.tokenizer(["x"], padding=True, truncation=True, max_length=7)
     assert model_fingerprint(encoder) == fingerprint
+    backend = encoder.tokenizer.backend_tokenizer
+    backend.no_truncation()  # serialized as null
+    backend.no_padding()
+    assert model_fingerprint(encoder) == fingerprint
+    definition = _backend_definition(backend.to_str())
+    assert '"truncation"' not in definition[:1000] and '"padding"' not in definition[:1000]
+    assert json.loads(definition)["model"] == json.loads(backend.to_str())["model"]
 
 
 def test_fingerprint_covers_weights_max_length_and_precision(encoder, fingerprint):

@@ -8,6 +8,7 @@ textbook numpy computation written out in the test (never by calling the code un
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -399,3 +400,17 @@ def test_tune_seeded():
     assert fold(11) == fold(11)
     # 1 of 5 warm items: ten seeds all picking the same item would have probability 5^-9
     assert len({fold(s) for s in range(10)}) > 1
+
+
+def test_tune_takes_the_largest_cold_weight_within_the_tolerance():
+    def evaluate(model: HybridModel, hidden: np.ndarray) -> float:
+        if not hidden.any():
+            return 0.5
+        # fold scores: 0 -> .200, .25 -> .201 (best), 1 -> .1995 (0.75% below the best)
+        return {0.0: 0.200, 0.25: 0.201, 1.0: 0.1995}[model.config.cold_weight]
+
+    cfg = HybridConfig(l2_grid=(1.0,), text_weight_grid=(0.0,), cold_weight_grid=(0.0, 0.25, 1.0), pseudo_cold_share=0.4)
+    _, record = tune_hybrid(sp.csr_matrix(TUNE_X), TUNE_V, TUNE_COLD.copy(), evaluate, replace(cfg, cold_tolerance=0.01))
+    assert record["chosen"]["cold_weight"] == 1.0  # within 1% of the best: new items get the exposure
+    _, record = tune_hybrid(sp.csr_matrix(TUNE_X), TUNE_V, TUNE_COLD.copy(), evaluate, replace(cfg, cold_tolerance=0.001))
+    assert record["chosen"]["cold_weight"] == 0.25
