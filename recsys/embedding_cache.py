@@ -85,9 +85,13 @@ def _tensor_bytes(t: torch.Tensor) -> np.ndarray:
     return flat.view(torch.uint8).numpy()
 
 
-def _weights_digest(model: torch.nn.Module) -> str:
+def _weights_digest(encoder: Any) -> str:
+    # the whole TextEncoder module: a layer added next to `.model` later is covered too
+    if isinstance(encoder, torch.nn.Module):
+        state = encoder.state_dict()
+    else:  # an object holding a `.model` (the same keys a TextEncoder would have)
+        state = {f"model.{k}": v for k, v in encoder.model.state_dict().items()}
     h = hashlib.sha256()
-    state = model.state_dict()
     for name in sorted(state):
         t = state[name]
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
@@ -162,7 +166,7 @@ def fingerprint_parts(encoder: Any) -> dict[str, Any]:
     max_length = encoder.config.max_length or getattr(encoder.tokenizer, "model_max_length", None)
     return {
         "scheme": FINGERPRINT_SCHEME,
-        "weights_sha256": _weights_digest(encoder.model),
+        "weights_sha256": _weights_digest(encoder),
         "model": _model_config_identity(encoder.model),
         "tokenizer": _tokenizer_identity(encoder.tokenizer),
         "max_length": int(max_length) if max_length is not None else None,
@@ -176,10 +180,11 @@ def fingerprint_parts(encoder: Any) -> dict[str, Any]:
 def model_fingerprint(encoder: Any) -> str:
     """A stable hash of what determines the encoder's vectors (32 hex characters).
 
-    Hashes the state_dict tensors' bytes in sorted key order (about 0.1 s for MiniLM's 22.7M
-    parameters on one CPU core), the tokenizer's definition, the model config, max_length, the
-    pooling and the precision `encode` runs at. A fine-tuned encoder gets a different fingerprint
-    from the frozen one; the same weights loaded twice (from any path) get the same one.
+    Hashes the encoder's state_dict tensors' bytes in sorted key order (about 50 ms for MiniLM's
+    22.7M parameters, 91 MB, on one CPU core; 65 ms in all), the tokenizer's definition, the model
+    config, max_length, the pooling and the precision `encode` runs at. A fine-tuned encoder gets a
+    different fingerprint from the frozen one; the same weights loaded twice (from any path) get
+    the same one.
     """
     parts = fingerprint_parts(encoder)
     blob = json.dumps(parts, sort_keys=True, default=str).encode()

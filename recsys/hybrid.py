@@ -40,6 +40,8 @@ class HybridConfig:
     cold_weight: float = 1.0
     l2_grid: tuple[float, ...] = (200.0, 500.0)
     text_weight_grid: tuple[float, ...] = (0.0, 50.0, 200.0, 800.0)
+    feature_weight: float = 0.0  # weight of F F' (standardised numeric item features: price, rating)
+    feature_weight_grid: tuple[float, ...] = (0.0, 20.0, 100.0)
     cold_weight_grid: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)
     # new items are the product's promise: take the largest cold_weight whose pseudo-cold validation
     # score is within this relative tolerance of the best one
@@ -83,12 +85,22 @@ class HybridModel:
         return propagate_to_cold(s, self.is_cold, self._neighbours, self._neighbour_weights, self.config.cold_weight)
 
 
-def side_information_ease(x: sp.csr_matrix, vectors: np.ndarray, l2: float, text_weight: float) -> np.ndarray:
-    """B = I - P / diag(P) with P = (X'X + text_weight V V' + l2 I)^-1, diagonal zeroed."""
+def side_information_ease(
+    x: sp.csr_matrix,
+    vectors: np.ndarray,
+    l2: float,
+    text_weight: float,
+    features: np.ndarray | None = None,
+    feature_weight: float = 0.0,
+) -> np.ndarray:
+    """B = I - P / diag(P) with P = (X'X + text_weight V V' + feature_weight F F' + l2 I)^-1, diagonal zeroed."""
     gram = (x.T @ x).toarray().astype(np.float64)
     if text_weight:
         v = vectors.astype(np.float64)
         gram += text_weight * (v @ v.T)
+    if feature_weight and features is not None and features.size:
+        f = features.astype(np.float64)
+        gram += feature_weight * (f @ f.T)
     gram[np.diag_indices_from(gram)] += l2
     p = np.linalg.inv(gram)
     b = -p / np.diag(p)[None, :]
@@ -121,9 +133,9 @@ def propagate_to_cold(scores: np.ndarray, is_cold: np.ndarray, neighbours: np.nd
     return scores
 
 
-def fit_hybrid(x: sp.csr_matrix, vectors: np.ndarray, is_cold: np.ndarray, config: HybridConfig) -> HybridModel:
+def fit_hybrid(x: sp.csr_matrix, vectors: np.ndarray, is_cold: np.ndarray, config: HybridConfig, features: np.ndarray | None = None) -> HybridModel:
     """Fit B on the training matrix with the given hyper-parameters."""
-    b = side_information_ease(x, vectors, config.l2, config.text_weight)
+    b = side_information_ease(x, vectors, config.l2, config.text_weight, features, config.feature_weight)
     return HybridModel(weights=b, vectors=vectors, is_cold=is_cold, config=config)
 
 
@@ -133,6 +145,7 @@ def tune_hybrid(
     is_cold: np.ndarray,
     evaluate: "callable",
     config: HybridConfig,
+    features: np.ndarray | None = None,
 ) -> tuple[HybridModel, dict]:
     """Pick l2 and text_weight on validation, then cold_weight on a pseudo-cold fold (the largest
     within `cold_tolerance` of the best fold score); refit.
@@ -144,6 +157,8 @@ def tune_hybrid(
         evaluate: (model, hidden_items) -> validation score (higher is better); `hidden_items` are
             warm items made cold for the fold (empty for the plain validation).
         config: starting configuration and the grids.
+        features: optional [n_items, f] standardised numeric item features (their weight is tuned
+            after l2 and text_weight; skipped when None).
 
     Returns:
         The refitted model and a record of every configuration tried with its score.
@@ -159,6 +174,16 @@ def tune_hybrid(
             log.info("hybrid l2=%g text_weight=%g: validation %.4f", l2, tw, score)
             if score > best:
                 best, best_cfg = score, cfg
+    if features is not None and features.size:
+        best_feature = -np.inf
+        for fw in config.feature_weight_grid:
+            cfg = replace(best_cfg, feature_weight=fw)
+            score = evaluate(fit_hybrid(x, vectors, is_cold, cfg, features), no_cold)
+            tried[f"feature_weight_{fw:g}"] = score
+            log.info("hybrid feature_weight=%g: validation %.4f", fw, score)
+            if score > best_feature:
+                best_feature, feature_cfg = score, cfg
+        best_cfg = feature_cfg
     # pseudo-cold fold: hide some warm items' history, see which cold_weight ranks them best
     rng = np.random.default_rng(config.seed)
     warm = np.flatnonzero(~is_cold & (np.asarray(x.sum(axis=0)).ravel() > 0))
@@ -167,7 +192,7 @@ def tune_hybrid(
     keep[hidden] = 0.0
     x_fold = (x @ sp.diags(keep)).tocsr()
     x_fold.eliminate_zeros()
-    fold_b = side_information_ease(x_fold, vectors, best_cfg.l2, best_cfg.text_weight)
+    fold_b = side_information_ease(x_fold, vectors, best_cfg.l2, best_cfg.text_weight, features, best_cfg.feature_weight)
     fold_scores: dict[float, float] = {}
     hidden_mask = np.zeros_like(is_cold)
     hidden_mask[hidden] = True
@@ -181,4 +206,5 @@ def tune_hybrid(
     top = max(fold_scores.values())
     best_cold = max(cw for cw, score in fold_scores.items() if score >= top - config.cold_tolerance * abs(top))
     final = replace(best_cfg, cold_weight=best_cold)
-    return fit_hybrid(x, vectors, is_cold, final), {"tried": tried, "chosen": {"l2": final.l2, "text_weight": final.text_weight, "cold_weight": final.cold_weight}}
+    chosen = {"l2": final.l2, "text_weight": final.text_weight, "feature_weight": final.feature_weight, "cold_weight": final.cold_weight}
+    return fit_hybrid(x, vectors, is_cold, final, features), {"tried": tried, "chosen": chosen}

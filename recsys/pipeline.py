@@ -320,6 +320,27 @@ def _baseline_inputs(split, catalog: pd.DataFrame):
     return item_ids, x, is_cold, popularity
 
 
+def item_features(ctx: RunContext, catalog: pd.DataFrame, split) -> np.ndarray | None:
+    """Standardised numeric item features for the hybrid: log price and the mean training rating
+    (0 where unknown). Sales are left out on purpose: they would only say which items are new."""
+    from recsys.splits import TRAIN
+
+    cols = []
+    price = pd.to_numeric(catalog[S.PRICE], errors="coerce").astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+    if np.isfinite(price).sum() >= 2:
+        cols.append(np.log1p(np.clip(price, 0, None)))
+    inter = pd.read_parquet(ctx.run_dir / "data" / "interactions.parquet", columns=[S.USER_ID, S.ITEM_ID, S.RATING])
+    rated = inter.dropna(subset=[S.RATING]).merge(split.part(TRAIN)[[S.USER_ID, S.ITEM_ID]], on=[S.USER_ID, S.ITEM_ID])
+    if len(rated):
+        cols.append(catalog[S.ITEM_ID].map(rated.groupby(S.ITEM_ID)[S.RATING].mean()).to_numpy(dtype=np.float64, na_value=np.nan))
+    if not cols:
+        return None
+    f = np.stack(cols, axis=1)
+    mean, std = np.nanmean(f, axis=0), np.nanstd(f, axis=0)
+    z = (f - mean) / np.where(std > 0, std, 1.0)
+    return np.nan_to_num(z, nan=0.0).astype(np.float32)
+
+
 def fit_model(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
     """Fit the hybrid recommender (EASE + text side information + cold propagation) on the fine-tuned
     item vectors, tuning its weights on validation; also fit the EASE baseline the same way."""
@@ -336,10 +357,11 @@ def fit_model(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[
         return evaluate_scorers(item_ids, {"m": model.scores}, split, "val", cfg.eval.k, extra_cold=np.flatnonzero(hidden))["m"][metric]
 
     start = time.perf_counter()
-    model, record = tune_hybrid(x, vectors, is_cold, validation_score, HybridConfig(seed=cfg.split.seed))
+    features = item_features(ctx, catalog, split)
+    model, record = tune_hybrid(x, vectors, is_cold, validation_score, HybridConfig(seed=cfg.split.seed), features)
     seconds = time.perf_counter() - start
     # the EASE baseline gets the same tuning budget: its best l2 on validation (text_weight 0)
-    ease_scores = {k: v for k, v in record["tried"].items() if k.endswith(".text_weight_0")}
+    ease_scores = {k: v for k, v in record["tried"].items() if k.startswith("l2_") and k.endswith(".text_weight_0")}
     ease_l2 = float(max(ease_scores, key=ease_scores.get).split(".text_weight")[0].removeprefix("l2_")) if ease_scores else 500.0
     model_dir = ctx.run_dir / "model"
     model_dir.mkdir(parents=True, exist_ok=True)

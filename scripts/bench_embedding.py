@@ -12,7 +12,8 @@ cache ($RECSYS_HOME/cache), else synthetic product titles of realistic, varying 
 
     .venv/bin/python scripts/bench_embedding.py [--n 0] [--batch-size 64] [--threads 2] [--max-length 256]
 
-About 2.5 minutes on 2 idle cores with the 3,868 online-retail items (--n 2000: about 1 minute).
+About 1.5 minutes on 2 idle cores with the 3,868 online-retail items (nine full passes of ~7 s);
+longer on a busy machine (each run is printed, so an outlier shows).
 """
 
 from __future__ import annotations

@@ -129,11 +129,12 @@ def test_fingerprint_covers_weights_max_length_and_precision(encoder, fingerprin
     assert model_fingerprint(tuned) != fingerprint
     assert model_fingerprint(encoder) == fingerprint  # the original is untouched
 
-    shorter = SimpleNamespace(
-        model=encoder.model, tokenizer=encoder.tokenizer, device=encoder.device, config=dataclasses.replace(encoder.config, max_length=32)
-    )
-    assert model_fingerprint(shorter) != fingerprint
-    on_gpu = SimpleNamespace(model=encoder.model, tokenizer=encoder.tokenizer, device=torch.device("cuda"), config=encoder.config)
+    def like(**changes):  # the same model and tokenizer, other settings
+        return SimpleNamespace(**{"model": encoder.model, "tokenizer": encoder.tokenizer, "device": encoder.device, "config": encoder.config, **changes})
+
+    assert model_fingerprint(like()) == fingerprint
+    assert model_fingerprint(like(config=dataclasses.replace(encoder.config, max_length=32))) != fingerprint
+    on_gpu = like(device=torch.device("cuda"))
     assert fingerprint_parts(on_gpu)["precision"] == "bf16-autocast"
     assert model_fingerprint(on_gpu) != fingerprint
 

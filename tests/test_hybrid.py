@@ -313,7 +313,7 @@ def test_tune_picks_argmax_and_records_everything():
     model, record, calls = _tune()
     # plain validation: scores -|log10(l2) - 1| - |tw - 2|  -> argmax l2 = 10, text_weight = 2 (score 0)
     # pseudo-cold: -(cw - .25)^2 -> argmax cold_weight = .25
-    assert record["chosen"] == {"l2": 10.0, "text_weight": 2.0, "cold_weight": 0.25}
+    assert record["chosen"] == {"l2": 10.0, "text_weight": 2.0, "feature_weight": 0.0, "cold_weight": 0.25}
     expected_tried = {}
     for l2 in (1.0, 10.0):
         for tw in (0.0, 2.0, 8.0):
@@ -414,3 +414,31 @@ def test_tune_takes_the_largest_cold_weight_within_the_tolerance():
     assert record["chosen"]["cold_weight"] == 1.0  # within 1% of the best: new items get the exposure
     _, record = tune_hybrid(sp.csr_matrix(TUNE_X), TUNE_V, TUNE_COLD.copy(), evaluate, replace(cfg, cold_tolerance=0.001))
     assert record["chosen"]["cold_weight"] == 0.25
+
+
+def test_feature_block_enters_the_gram_matrix():
+    x = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 1], [1, 0, 0]], dtype=np.float32))
+    v = np.eye(3, dtype=np.float32)
+    f = np.array([[1.0], [-1.0], [0.5]], dtype=np.float32)
+    got = side_information_ease(x, v, l2=2.0, text_weight=1.0, features=f, feature_weight=3.0)
+    gram = (x.T @ x).toarray().astype(np.float64) + v @ v.T + 3.0 * (f @ f.T) + 2.0 * np.eye(3)
+    p = np.linalg.inv(gram)
+    want = -p / np.diag(p)[None, :]
+    np.fill_diagonal(want, 0.0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # feature_weight 0 (or no features) is the text-only model
+    np.testing.assert_allclose(side_information_ease(x, v, 2.0, 1.0, f, 0.0), side_information_ease(x, v, 2.0, 1.0), atol=1e-7)
+
+
+def test_tune_tries_feature_weights_when_features_exist():
+    seen = []
+
+    def evaluate(model: HybridModel, hidden: np.ndarray) -> float:
+        seen.append(model.config.feature_weight)
+        return 1.0 + 0.01 * (model.config.feature_weight == 20.0) if not hidden.any() else 0.5
+
+    f = np.linspace(-1, 1, TUNE_X.shape[1], dtype=np.float32)[:, None]
+    cfg = HybridConfig(l2_grid=(1.0,), text_weight_grid=(0.0,), cold_weight_grid=(0.0,), feature_weight_grid=(0.0, 20.0, 100.0), pseudo_cold_share=0.4)
+    _, record = tune_hybrid(sp.csr_matrix(TUNE_X), TUNE_V, TUNE_COLD.copy(), evaluate, cfg, features=f)
+    assert record["chosen"]["feature_weight"] == 20.0
+    assert {"feature_weight_0", "feature_weight_20", "feature_weight_100"} <= set(record["tried"])
