@@ -301,6 +301,13 @@ def finetune(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
     encoder.save(encoder_dir)
     best_vectors = scored[list(result.val_history).index(result.best_step)]
     np.save(ctx.run_dir / "embeddings" / "finetuned.npy", best_vectors)
+    if result.best_step:  # the encoder holds exactly the best weights: a later re-embed (serving, a refresh) hits the cache
+        from recsys.embedding_cache import EmbeddingCache, document_hash, model_fingerprint
+
+        try:
+            EmbeddingCache(ctx.paths.cache / "embeddings").put_many(model_fingerprint(encoder), [document_hash(d) for d in docs], best_vectors)
+        except OSError as err:
+            log.warning("could not cache the fine-tuned vectors: %s", err)
     steps = len(result.losses)
     tracking.log_metrics(
         c,
