@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -33,6 +34,8 @@ os.environ.update(
     }
 )
 os.environ.pop("RECSYS_WAREHOUSE_URL", None)
+# tools the tests start (airflow, mlflow models serve -> uvicorn) look their helpers up on PATH
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 (_SESSION_HOME / "mlflow").mkdir(parents=True, exist_ok=True)
 (_SESSION_HOME / "airflow").mkdir(parents=True, exist_ok=True)
 
