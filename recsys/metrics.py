@@ -2,6 +2,7 @@
 
 `topk` is an int array [n_queries, k] of item indices, best first; `targets` holds each query's
 held-out item indices. Recall@k divides the hits by the number of targets (plain recall).
+Queries without targets are skipped; -1 entries in `topk` (an exhausted catalog) never hit.
 """
 
 from __future__ import annotations
@@ -38,3 +39,57 @@ def hit_rate_at_k(topk: np.ndarray, targets: Sequence[np.ndarray], k: int) -> fl
     """Share of queries with at least one target in the top k."""
     vals = [h.any() for h, t in zip(_hits(topk, targets, k), targets, strict=True) if len(t)]
     return float(np.mean(vals)) if vals else 0.0
+
+
+def _check_k(topk: np.ndarray, k: int) -> None:
+    width = np.shape(topk)[1] if np.ndim(topk) == 2 else None
+    if width is None:
+        raise ValueError(f"topk must be a 2-D array [n_queries, k], got shape {np.shape(topk)}")
+    if not 1 <= k <= width:
+        raise ValueError(f"k={k} must be between 1 and topk's width {width}")
+
+
+def mrr_at_k(topk: np.ndarray, targets: Sequence[np.ndarray], k: int) -> float:
+    """Mean over queries with targets of 1 / rank of the first target in the top k (0 when none).
+
+    Raises:
+        ValueError: k is below 1 or above topk's width, or topk and targets differ in length.
+    """
+    _check_k(topk, k)
+    vals = []
+    for h, t in zip(_hits(topk, targets, k), targets, strict=True):
+        if len(t):
+            first = np.flatnonzero(h)
+            vals.append(1.0 / (first[0] + 1) if len(first) else 0.0)
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def precision_at_k(topk: np.ndarray, targets: Sequence[np.ndarray], k: int) -> float:
+    """Mean over queries with targets of |top-k ∩ targets| / k (-1 padding counts as a miss).
+
+    Raises:
+        ValueError: k is below 1 or above topk's width, or topk and targets differ in length.
+    """
+    _check_k(topk, k)
+    vals = [h.sum() / k for h, t in zip(_hits(topk, targets, k), targets, strict=True) if len(t)]
+    return float(np.mean(vals)) if vals else 0.0
+
+
+def ranking_metrics(
+    topk: np.ndarray, targets: Sequence[np.ndarray], ks: Sequence[int] = (10, 20, 50)
+) -> dict[str, float]:
+    """Recall, NDCG, MRR, hit rate and precision at each k, keyed like `recall_at_20`.
+
+    Raises:
+        ValueError: a k is below 1 or above topk's width (the message names both).
+    """
+    for k in ks:
+        _check_k(topk, k)
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"recall_at_{k}"] = recall_at_k(topk, targets, k)
+        out[f"ndcg_at_{k}"] = ndcg_at_k(topk, targets, k)
+        out[f"mrr_at_{k}"] = mrr_at_k(topk, targets, k)
+        out[f"hit_rate_at_{k}"] = hit_rate_at_k(topk, targets, k)
+        out[f"precision_at_{k}"] = precision_at_k(topk, targets, k)
+    return out
