@@ -29,27 +29,12 @@ def query_vectors(item_vectors: np.ndarray, queries: Sequence[np.ndarray]) -> np
 
 def embedding_top_k(item_vectors: np.ndarray, queries: Sequence[np.ndarray], k: int, batch_size: int = 1024) -> np.ndarray:
     """Top-k item indices per query by cosine similarity, query items excluded. Exact (batched matmul)."""
-    out = []
-    for start in range(0, len(queries), batch_size):
-        chunk = queries[start : start + batch_size]
-        scores = query_vectors(item_vectors, chunk) @ item_vectors.T
-        for row, idx in enumerate(chunk):
-            scores[row, idx] = -np.inf
-        out.append(_top_k_from_scores(scores, k))
-    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+    return scorer_top_k(vector_scorer(item_vectors), queries, k, batch_size)
 
 
 def popularity_top_k(popularity: np.ndarray, queries: Sequence[np.ndarray], k: int, batch_size: int = 1024) -> np.ndarray:
     """Most popular items (by training interactions) per query, query items excluded."""
-    out = []
-    base = popularity.astype(np.float64)
-    for start in range(0, len(queries), batch_size):
-        chunk = queries[start : start + batch_size]
-        scores = np.repeat(base[None, :], len(chunk), axis=0)
-        for row, idx in enumerate(chunk):
-            scores[row, idx] = -np.inf
-        out.append(_top_k_from_scores(scores, k))
-    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+    return scorer_top_k(popularity_scorer(popularity), queries, k, batch_size)
 
 
 def ranking_report(topk: np.ndarray, targets: Sequence[np.ndarray], k: int) -> dict[str, float]:

@@ -49,6 +49,11 @@ class HybridConfig:
     pseudo_cold_share: float = 0.1  # warm items made cold to tune cold_weight
     seed: int = 42
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "HybridConfig":
+        """Rebuild from its JSON form (lists back to tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
 
 @dataclass
 class HybridModel:

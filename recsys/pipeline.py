@@ -392,7 +392,7 @@ def load_hybrid(model_dir: Path):
 
     data = np.load(model_dir / "hybrid.npz")
     info = _read_json(model_dir / "hybrid.json")
-    cfg = HybridConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["config"].items()})
+    cfg = HybridConfig.from_dict(info["config"])
     return HybridModel(weights=data["weights"], vectors=data["vectors"], is_cold=data["is_cold"], config=cfg), info
 
 

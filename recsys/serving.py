@@ -129,7 +129,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
         if HYBRID_ARTIFACT in context.artifacts:
             hybrid = np.load(context.artifacts[HYBRID_ARTIFACT])
             info = json.loads(Path(context.artifacts[HYBRID_CONFIG_ARTIFACT]).read_text())
-            cfg = HybridConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["config"].items()})
+            cfg = HybridConfig.from_dict(info["config"])
             self.model = HybridModel(weights=hybrid["weights"], vectors=hybrid["vectors"], is_cold=hybrid["is_cold"], config=cfg)
         self.behaviour = None
         if BEHAVIOUR_ARTIFACT in context.artifacts:
