@@ -37,7 +37,10 @@ def summary(experiment: str, model_name: str) -> int:
     print(f"MLflow run {run.info.run_id} ({run.info.run_name}), status {run.info.status}")
     print(f"data: {int(m.get('data.items', 0))} items, {int(m.get('data.interactions', 0))} interactions; "
           f"split {run.data.tags.get('split.protocol')}: {int(m.get('split.users', 0))} users, {int(m.get('split.cold_items', 0))} cold items")
-    keys = sorted({k.split(".", 2)[2] for k in m if k.startswith("test.") and not k.endswith("n_queries")})
+    k = min((int(key.rsplit("_", 1)[1]) for key in m if key.startswith("test.hybrid.recall_at_")), default=10)
+    wanted = [f"recall_at_{k}", f"ndcg_at_{k}", f"mrr_at_{k}", f"cold_recall_at_{k}", f"coverage_at_{k}", f"long_tail_share_at_{k}"]
+    present = {key.split(".", 2)[2] for key in m if key.startswith("test.")}
+    keys = [w for w in wanted if w in present]
     header = f"{'model (test split)':<22}" + "".join(f"{k:>18}" for k in keys)
     print(header)
     print("-" * len(header))

@@ -7,6 +7,8 @@ catalog item is scored and the query's own items are excluded from the ranking.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+import re
 
 import numpy as np
 
@@ -84,6 +86,17 @@ def split_queries(item_ids: Sequence[str], split: Split, stage: str) -> tuple[li
     return [queries[j] for j in keep], [targets[j] for j in keep], cold_idx
 
 
+@dataclass(frozen=True)
+class EvaluationContext:
+    """What the beyond-accuracy metrics and slices need besides the rankings (all optional)."""
+
+    ks: tuple[int, ...] = ()  # extra cut-offs for the ranking metrics (the main k is always there)
+    vectors: np.ndarray | None = None  # item vectors for intra-list diversity
+    popularity: np.ndarray | None = None  # training interactions per item: novelty, long tail, head/tail slices
+    n_users: int | None = None
+    categories: Sequence[str | None] | None = None  # per item: category diversity, per-category slices
+
+
 def evaluate_scorers(
     item_ids: Sequence[str],
     scorers: dict[str, Scorer],
@@ -92,25 +105,46 @@ def evaluate_scorers(
     k: int,
     batch_size: int = 1024,
     extra_cold: np.ndarray | None = None,
+    context: EvaluationContext | None = None,
 ) -> dict[str, dict[str, float]]:
     """Score every model on the same queries and targets of `stage`.
 
-    Returns {model: {metric: value}}, with `cold_recall_at_k` computed over the targets that are
-    cold-start items (users with at least one such target). `extra_cold` adds item indices to that
-    slice (items made cold on purpose for tuning).
+    Returns {model: {metric: value}}: Recall, NDCG, MRR, hit rate and precision at k (and at every
+    `context.ks`), `cold_recall_at_k` over the targets that are cold-start items (users with at least
+    one such target; `extra_cold` adds items made cold on purpose for tuning), and, with a context,
+    the beyond-accuracy metrics at k and the head / tail / per-category recall slices.
     """
+    from recsys import beyond_accuracy as ba
+
+    ctx = context or EvaluationContext()
+    ks = tuple(sorted({k, *ctx.ks}))
     queries, targets, cold_idx = split_queries(item_ids, split, stage)
     if extra_cold is not None and len(extra_cold):
         cold_idx = np.union1d(cold_idx, extra_cold)
     cold_targets = [t[np.isin(t, cold_idx)] for t in targets]
     cold_rows = [j for j, t in enumerate(cold_targets) if len(t)]
+    slices: dict[str, np.ndarray] = {}
+    if ctx.popularity is not None:
+        slices["head"], slices["tail"] = ba.head_tail_masks(ctx.popularity)
+    if ctx.categories is not None:
+        # metric names allow letters, digits and _-. /: only (MLflow)
+        slices.update({"category_" + re.sub(r"[^A-Za-z0-9_\-.]", "_", c): m for c, m in ba.category_masks(ctx.categories).items()})
     report = {}
     for name, scorer in scorers.items():
-        topk = scorer_top_k(scorer, queries, k, batch_size)
-        report[name] = ranking_report(topk, targets, k)
-        report[name][f"cold_recall_at_{k}"] = (
-            metrics.recall_at_k(topk[cold_rows], [cold_targets[j] for j in cold_rows], k) if cold_rows else 0.0
-        )
+        topk = scorer_top_k(scorer, queries, max(ks), batch_size)
+        row = ranking_report(topk, targets, k)
+        if len(targets):
+            row.update(metrics.ranking_metrics(topk, targets, ks))
+        row[f"cold_recall_at_{k}"] = metrics.recall_at_k(topk[cold_rows], [cold_targets[j] for j in cold_rows], k) if cold_rows else 0.0
+        if context is not None and len(targets):
+            row.update(
+                ba.beyond_accuracy_report(
+                    topk, n_items=len(item_ids), k=k, vectors=ctx.vectors, categories=ctx.categories, popularity=ctx.popularity, n_users=ctx.n_users
+                )
+            )
+            for slice_name, mask in slices.items():
+                row[f"{slice_name}_recall_at_{k}"] = ba.slice_recall(topk, targets, mask, k)[0]
+        report[name] = row
     return report
 
 

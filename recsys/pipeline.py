@@ -417,7 +417,18 @@ def evaluate(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
         "frozen": vector_scorer(np.load(emb / "frozen.npy")),
         "popularity": popularity_scorer(popularity),
     }
-    report = {stage: evaluate_scorers(item_ids, scorers, split, stage, cfg.eval.k, cfg.eval.batch_size) for stage in ("val", "test")}
+    from recsys.bundles import top_category
+    from recsys.evaluate import EvaluationContext
+
+    categories = [top_category(c) for c in catalog[S.CATEGORY]]
+    context = EvaluationContext(
+        ks=(20, 50),
+        vectors=np.load(emb / "finetuned.npy"),
+        popularity=popularity,
+        n_users=int(x.shape[0]),
+        categories=categories if any(c is not None for c in categories) else None,
+    )
+    report = {stage: evaluate_scorers(item_ids, scorers, split, stage, cfg.eval.k, cfg.eval.batch_size, context=context) for stage in ("val", "test")}
     _write_json(ctx.run_dir / "metrics.json", report)
     flat = {f"{stage}.{model}.{m}": v for stage, models in report.items() for model, ms in models.items() for m, v in ms.items()}
     tracking.log_metrics(c, mlflow_run_id, flat)

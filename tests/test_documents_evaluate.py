@@ -201,3 +201,36 @@ def test_evaluate_models_stage_without_targets():
             "n_queries": 0.0,
             "cold_recall_at_2": 0.0,
         }
+
+
+def test_evaluate_scorers_with_context_reports_every_metric_and_slice():
+    from recsys.evaluate import EvaluationContext, evaluate_scorers
+    from recsys.splits import Split
+
+    # two users; u1 queries [a] and wants [b]; u2 queries [c] and wants [d]
+    pairs = pd.DataFrame(
+        {
+            "user_id": ["u1", "u1", "u2", "u2"],
+            "item_id": ["a", "b", "c", "d"],
+            "part": ["train", "test", "train", "test"],
+        }
+    )
+    split = Split(pairs=pairs, cold_items=frozenset({"d"}), protocol="basket")
+    ids = ["a", "b", "c", "d"]
+    perfect = {"a": 1, "c": 3}  # query item -> its target
+
+    def scorer(queries):
+        out = np.zeros((len(queries), 4))
+        for r, q in enumerate(queries):
+            out[r, perfect[ids[q[0]]]] = 1.0
+        return out
+
+    ctx = EvaluationContext(ks=(2,), popularity=np.array([5, 4, 1, 0]), n_users=2, categories=["Home > A", "Home", "Toys & Games", None], vectors=np.eye(4))
+    row = evaluate_scorers(ids, {"m": scorer}, split, "test", 1, context=ctx)["m"]
+    assert row["recall_at_1"] == 1.0 and row["ndcg_at_1"] == 1.0 and row["mrr_at_2"] == 1.0
+    assert row["precision_at_2"] == 0.5  # one hit in two slots per query
+    assert row["cold_recall_at_1"] == 1.0  # d is cold and found
+    assert row["coverage_at_1"] == 0.5  # b and d of four items
+    # head = the top 20% of 4 items = 0 items (floor): every target is in the tail
+    assert row["tail_recall_at_1"] == 1.0 and row["head_recall_at_1"] == 0.0
+    assert row["category_Home_recall_at_1"] == 1.0 and row["category_Toys___Games_recall_at_1"] == 0.0
