@@ -211,6 +211,15 @@ def _load_split(run_dir: Path):
     return split, S.to_canonical_items(catalog)
 
 
+def _train_mean_rating(ctx: RunContext, split) -> pd.Series | None:
+    """Mean rating per item over the training interactions (None when the data has no ratings)."""
+    from recsys.splits import TRAIN
+
+    inter = pd.read_parquet(ctx.run_dir / "data" / "interactions.parquet", columns=[S.USER_ID, S.ITEM_ID, S.RATING])
+    rated = inter.dropna(subset=[S.RATING]).merge(split.part(TRAIN)[[S.USER_ID, S.ITEM_ID]], on=[S.USER_ID, S.ITEM_ID])
+    return rated.groupby(S.ITEM_ID)[S.RATING].mean() if len(rated) else None
+
+
 def catalog_documents(cfg: PipelineConfig, ctx: RunContext) -> list[str]:
     """The item documents of this run (written once, so every stage embeds the same text).
 
@@ -226,10 +235,7 @@ def catalog_documents(cfg: PipelineConfig, ctx: RunContext) -> list[str]:
     split, catalog = _load_split(ctx.run_dir)
     train = split.part(TRAIN)
     sales = train[S.ITEM_ID].value_counts()
-    inter = pd.read_parquet(ctx.run_dir / "data" / "interactions.parquet", columns=[S.USER_ID, S.ITEM_ID, S.RATING])
-    rated = inter.dropna(subset=[S.RATING]).merge(train[[S.USER_ID, S.ITEM_ID]], on=[S.USER_ID, S.ITEM_ID])
-    mean_rating = rated.groupby(S.ITEM_ID)[S.RATING].mean() if len(rated) else None
-    docs = item_documents(catalog, cfg.documents, sales=sales, mean_rating=mean_rating)
+    docs = item_documents(catalog, cfg.documents, sales=sales, mean_rating=_train_mean_rating(ctx, split))
     _write_json(path, docs)
     return docs
 
@@ -279,7 +285,7 @@ def finetune(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
     index = {item: i for i, item in enumerate(item_ids)}
     docs = catalog_documents(cfg, ctx)
     pairs = training_pairs(split.part(TRAIN), index, cfg.train)
-    popularity = split.part(TRAIN)[S.ITEM_ID].value_counts().reindex(item_ids, fill_value=0).to_numpy()
+    popularity = _train_popularity(split, item_ids)
     encoder = TextEncoder(config=cfg.encoder)
     scored: list[np.ndarray] = []  # item vectors at each validation, in order
 
@@ -323,6 +329,13 @@ def finetune(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
     return {"encoder_dir": str(encoder_dir), "steps": steps, "best_step": result.best_step, "pairs": int(len(pairs)), "val_history": result.val_history, "seconds": train_seconds}
 
 
+def _train_popularity(split, item_ids: list[str]) -> np.ndarray:
+    """Training interactions per item, in `item_ids` order."""
+    from recsys.splits import TRAIN
+
+    return split.part(TRAIN)[S.ITEM_ID].value_counts().reindex(item_ids, fill_value=0).to_numpy()
+
+
 def _baseline_inputs(split, catalog: pd.DataFrame):
     from recsys import baselines
     from recsys.splits import TRAIN
@@ -331,23 +344,20 @@ def _baseline_inputs(split, catalog: pd.DataFrame):
     train = split.part(TRAIN)
     x = baselines.interaction_matrix(train, item_ids)
     is_cold = np.asarray(x.sum(axis=0)).ravel() == 0  # no training interaction (the cold split, and any item never bought)
-    popularity = train[S.ITEM_ID].value_counts().reindex(item_ids, fill_value=0).to_numpy()
+    popularity = _train_popularity(split, item_ids)
     return item_ids, x, is_cold, popularity
 
 
 def item_features(ctx: RunContext, catalog: pd.DataFrame, split) -> np.ndarray | None:
     """Standardised numeric item features for the hybrid: log price and the mean training rating
     (0 where unknown). Sales are left out on purpose: they would only say which items are new."""
-    from recsys.splits import TRAIN
-
     cols = []
     price = pd.to_numeric(catalog[S.PRICE], errors="coerce").astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
     if np.isfinite(price).sum() >= 2:
         cols.append(np.log1p(np.clip(price, 0, None)))
-    inter = pd.read_parquet(ctx.run_dir / "data" / "interactions.parquet", columns=[S.USER_ID, S.ITEM_ID, S.RATING])
-    rated = inter.dropna(subset=[S.RATING]).merge(split.part(TRAIN)[[S.USER_ID, S.ITEM_ID]], on=[S.USER_ID, S.ITEM_ID])
-    if len(rated):
-        cols.append(catalog[S.ITEM_ID].map(rated.groupby(S.ITEM_ID)[S.RATING].mean()).to_numpy(dtype=np.float64, na_value=np.nan))
+    mean_rating = _train_mean_rating(ctx, split)
+    if mean_rating is not None:
+        cols.append(catalog[S.ITEM_ID].map(mean_rating).to_numpy(dtype=np.float64, na_value=np.nan))
     if not cols:
         return None
     f = np.stack(cols, axis=1)
