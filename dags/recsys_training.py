@@ -1,5 +1,5 @@
 """
-### recsys_training — validate, embed, fine-tune, evaluate, register
+### recsys_training — validate, embed, fine-tune, evaluate, gate, promote, publish
 
 Trains the LLM-based item encoder on a shop's data and registers it in MLflow.
 
@@ -12,7 +12,19 @@ Trains the LLM-based item encoder on a shop's data and registers it in MLflow.
    cold-start propagation, its weights tuned on validation.
 6. **evaluate** — full-ranking Recall/NDCG@k of the hybrid vs EASE, item-kNN, the fine-tuned and the
    frozen encoder, and popularity, on the same split.
-7. **register** — log and register the model; alias `champion` when it beats popularity.
+7. **package** — log the model (pyfunc) and register a new version, pending the gate.
+8. **score_champion** — score the current champion on the SAME test split (old numbers on old data
+   are not comparable).
+9. **decide** — the promotion gate: the primary metric (default NDCG@k) must improve on the champion
+   by the margin, no guardrail (cold-start recall, coverage, Recall@k) may regress beyond its
+   tolerance; the first model ever must beat every baseline. Writes the report (JSON, HTML, plots)
+   and the version's description and tags. Decided once per version: a rerun reads it back.
+10. **review** (only with `require_approval`) — pauses for a reviewer (Airflow's Required Actions):
+    Approve → promote, Reject (or no answer in 7 days) → reject.
+11. **promote** / **reject** — move the `champion` alias (the last step; idempotent), or give the
+    refused version the `challenger` alias; the champion is untouched.
+12. **publish** — after a promotion, write top-k related items and a bundle for every catalog item
+    to the warehouse table `published_recommendations`, tagged with the version, in one transaction.
 
 Every run is one MLflow run (tag `recsys.run_key` = this DAG run). Trigger from the UI with the form's
 Params, or `airflow dags test recsys_training --conf '{"dataset": "movielens-100k"}'`.
@@ -24,6 +36,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
+from recsys_review import PromotionReviewOperator  # plugins/: Airflow glue
 
 DATASETS = ["online-retail", "movielens-100k", "instacart-sample", "files"]
 
@@ -67,6 +80,14 @@ def _run_inputs():
             description="Parts of each item's document, in order (numeric signals as bands; sales_band is available but off: it hurts new items)",
         ),
         "min_text_share": Param(0.9, type="number", minimum=0, maximum=1, description="Share of items that must have a title"),
+        "candidate": Param("hybrid", enum=["hybrid", "text"], description="Model put to the gate: hybrid (text + behaviour) or the fine-tuned text model alone"),
+        "gate_primary_metric": Param("ndcg", enum=["ndcg", "recall", "mrr", "hit_rate"], description="Gate: the metric (at k) that must improve"),
+        "gate_min_relative_gain": Param(0.01, type="number", minimum=0, maximum=1, description="Gate: required relative improvement over the champion"),
+        "gate_tolerance_cold_recall": Param(0.05, type="number", minimum=0, maximum=1, description="Gate: tolerated relative drop of cold-start recall"),
+        "gate_tolerance_coverage": Param(0.10, type="number", minimum=0, maximum=1, description="Gate: tolerated relative drop of catalog coverage"),
+        "gate_tolerance_recall": Param(0.02, type="number", minimum=0, maximum=1, description="Gate: tolerated relative drop of Recall@k"),
+        "require_approval": Param(False, type="boolean", description="Pause for a reviewer before moving the champion alias"),
+        "publish": Param(True, type="boolean", description="After a promotion, publish recommendations for every item to the warehouse"),
     },
 )
 def recsys_training():
@@ -119,11 +140,70 @@ def recsys_training():
         return pipeline.evaluate(cfg, ctx, validated["mlflow_run_id"])
 
     @task
-    def register(validated: dict, _evaluated: dict) -> dict:
-        from recsys import pipeline
+    def package(validated: dict, _evaluated: dict) -> dict:
+        from recsys import promotion
 
         cfg, ctx = _run_inputs()
-        return pipeline.register(cfg, ctx, validated["mlflow_run_id"])
+        return promotion.package(cfg, ctx, validated["mlflow_run_id"])
+
+    @task
+    def score_champion(validated: dict, _packaged: dict) -> dict:
+        from recsys import promotion
+
+        cfg, ctx = _run_inputs()
+        return promotion.score_champion(cfg, ctx, validated["mlflow_run_id"])
+
+    @task
+    def decide(validated: dict, _scored: dict) -> dict:
+        from recsys import promotion
+
+        cfg, ctx = _run_inputs()
+        return promotion.decide(cfg, ctx, validated["mlflow_run_id"])
+
+    @task.branch
+    def route(decision: dict) -> str:
+        """A reviewer sees only what the gate would promote; everything else goes straight on."""
+        cfg, _ = _run_inputs()
+        return "review" if decision["promote"] and cfg.gate.require_approval else "apply_gate"
+
+    @task.branch
+    def apply_gate(decision: dict) -> str:
+        return "promote" if decision["promote"] else "reject"
+
+    review = PromotionReviewOperator(
+        task_id="review",
+        body="{{ ti.xcom_pull(task_ids='decide')['summary_markdown'] }}",
+    )
+
+    def _review() -> dict | None:
+        return get_current_context()["ti"].xcom_pull(task_ids="review", key="review")
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def promote(validated: dict, _decision: dict) -> dict:
+        from recsys import promotion
+
+        cfg, ctx = _run_inputs()
+        answer = _review()
+        return promotion.promote(cfg, ctx, validated["mlflow_run_id"], approved_by=answer["by"] if answer else None)
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def reject(validated: dict, _decision: dict) -> dict:
+        from recsys import promotion
+
+        cfg, ctx = _run_inputs()
+        answer = _review()
+        return promotion.reject(cfg, ctx, validated["mlflow_run_id"], reviewer_rejected=bool(answer), reviewer=answer["by"] if answer else None)
+
+    @task
+    def publish(promoted: dict) -> dict:
+        from airflow.exceptions import AirflowSkipException
+
+        from recsys import promotion
+
+        cfg, ctx = _run_inputs()
+        if not get_current_context()["params"].get("publish", True):
+            raise AirflowSkipException("publish=false")
+        return promotion.publish(cfg, ctx)
 
     validated = validate()
     split = load_and_split(validated)
@@ -131,7 +211,17 @@ def recsys_training():
     trained = finetune(validated, embedded)
     fitted = fit_model(validated, trained)
     evaluated = evaluate(validated, fitted)
-    register(validated, evaluated)
+    packaged = package(validated, evaluated)
+    scored = score_champion(validated, packaged)
+    decision = decide(validated, scored)
+    routed = route(decision)
+    applied = apply_gate(decision)
+    promoted = promote(validated, decision)
+    rejected = reject(validated, decision)
+    routed >> [review, applied]
+    review >> [promoted, rejected]
+    applied >> [promoted, rejected]
+    publish(promoted)
 
 
 recsys_training()

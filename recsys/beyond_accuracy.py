@@ -192,3 +192,32 @@ def beyond_accuracy_report(
     if popularity is not None:
         out[f"long_tail_share_at_{k}"] = long_tail_share(topk, popularity, k)
     return out
+
+
+def exposure_by_popularity_bin(topk: np.ndarray, popularity: np.ndarray, n_bins: int = 10) -> np.ndarray:
+    """Share of all (non-padding) slots, in every column of topk, that go to each popularity bin.
+
+    Items are ranked by popularity descending (ties to the lower index, stable) and item at rank r
+    goes to bin floor(r · n_bins / n_items): bin 0 is the most popular 1/n_bins of the catalog, and
+    bin sizes differ by at most one when n_items is not a multiple of n_bins. Returns [n_bins]
+    summing to 1, or all zeros when there are no slots.
+    """
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    popularity = np.asarray(popularity, dtype=np.float64)  # float: negating unsigned counts would wrap
+    n_items = len(popularity)
+    topk = np.asarray(topk)
+    if topk.ndim != 2:
+        raise ValueError(f"topk must be a 2-D array [n_queries, k], got shape {topk.shape}")
+    # every column counts here, so validate directly instead of through _lists (which needs k >= 1)
+    bad = (topk < -1) | (topk >= n_items)
+    if bad.any():
+        raise ValueError(f"topk holds item {int(topk[bad][0])}, outside the catalog of {n_items} items (-1 is padding)")
+    slots = topk[topk >= 0].astype(np.int64)
+    if not len(slots):
+        return np.zeros(n_bins, dtype=np.float64)
+    rank = np.empty(n_items, dtype=np.int64)
+    rank[np.argsort(-popularity, kind="stable")] = np.arange(n_items)
+    bin_of = rank * n_bins // n_items
+    counts = np.bincount(bin_of[slots], minlength=n_bins).astype(np.float64)
+    return counts / counts.sum()

@@ -7,6 +7,8 @@
     recsys recommend --text "..."     for a new item described by its text (cold start)
     recsys recommend                  a new user with nothing to go on: the most popular items
     recsys bundle --cart ID,ID --budget 40   a complete-the-basket bundle
+    recsys rollback --reason "..."    champion back to the version it replaced (and republish)
+    recsys publish                    write the champion's recommendations for every item to the warehouse
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ def summary(experiment: str, model_name: str) -> int:
         kept = "the frozen encoder was kept: fine-tuning did not beat it on validation" if best == 0 else f"weights of step {best} kept"
         print(f"fine-tuning: {int(m['train.steps'])} steps on {int(m.get('train.pairs', 0))} pairs in {m.get('train.seconds', 0):.0f} s; {kept}")
     version = run.data.tags.get("registered_version")
-    print(f"registered: {model_name} version {version} — {run.data.tags.get('decision')}")
+    print(f"registered: {model_name} version {version} — gate: {run.data.tags.get('decision')}")
+    if run.data.tags.get("gate.reasons"):
+        print(f"            {run.data.tags['gate.reasons']}")
     print(f"champion:   {model_name} version {tracking.champion_version(c, model_name)}")
     return 0
 
@@ -101,6 +105,41 @@ def bundle(model_name: str, cart: str, k: int, budget: float | None) -> int:
     return 0
 
 
+def _warehouse_url() -> str:
+    return os.environ.get("RECSYS_WAREHOUSE_URL") or project_paths().warehouse_url
+
+
+def publish(model_name: str, k: int) -> int:
+    """Write the champion's top-k related items and a bundle for every catalog item to the warehouse."""
+    from recsys import tracking
+    from recsys.publish import publish_recommendations
+
+    c = tracking.client(_tracking_uri())
+    version = tracking.champion_version(c, model_name)
+    if version is None:
+        print(f"{model_name} has no champion to publish", file=sys.stderr)
+        return 1
+    result = publish_recommendations(_warehouse_url(), tracking.load_recommender(model_name, version), model_name, version, k=k)
+    print(f"published {model_name} version {version}: {result.rows} rows for {result.items} items in {result.seconds:.1f} s")
+    return 0
+
+
+def rollback(model_name: str, reason: str, republish: bool, k: int) -> int:
+    """Point the champion back at the version it replaced, recording who and why, then republish."""
+    import getpass
+
+    from recsys import tracking
+
+    c = tracking.client(_tracking_uri())
+    try:
+        old, new = tracking.rollback_champion(c, model_name, reason, actor=getpass.getuser())
+    except ValueError as err:
+        print(f"rollback refused: {err}", file=sys.stderr)
+        return 1
+    print(f"champion of {model_name}: version {old} -> version {new} ({reason})")
+    return publish(model_name, k) if republish else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-name", default="recsys-item-encoder")
@@ -118,7 +157,17 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--cart", required=True, help="comma-separated item ids (an anchor item alone works)")
     b.add_argument("--budget", type=float, default=None, help="maximum total price of the bundle")
     b.add_argument("-k", type=int, default=4)
+    rb = sub.add_parser("rollback", help="champion back to the version it replaced")
+    rb.add_argument("--reason", required=True, help="why: recorded on both versions in the registry")
+    rb.add_argument("--no-publish", action="store_true", help="leave the published recommendations as they are")
+    rb.add_argument("-k", type=int, default=10)
+    p = sub.add_parser("publish", help="write the champion's recommendations for every item to the warehouse")
+    p.add_argument("-k", type=int, default=10)
     args = parser.parse_args(argv)
+    if args.command == "rollback":
+        return rollback(args.model_name, args.reason, not args.no_publish, args.k)
+    if args.command == "publish":
+        return publish(args.model_name, args.k)
     if args.command == "summary":
         return summary(args.experiment, args.model_name)
     if args.command == "bundle":

@@ -57,6 +57,28 @@ class EvalConfig:
     batch_size: int = 1024  # queries scored per matrix product
 
 
+CANDIDATES = ("hybrid", "text")
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """The promotion gate's thresholds. Metric names are bases: `_at_{k}` is appended (k = EvalConfig.k)."""
+
+    primary_metric: str = "ndcg"
+    min_relative_gain: float = 0.01  # the challenger must beat the champion's primary metric by 1%: no churn on noise
+    # metric base -> largest tolerated relative drop against the champion
+    guardrails: tuple[tuple[str, float], ...] = (("cold_recall", 0.05), ("coverage", 0.10), ("recall", 0.02))
+    # the first model ever must beat each of these on the primary metric
+    baselines: tuple[str, ...] = ("popularity", "itemknn", "ease", "frozen")
+    require_approval: bool = False  # pause for a reviewer (Airflow human-in-the-loop) before moving the alias
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     dataset: str = "online-retail"  # a packaged data set, or "files" for a shop's own files
@@ -71,6 +93,10 @@ class PipelineConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    # the model packaged and put to the gate: "hybrid" (text + behaviour) or "text" (the fine-tuned
+    # encoder alone: weaker, e.g. to check that the gate refuses a worse model)
+    candidate: str = "hybrid"
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "PipelineConfig":
@@ -102,7 +128,21 @@ class PipelineConfig:
         documents = cfg.documents
         if p.get("document_template"):
             documents = replace(documents, template=tuple(t.strip() for t in str(p["document_template"]).split(",") if t.strip()))
-        return replace(cfg, split=split, train=train, encoder=encoder, eval=ev, documents=documents)
+        gate = replace(
+            cfg.gate,
+            primary_metric=str(p.get("gate_primary_metric", GateConfig.primary_metric)),
+            min_relative_gain=float(p.get("gate_min_relative_gain", GateConfig.min_relative_gain)),
+            require_approval=_as_bool(p.get("require_approval", GateConfig.require_approval)),
+        )
+        tolerances = dict(GateConfig.guardrails)
+        for base in tolerances:
+            if f"gate_tolerance_{base}" in p:
+                tolerances[base] = float(p[f"gate_tolerance_{base}"])
+        gate = replace(gate, guardrails=tuple(tolerances.items()))
+        candidate = str(p.get("candidate", cls.candidate))
+        if candidate not in CANDIDATES:
+            raise ValueError(f"candidate must be one of {CANDIDATES}, got {candidate!r}")
+        return replace(cfg, split=split, train=train, encoder=encoder, eval=ev, documents=documents, gate=gate, candidate=candidate)
 
     def flat(self) -> dict[str, Any]:
         """Flattened `section.field` dict, for logging as MLflow params."""

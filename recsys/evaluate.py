@@ -106,6 +106,7 @@ def evaluate_scorers(
     batch_size: int = 1024,
     extra_cold: np.ndarray | None = None,
     context: EvaluationContext | None = None,
+    topk_out: dict[str, np.ndarray] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Score every model on the same queries and targets of `stage`.
 
@@ -113,6 +114,7 @@ def evaluate_scorers(
     `context.ks`), `cold_recall_at_k` over the targets that are cold-start items (users with at least
     one such target; `extra_cold` adds items made cold on purpose for tuning), and, with a context,
     the beyond-accuracy metrics at k and the head / tail / per-category recall slices.
+    `topk_out`, when given, receives each model's top-k item indices per query.
     """
     from recsys import beyond_accuracy as ba
 
@@ -132,6 +134,8 @@ def evaluate_scorers(
     report = {}
     for name, scorer in scorers.items():
         topk = scorer_top_k(scorer, queries, max(ks), batch_size)
+        if topk_out is not None:  # the caller wants the rankings too (exposure plots)
+            topk_out[name] = topk[:, :k]
         row = ranking_report(topk, targets, k)
         if len(targets):
             row.update(metrics.ranking_metrics(topk, targets, ks))

@@ -119,6 +119,12 @@ def validate(cfg: PipelineConfig, ctx: RunContext) -> dict[str, Any]:
     exp_id = tracking.ensure_experiment(c, cfg.experiment, ctx.local_artifact_root)
     run_id = tracking.get_or_create_run(c, exp_id, ctx.run_key, ctx.run_key, {"dataset": cfg.dataset})
     tracking.log_params(c, run_id, cfg.flat())
+    from recsys.provenance import code_version, environment
+
+    code = code_version()
+    # mlflow.source.git.commit: the MLflow UI shows it on the run page
+    tracking.set_tags(c, run_id, {"mlflow.source.git.commit": code["git_sha"], "code.git_dirty": code["git_dirty"], "code.recsys_version": code["recsys_version"]})
+    tracking.set_tags(c, run_id, {f"env.{k}": v for k, v in environment().items()})
 
     report_dir = ctx.run_dir / "validation"
     vcfg = ValidationConfig(min_text_share=cfg.min_text_share, max_timestamp=(ctx.logical_date + pd.Timedelta(days=1)).isoformat())
@@ -195,6 +201,24 @@ def load_and_split(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> 
     split.pairs.to_parquet(split_dir / "pairs.parquet", index=False)
     _write_json(split_dir / "split.json", {"protocol": split.protocol, "cold_items": sorted(split.cold_items)})
     summary = split.summary()
+    from recsys.provenance import frame_digest
+
+    # the data's identity: what the model was trained on, as MLflow datasets with content digests
+    identity = {
+        "name": dataset.name,
+        "source": str(dataset.source),
+        "digest": frame_digest(items, inter),
+        "items_digest": frame_digest(items),
+        "interactions_digest": frame_digest(inter),
+        "items": int(len(items)),
+        "users": int(inter[S.USER_ID].nunique()),
+        "interactions": int(len(inter)),
+        "split": {"protocol": split.protocol, **{k: v for k, v in summary.items() if k != "protocol"}},
+    }
+    _write_json(split_dir / "identity.json", identity)
+    tracking.log_dataset(c, mlflow_run_id, inter, f"{dataset.name}-interactions", str(dataset.source), identity["interactions_digest"], "training")
+    tracking.log_dataset(c, mlflow_run_id, items, f"{dataset.name}-items", str(dataset.source), identity["items_digest"], "catalog")
+    tracking.set_tags(c, mlflow_run_id, {"data.digest": identity["digest"]})
     tracking.log_metrics(c, mlflow_run_id, {f"split.{k}": v for k, v in summary.items() if k != "protocol"})
     tracking.log_metrics(c, mlflow_run_id, {f"warehouse.{k}": v for k, v in counts.items()})
     tracking.set_tags(c, mlflow_run_id, {"split.protocol": split.protocol})
@@ -303,6 +327,10 @@ def finetune(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
         tracking.log_metrics(c, mlflow_run_id, {"train.loss": loss}, step=step)
     for step, score in result.val_history.items():
         tracking.log_metrics(c, mlflow_run_id, {f"train.val_recall_at_{cfg.eval.k}": score}, step=step)
+    _write_json(
+        ctx.run_dir / "train_history.json",
+        {"losses": losses, "val_history": result.val_history, "best_step": result.best_step, "val_metric": f"recall_at_{cfg.eval.k}"},
+    )
     encoder_dir = ctx.run_dir / "model" / "encoder"
     encoder.save(encoder_dir)
     best_vectors = scored[list(result.val_history).index(result.best_step)]
@@ -376,7 +404,9 @@ def fit_model(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[
     split, catalog = _load_split(ctx.run_dir)
     item_ids, x, is_cold, _ = _baseline_inputs(split, catalog)
     vectors = np.load(ctx.run_dir / "embeddings" / "finetuned.npy")
-    metric = primary_metric(cfg.eval.k)
+    from recsys.gate import metric_name
+
+    metric = metric_name(cfg.gate.primary_metric, cfg.eval.k)
 
     def validation_score(model, hidden: np.ndarray) -> float:
         return evaluate_scorers(item_ids, {"m": model.scores}, split, "val", cfg.eval.k, extra_cold=np.flatnonzero(hidden))["m"][metric]
@@ -438,83 +468,20 @@ def evaluate(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
         n_users=int(x.shape[0]),
         categories=categories if any(c is not None for c in categories) else None,
     )
-    report = {stage: evaluate_scorers(item_ids, scorers, split, stage, cfg.eval.k, cfg.eval.batch_size, context=context) for stage in ("val", "test")}
+    test_topk: dict[str, np.ndarray] = {}
+    report = {
+        stage: evaluate_scorers(item_ids, scorers, split, stage, cfg.eval.k, cfg.eval.batch_size, context=context, topk_out=test_topk if stage == "test" else None)
+        for stage in ("val", "test")
+    }
     _write_json(ctx.run_dir / "metrics.json", report)
+    from recsys.beyond_accuracy import exposure_by_popularity_bin
+
+    # where each model's recommendations land on the popularity curve (the long-tail plot)
+    _write_json(ctx.run_dir / "exposure.json", {m: exposure_by_popularity_bin(t, popularity).tolist() for m, t in test_topk.items()})
     flat = {f"{stage}.{model}.{m}": v for stage, models in report.items() for model, ms in models.items() for m, v in ms.items()}
     tracking.log_metrics(c, mlflow_run_id, flat)
     tracking.log_artifacts(c, mlflow_run_id, ctx.run_dir / "metrics.json")
     return {"metrics": str(ctx.run_dir / "metrics.json"), "test": report["test"]}
-
-
-def primary_metric(k: int) -> str:
-    return f"ndcg_at_{k}"
-
-
-def register(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
-    """Log the hybrid model, register a new version, and make it champion if it beats popularity.
-
-    (The full promotion gate, against the current champion and every baseline, comes later; for now
-    the bar is the popularity baseline on the test split.)
-    """
-    from recsys.bundles import BundleCatalog, top_category
-    from recsys.serving import ItemRecommender, save_behaviour, save_catalog
-    from recsys.splits import TRAIN
-
-    tracking, c = _mlflow(ctx)
-    split, catalog = _load_split(ctx.run_dir)
-    report = _read_json(ctx.run_dir / "metrics.json")["test"]
-    metric = primary_metric(cfg.eval.k)
-    candidate, baseline = report["hybrid"][metric], report["popularity"][metric]
-    beats = candidate > baseline
-
-    titles = catalog[S.TITLE].fillna(catalog[S.ITEM_ID]).astype(str).tolist()
-    model_dir = ctx.run_dir / "model"
-    vectors = np.load(ctx.run_dir / "embeddings" / "finetuned.npy")
-    save_catalog(model_dir / "catalog.npz", catalog[S.ITEM_ID].tolist(), titles, vectors)
-    # behaviour statistics for bundles and reasons: training interactions only
-    train = split.part(TRAIN)
-    index = {item: i for i, item in enumerate(catalog[S.ITEM_ID])}
-    train = train[train[S.ITEM_ID].isin(index)]
-    behaviour = BundleCatalog.build(
-        catalog[S.ITEM_ID].tolist(),
-        titles,
-        vectors,
-        [top_category(c) for c in catalog[S.CATEGORY]],
-        catalog[S.PRICE].to_numpy(dtype=np.float64, na_value=np.nan),
-        train[S.USER_ID].to_numpy(),
-        train[S.ITEM_ID].map(index).to_numpy(),
-    )
-    save_behaviour(model_dir / "behaviour.npz", behaviour)
-    # every request kind in the example, so the signature accepts ids, carts and free text (cold start)
-    first, second = catalog[S.ITEM_ID].iloc[0], catalog[S.ITEM_ID].iloc[min(1, len(catalog) - 1)]
-    example = pd.DataFrame(
-        {
-            "item_id": [first, None, None, None],
-            "cart": [None, f"{first},{second}", None, None],
-            "history": [None, None, f"{second},{first}", None],
-            "text": [None, None, None, titles[0]],
-        }
-    )
-    _write_json(model_dir / "config.json", {"pipeline": cfg.flat(), "model_name": cfg.model_name, "mlflow_run_id": mlflow_run_id})
-    version = tracking.log_and_register_model(
-        c,
-        mlflow_run_id,
-        cfg.model_name,
-        ItemRecommender(),
-        artifacts=ItemRecommender.artifacts_of(model_dir),
-        code_paths=[str(Path(__file__).resolve().parent)],
-        input_example=example,
-        pip_requirements=_model_requirements(),
-    )
-    decision = "champion" if beats else "not promoted"
-    reason = f"test {metric}: hybrid {candidate:.4f} vs popularity {baseline:.4f}"
-    tracking.set_version_tags(c, cfg.model_name, version, {"decision": decision, "reason": reason, "dataset": cfg.dataset, metric: f"{candidate:.6f}"})
-    previous = tracking.champion_version(c, cfg.model_name)
-    if beats:
-        tracking.set_alias(c, cfg.model_name, tracking.CHAMPION, version)  # last step: a crash before it leaves the champion as it was
-    tracking.set_tags(c, mlflow_run_id, {"registered_version": version, "decision": decision})
-    tracking.end_run(c, mlflow_run_id)
-    return {"model_name": cfg.model_name, "version": version, "decision": decision, "reason": reason, "previous_champion": previous}
 
 
 def _model_requirements() -> list[str]:

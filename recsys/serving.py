@@ -189,6 +189,22 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
         q[top] = w / w.sum()
         return self.model.scores_from_dense(q[None, :])[0]
 
+    def score_batch(self, queries: "list[np.ndarray]") -> np.ndarray:
+        """Dense [n_queries, n_items] scores for baskets given as arrays of catalog indices (empty = a
+        new user: popularity), exactly as `predict` scores them; for offline evaluation."""
+        out = np.empty((len(queries), len(self.item_ids)), dtype=np.float64)
+        filled = [j for j, q in enumerate(queries) if len(q)]
+        if filled and self.model is not None:
+            out[filled] = self.model.scores([np.asarray(queries[j], dtype=np.int64) for j in filled])
+        elif filled:
+            from recsys.evaluate import vector_scorer
+
+            out[filled] = vector_scorer(self.vectors)([np.asarray(queries[j], dtype=np.int64) for j in filled])
+        empty = [j for j, q in enumerate(queries) if not len(q)]
+        if empty:
+            out[empty] = np.asarray(self._popularity(), dtype=np.float64)[None, :]
+        return out
+
     def _reasons(self, j: int, cart: list[int], text_vec: np.ndarray | None) -> str:
         """Reasons for a recommended item, from the signals that scored it."""
         if self.behaviour is None:

@@ -137,3 +137,62 @@ def set_version_tags(c: MlflowClient, model_name: str, version: str, tags: dict[
 
 def set_version_description(c: MlflowClient, model_name: str, version: str, text: str) -> None:
     c.update_model_version(model_name, version, description=text)
+
+
+def alias_version(c: MlflowClient, model_name: str, alias: str) -> str | None:
+    """The version an alias points at, or None."""
+    try:
+        return str(c.get_model_version_by_alias(model_name, alias).version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def version_tags(c: MlflowClient, model_name: str, version: str) -> dict[str, str]:
+    return dict(c.get_model_version(model_name, version).tags)
+
+
+def delete_alias(c: MlflowClient, model_name: str, alias: str) -> None:
+    try:
+        c.delete_registered_model_alias(model_name, alias)
+    except mlflow.exceptions.MlflowException:
+        pass  # already gone: deleting is idempotent
+
+
+def load_recommender(model_name: str, version: str):
+    """The registered version's `ItemRecommender`, loaded through MLflow (tracking URI set by `client`)."""
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.load_model(f"models:/{model_name}/{version}").unwrap_python_model()
+
+
+def log_dataset(c: MlflowClient, run_id: str, frame: Any, name: str, source: str, digest: str, context: str = "training") -> None:
+    """Record the data set a run trained on (MLflow dataset tracking: name, content digest, schema, profile)."""
+    from mlflow.data.pandas_dataset import from_pandas
+    from mlflow.entities import DatasetInput, InputTag
+
+    if any(d.dataset.digest == digest and d.dataset.name == name for d in c.get_run(run_id).inputs.dataset_inputs):
+        return  # a retried task logs it once
+    dataset = from_pandas(frame, source=source, name=name, digest=digest)
+    c.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])])
+
+
+PREVIOUS_CHAMPION_TAG = "previous_champion"
+
+
+def rollback_champion(c: MlflowClient, model_name: str, reason: str, actor: str) -> tuple[str, str]:
+    """Point the champion alias back at the version it replaced; record who and why on both versions.
+    Returns (from_version, to_version)."""
+    from datetime import datetime, timezone
+
+    current = champion_version(c, model_name)
+    if current is None:
+        raise ValueError(f"{model_name} has no champion to roll back")
+    previous = version_tags(c, model_name, current).get(PREVIOUS_CHAMPION_TAG, "")
+    if not previous:
+        raise ValueError(f"{model_name} version {current} replaced no earlier champion: nothing to roll back to")
+    c.get_model_version(model_name, previous)  # fails clearly if that version was deleted
+    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    set_version_tags(c, model_name, current, {"rollback.at": when, "rollback.by": actor, "rollback.reason": reason, "rollback.to": previous})
+    set_version_tags(c, model_name, previous, {"restored.at": when, "restored.by": actor, "restored.reason": reason, "restored.from": current})
+    set_alias(c, model_name, CHAMPION, previous)  # last: the alias moves only once the record is written
+    return current, previous

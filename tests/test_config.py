@@ -8,7 +8,7 @@ from recsys.documents import DocumentConfig
 
 import pytest
 
-from recsys.config import EncoderConfig, EvalConfig, PipelineConfig, SplitConfig, TrainConfig
+from recsys.config import EncoderConfig, EvalConfig, GateConfig, PipelineConfig, SplitConfig, TrainConfig
 
 
 def test_defaults():
@@ -129,17 +129,18 @@ def test_flat_keys():
     assert flat["encoder.model_path"] is None
     assert flat["dataset"] == "online-retail"
     # one key per top-level scalar field and per field of each section, nothing else
-    expected = {"dataset", "items_path", "interactions_path", "sample_users", "model_name", "experiment", "min_text_share"}
+    expected = {"dataset", "items_path", "interactions_path", "sample_users", "model_name", "experiment", "min_text_share", "candidate"}
     for section, cls in (
         ("split", SplitConfig),
         ("documents", DocumentConfig),
         ("encoder", EncoderConfig),
         ("train", TrainConfig),
         ("eval", EvalConfig),
+        ("gate", GateConfig),
     ):
         expected |= {f"{section}.{f.name}" for f in dataclasses.fields(cls)}
     assert set(flat) == expected
-    assert all("." not in k or k.split(".")[0] in {"split", "documents", "encoder", "train", "eval"} for k in flat)
+    assert all("." not in k or k.split(".")[0] in {"split", "documents", "encoder", "train", "eval", "gate"} for k in flat)
 
 
 def test_document_template_param():

@@ -36,12 +36,19 @@ def test_training_dag_shape(dagbag: DagBag) -> None:
     dag = dagbag.dags["recsys_training"]
     assert type(dag.timetable).__name__ == "NullTimetable"  # triggered (UI, REST, drift monitor), not scheduled
     assert dag.max_active_runs == 1
-    order = ["validate", "load_and_split", "embed", "finetune", "fit_model", "evaluate", "register"]
-    assert set(dag.task_ids) == set(order)
+    order = ["validate", "load_and_split", "embed", "finetune", "fit_model", "evaluate", "package", "score_champion", "decide", "route"]
+    assert set(dag.task_ids) == set(order) | {"apply_gate", "review", "promote", "reject", "publish"}
     for upstream, downstream in zip(order, order[1:]):
         assert downstream in dag.get_task(upstream).downstream_task_ids
+    # the gate's two ways to the alias: straight on, or through a reviewer; both can promote or reject
+    assert dag.get_task("route").downstream_task_ids == {"review", "apply_gate"}
+    for via in ("review", "apply_gate"):
+        assert dag.get_task(via).downstream_task_ids == {"promote", "reject"}
+    assert dag.get_task("promote").trigger_rule == "none_failed_min_one_success"
+    assert dag.get_task("publish").upstream_task_ids == {"promote"}
+    assert type(dag.get_task("review")).__name__ == "PromotionReviewOperator"
     params = dag.params
-    for name in ("dataset", "max_train_steps", "k", "sample_users", "items_path", "interactions_path"):
+    for name in ("dataset", "max_train_steps", "k", "sample_users", "items_path", "interactions_path", "require_approval", "gate_min_relative_gain", "candidate"):
         assert name in params
 
 

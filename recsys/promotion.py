@@ -1,0 +1,342 @@
+"""The stages after evaluation, one function per DAG task: package the candidate as a registered
+version, score the current champion on the SAME split, let the gate decide, and move an alias.
+
+Safety properties (tested):
+- the champion alias moves only in `promote`, as its last call; a crash anywhere before leaves it;
+- the decision is made once per version: a rerun reads it back instead of deciding again;
+- a refused version gets the `challenger` alias and its reasons as tags; the champion stays.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys import schema as S
+from recsys.config import PipelineConfig
+from recsys.pipeline import RunContext, _baseline_inputs, _load_split, _mlflow, _read_json, _write_json
+
+log = logging.getLogger(__name__)
+
+BASELINE_MODELS = ("ease", "itemknn", "frozen", "finetuned", "popularity")
+DECISION_TAG = "gate.decision"
+STATUS_PENDING = "pending"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def candidate_model(cfg: PipelineConfig) -> str:
+    """The row of metrics.json that is the candidate: the hybrid, or the fine-tuned text model alone."""
+    return "hybrid" if cfg.candidate == "hybrid" else "finetuned"
+
+
+def _evaluation_context(ctx: RunContext, split, catalog: pd.DataFrame):
+    from recsys.bundles import top_category
+    from recsys.evaluate import EvaluationContext
+
+    _, x, _, popularity = _baseline_inputs(split, catalog)
+    categories = [top_category(c) for c in catalog[S.CATEGORY]]
+    return EvaluationContext(
+        ks=(20, 50),
+        vectors=np.load(ctx.run_dir / "embeddings" / "finetuned.npy"),
+        popularity=popularity,
+        n_users=int(x.shape[0]),
+        categories=categories if any(c is not None for c in categories) else None,
+    )
+
+
+def package(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
+    """Write the self-contained model directory, log it as a pyfunc and register a version
+    (pending the gate). A retried task reuses the version this run registered."""
+    from recsys.bundles import BundleCatalog, top_category
+    from recsys.serving import HYBRID_ARTIFACT, HYBRID_CONFIG_ARTIFACT, ItemRecommender, save_behaviour, save_catalog
+    from recsys.splits import TRAIN
+
+    tracking, c = _mlflow(ctx)
+    split, catalog = _load_split(ctx.run_dir)
+    titles = catalog[S.TITLE].fillna(catalog[S.ITEM_ID]).astype(str).tolist()
+    model_dir = ctx.run_dir / "model"
+    vectors = np.load(ctx.run_dir / "embeddings" / "finetuned.npy")
+    save_catalog(model_dir / "catalog.npz", catalog[S.ITEM_ID].tolist(), titles, vectors)
+    # behaviour statistics for bundles and reasons: training interactions only
+    train = split.part(TRAIN)
+    index = {item: i for i, item in enumerate(catalog[S.ITEM_ID])}
+    train = train[train[S.ITEM_ID].isin(index)]
+    behaviour = BundleCatalog.build(
+        catalog[S.ITEM_ID].tolist(),
+        titles,
+        vectors,
+        [top_category(c) for c in catalog[S.CATEGORY]],
+        catalog[S.PRICE].to_numpy(dtype=np.float64, na_value=np.nan),
+        train[S.USER_ID].to_numpy(),
+        train[S.ITEM_ID].map(index).to_numpy(),
+    )
+    save_behaviour(model_dir / "behaviour.npz", behaviour)
+    # every request kind in the example, so the signature accepts ids, carts and free text (cold start)
+    first, second = catalog[S.ITEM_ID].iloc[0], catalog[S.ITEM_ID].iloc[min(1, len(catalog) - 1)]
+    example = pd.DataFrame(
+        {
+            "item_id": [first, None, None, None],
+            "cart": [None, f"{first},{second}", None, None],
+            "history": [None, None, f"{second},{first}", None],
+            "text": [None, None, None, titles[0]],
+        }
+    )
+    _write_json(model_dir / "config.json", {"pipeline": cfg.flat(), "model_name": cfg.model_name, "mlflow_run_id": mlflow_run_id, "candidate": cfg.candidate})
+    artifacts = ItemRecommender.artifacts_of(model_dir)
+    if cfg.candidate == "text":  # the text model alone: no behaviour weights
+        artifacts = {k: v for k, v in artifacts.items() if k not in (HYBRID_ARTIFACT, HYBRID_CONFIG_ARTIFACT)}
+    version = tracking.log_and_register_model(
+        c,
+        mlflow_run_id,
+        cfg.model_name,
+        ItemRecommender(),
+        artifacts=artifacts,
+        code_paths=[str(Path(__file__).resolve().parent)],
+        input_example=example,
+        pip_requirements=_model_requirements(),
+    )
+    tags = tracking.version_tags(c, cfg.model_name, version)
+    if DECISION_TAG not in tags:
+        identity = _read_json(ctx.run_dir / "split" / "identity.json")
+        tracking.set_version_tags(
+            c,
+            cfg.model_name,
+            version,
+            {DECISION_TAG: STATUS_PENDING, "candidate": cfg.candidate, "dataset": cfg.dataset, "data.digest": identity["digest"], "run_key": ctx.run_key},
+        )
+    _write_json(ctx.run_dir / "package.json", {"model_name": cfg.model_name, "version": version})
+    tracking.set_tags(c, mlflow_run_id, {"registered_version": version})
+    return {"model_name": cfg.model_name, "version": version}
+
+
+def _model_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("mlflow", "numpy", "pandas", "scipy", "torch", "transformers")]
+
+
+def score_champion(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
+    """Score the current champion on this run's test split, with the same evaluation as the candidate.
+
+    The champion scored is the one in place when this version was first put to the gate (kept in
+    champion.json), so a rerun after the alias moved compares against the same model."""
+    from recsys import tracking as _t
+    from recsys.champion import coverage_of, recommender_scorer
+    from recsys.evaluate import evaluate_scorers
+
+    tracking, c = _mlflow(ctx)
+    version = _read_json(ctx.run_dir / "package.json")["version"]
+    out = ctx.run_dir / "champion.json"
+    if out.exists() and _read_json(out).get("candidate_version") == version:
+        stored = _read_json(out)
+        return {"champion_version": stored["champion_version"], "reused": True}
+    champion = tracking.champion_version(c, cfg.model_name)
+    if champion == version:  # decided and promoted by an earlier try whose champion.json was lost
+        champion = tracking.version_tags(c, cfg.model_name, version).get(_t.PREVIOUS_CHAMPION_TAG) or None
+    result: dict[str, Any] = {"candidate_version": version, "champion_version": champion, "metrics": None}
+    if champion is not None:
+        split, catalog = _load_split(ctx.run_dir)
+        item_ids = catalog[S.ITEM_ID].tolist()
+        recommender = tracking.load_recommender(cfg.model_name, champion)
+        topk: dict[str, np.ndarray] = {}
+        context = _evaluation_context(ctx, split, catalog)
+        metrics = evaluate_scorers(item_ids, {"champion": recommender_scorer(recommender, item_ids)}, split, "test", cfg.eval.k, cfg.eval.batch_size, context=context, topk_out=topk)
+        from recsys.beyond_accuracy import exposure_by_popularity_bin
+
+        result["metrics"] = metrics["champion"]
+        result["catalog_coverage"] = coverage_of(recommender, item_ids)
+        result["exposure"] = exposure_by_popularity_bin(topk["champion"], context.popularity).tolist()
+        tracking.log_metrics(c, mlflow_run_id, {f"test.champion.{k}": v for k, v in metrics["champion"].items()})
+    _write_json(out, result)
+    return {"champion_version": champion, "reused": False}
+
+
+def _decision_report(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str, version: str, decision: dict[str, Any]) -> dict[str, Any]:
+    from recsys.provenance import code_version, environment
+
+    metrics = _read_json(ctx.run_dir / "metrics.json")["test"]
+    champion = _read_json(ctx.run_dir / "champion.json")
+    models: dict[str, dict[str, float]] = {"candidate": metrics[candidate_model(cfg)]}
+    if champion["metrics"] is not None:
+        models[f"champion"] = champion["metrics"]
+    for name in BASELINE_MODELS:
+        if name in metrics and name != candidate_model(cfg):
+            models[name] = metrics[name]
+    k = cfg.eval.k
+    slices = sorted({m for row in models.values() for m in row if m.endswith(f"_recall_at_{k}")})
+    env = environment()
+    code = code_version()
+    return {
+        "model_name": cfg.model_name,
+        "version": version,
+        "run_id": mlflow_run_id,
+        "created": _now(),
+        "candidate": cfg.candidate,
+        "champion_version": champion["champion_version"],
+        "dataset": _read_json(ctx.run_dir / "split" / "identity.json"),
+        "code": {**code, "python": env["python"], "torch": env.get("torch", ""), "device": _device()},
+        "decision": decision,
+        "metrics": {"test": models},
+        "slices": slices,
+    }
+
+
+def _device() -> str:
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def _plots(ctx: RunContext, report: dict[str, Any], cfg: PipelineConfig) -> dict[str, str]:
+    from recsys import plots
+
+    out = ctx.run_dir / "evaluation"
+    out.mkdir(parents=True, exist_ok=True)
+    k = cfg.eval.k
+    made: dict[str, str] = {}
+    history_path = ctx.run_dir / "train_history.json"
+    if history_path.exists():
+        h = _read_json(history_path)
+        made["learning_curve"] = str(
+            plots.learning_curve(
+                {int(s): v for s, v in h["losses"].items()}, {int(s): v for s, v in h["val_history"].items()}, h["val_metric"], out / "learning_curve.png", h["best_step"]
+            )
+        )
+    headline = [f"ndcg_at_{k}", f"recall_at_{k}", f"cold_recall_at_{k}", f"coverage_at_{k}"]
+    made["comparison"] = str(plots.model_comparison(report["metrics"]["test"], headline, out / "comparison.png"))
+    exposure = _read_json(ctx.run_dir / "exposure.json")
+    curves = {"candidate": exposure[candidate_model(cfg)]}
+    champion = _read_json(ctx.run_dir / "champion.json")
+    if champion.get("exposure"):
+        curves["champion"] = champion["exposure"]
+    curves.update({m: exposure[m] for m in ("ease", "frozen", "popularity") if m in exposure})
+    made["popularity_bias"] = str(plots.popularity_bias(curves, out / "popularity_bias.png"))
+    return made
+
+
+def decide(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
+    """Run the gate once for this version: write the decision, the report (JSON + HTML + plots) and
+    the registry description. A rerun returns the decision already made."""
+    from recsys import gate, report
+
+    tracking, c = _mlflow(ctx)
+    version = _read_json(ctx.run_dir / "package.json")["version"]
+    out = ctx.run_dir / "evaluation"
+    decided = out / "gate.json"
+    existing = tracking.version_tags(c, cfg.model_name, version).get(DECISION_TAG)
+    if existing not in (None, STATUS_PENDING):
+        stored = _stored_decision(ctx, c, mlflow_run_id, decided)
+        log.info("version %s was already decided (%s): not deciding again", version, existing)
+        return _decision_xcom(cfg, version, stored)
+
+    metrics = _read_json(ctx.run_dir / "metrics.json")["test"]
+    champion = _read_json(ctx.run_dir / "champion.json")
+    baselines = {m: metrics[m] for m in cfg.gate.baselines if m in metrics and m != candidate_model(cfg)}
+    decision = gate.decide(metrics[candidate_model(cfg)], champion["metrics"], baselines, cfg.gate, cfg.eval.k)
+    record = decision.to_dict() | {"version": version, "champion_version": champion["champion_version"], "decided_at": _now(), "summary_markdown": gate.summary_markdown(decision)}
+    full = _decision_report(cfg, ctx, mlflow_run_id, version, record)
+    full["plots"] = _plots(ctx, full, cfg)
+    report.write_report(full, out)
+    _write_json(decided, record)
+    tracking.log_artifacts(c, mlflow_run_id, out, "evaluation")
+    tracking.set_version_description(c, cfg.model_name, version, report.version_description(full))
+    reasons = "; ".join(decision.reasons)
+    tracking.set_version_tags(
+        c,
+        cfg.model_name,
+        version,
+        {
+            "gate.reasons": reasons[:4900],
+            "gate.primary_metric": decision.primary_metric,
+            "gate.compared_with": f"version {champion['champion_version']}" if champion["champion_version"] else "baselines (first model)",
+            # written last: its presence means the decision (and everything above) is complete
+            DECISION_TAG: decision.status,
+        },
+    )
+    tracking.set_tags(c, mlflow_run_id, {"decision": decision.status, "gate.reasons": reasons[:4900]})
+    tracking.log_metrics(c, mlflow_run_id, {"gate.promote": float(decision.promote)})
+    return _decision_xcom(cfg, version, record)
+
+
+def _stored_decision(ctx: RunContext, c, mlflow_run_id: str, path: Path) -> dict[str, Any]:
+    if path.exists():
+        return _read_json(path)
+    # another worker decided: its record is in the run's artifacts
+    local = c.download_artifacts(mlflow_run_id, "evaluation/gate.json", str(ctx.run_dir))
+    return _read_json(Path(local))
+
+
+def _decision_xcom(cfg: PipelineConfig, version: str, record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "model_name": cfg.model_name,
+        "version": version,
+        "promote": bool(record["promote"]),
+        "status": record["status"],
+        "reasons": list(record["reasons"]),
+        "champion_version": record.get("champion_version"),
+        "summary_markdown": record.get("summary_markdown", ""),
+    }
+
+
+def promote(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str, approved_by: str | None = None) -> dict[str, Any]:
+    """Make the gated version champion. Idempotent; the alias move is the last call."""
+    from recsys import tracking as _t
+
+    tracking, c = _mlflow(ctx)
+    record = _read_json(ctx.run_dir / "evaluation" / "gate.json")
+    version = record["version"]
+    if not record["promote"]:
+        raise RuntimeError(f"version {version} was refused by the gate ({'; '.join(record['reasons'])}): it cannot be promoted")
+    current = tracking.champion_version(c, cfg.model_name)
+    if current == version:
+        log.info("version %s is already champion", version)
+    else:
+        tags = {_t.PREVIOUS_CHAMPION_TAG: current or "", "promoted.at": _now()}
+        if approved_by:
+            tags["approved.by"] = approved_by
+        tracking.set_version_tags(c, cfg.model_name, version, tags)
+        if tracking.alias_version(c, cfg.model_name, _t.CHALLENGER) == version:
+            tracking.delete_alias(c, cfg.model_name, _t.CHALLENGER)
+        tracking.set_alias(c, cfg.model_name, _t.CHAMPION, version)  # last: before this line nothing changed for users
+    tracking.end_run(c, mlflow_run_id)
+    return {"model_name": cfg.model_name, "version": version, "champion": version, "previous_champion": current if current != version else record.get("champion_version")}
+
+
+def reject(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str, reviewer_rejected: bool = False, reviewer: str | None = None) -> dict[str, Any]:
+    """Keep the champion; the refused version gets the `challenger` alias (idempotent)."""
+    from recsys import tracking as _t
+
+    tracking, c = _mlflow(ctx)
+    record = _read_json(ctx.run_dir / "evaluation" / "gate.json")
+    version = record["version"]
+    if reviewer_rejected:
+        tracking.set_version_tags(c, cfg.model_name, version, {DECISION_TAG: "rejected by reviewer", "review.by": reviewer or "unknown", "review.at": _now()})
+    if tracking.champion_version(c, cfg.model_name) != version:
+        tracking.set_alias(c, cfg.model_name, _t.CHALLENGER, version)
+    tracking.end_run(c, mlflow_run_id)
+    return {"model_name": cfg.model_name, "version": version, "champion": tracking.champion_version(c, cfg.model_name), "reasons": record["reasons"]}
+
+
+def publish(cfg: PipelineConfig, ctx: RunContext, k: int | None = None) -> dict[str, Any]:
+    """Write the champion's related items and bundle for every catalog item to the warehouse."""
+    from recsys.publish import publish_recommendations
+
+    tracking, c = _mlflow(ctx)
+    version = tracking.champion_version(c, cfg.model_name)
+    if version is None:
+        raise RuntimeError(f"{cfg.model_name} has no champion to publish")
+    recommender = tracking.load_recommender(cfg.model_name, version)
+    result = publish_recommendations(ctx.warehouse_url, recommender, cfg.model_name, version, k=k or cfg.eval.k)
+    tracking.set_version_tags(c, cfg.model_name, version, {"published.at": _now(), "published.rows": str(result.rows)})
+    return {"model_name": cfg.model_name, "version": version, "items": result.items, "rows": result.rows, "seconds": result.seconds}

@@ -1,0 +1,115 @@
+"""The promotion gate's rules, on hand-built metrics with known outcomes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from recsys.config import GateConfig, PipelineConfig
+from recsys.gate import GateDecision, decide, summary_markdown
+
+CHAMPION = {"ndcg_at_10": 0.250, "recall_at_10": 0.200, "cold_recall_at_10": 0.070, "coverage_at_10": 0.400}
+BASELINES = {
+    "popularity": {"ndcg_at_10": 0.05},
+    "itemknn": {"ndcg_at_10": 0.17},
+    "ease": {"ndcg_at_10": 0.24},
+    "frozen": {"ndcg_at_10": 0.06},
+}
+
+
+def _with(**changes: float) -> dict[str, float]:
+    return {**CHAMPION, **changes}
+
+
+def test_better_challenger_is_promoted() -> None:
+    d = decide(_with(ndcg_at_10=0.260), CHAMPION, BASELINES, GateConfig(), k=10)
+    assert d.promote and d.status == "promoted" and d.reference == "champion"
+    assert [c.kind for c in d.checks] == ["primary", "guardrail", "guardrail", "guardrail"]
+    assert all(c.passed for c in d.checks)
+    assert d.reasons[0] == "ndcg_at_10 0.2600 improves on champion 0.2500: +4.0%, required +1.0%"
+
+
+def test_worse_challenger_is_refused_with_the_reason() -> None:
+    d = decide(_with(ndcg_at_10=0.200), CHAMPION, BASELINES, GateConfig(), k=10)
+    assert not d.promote and d.status == "rejected"
+    assert d.reasons[0] == "ndcg_at_10 0.2000 does not improve enough on champion 0.2500: -20.0%, required +1.0%"
+
+
+def test_gain_below_the_margin_is_refused() -> None:
+    # +0.8% is an improvement, but below the 1% margin: not worth a model change
+    d = decide(_with(ndcg_at_10=0.252), CHAMPION, BASELINES, GateConfig(), k=10)
+    assert not d.promote
+    # exactly the margin passes
+    assert decide(_with(ndcg_at_10=0.2525), CHAMPION, BASELINES, GateConfig(), k=10).promote
+    # a zero margin accepts any improvement
+    assert decide(_with(ndcg_at_10=0.2501), CHAMPION, BASELINES, GateConfig(min_relative_gain=0.0), k=10).promote
+
+
+def test_guardrail_regression_blocks_a_better_primary_metric() -> None:
+    # much better NDCG, but cold-start recall dropped 30% (tolerance 5%)
+    d = decide(_with(ndcg_at_10=0.30, cold_recall_at_10=0.049), CHAMPION, BASELINES, GateConfig(), k=10)
+    assert not d.promote
+    failed = [c for c in d.checks if not c.passed]
+    assert [c.metric for c in failed] == ["cold_recall_at_10"]
+    assert d.reasons[-1] == "guardrail cold_recall_at_10 regressed: 0.0490 vs champion 0.0700 (-30.0%, tolerated -5.0%)"
+    # within tolerance (-4%) passes
+    assert decide(_with(ndcg_at_10=0.30, cold_recall_at_10=0.0672), CHAMPION, BASELINES, GateConfig(), k=10).promote
+    # a looser tolerance from the config lets the first one through
+    loose = GateConfig(guardrails=(("cold_recall", 0.5), ("coverage", 0.1), ("recall", 0.02)))
+    assert decide(_with(ndcg_at_10=0.30, cold_recall_at_10=0.049), CHAMPION, BASELINES, loose, k=10).promote
+
+
+def test_missing_or_nan_candidate_metric_never_promotes() -> None:
+    d = decide({"ndcg_at_10": 0.3, "recall_at_10": 0.3, "cold_recall_at_10": 0.1}, CHAMPION, BASELINES, GateConfig(), k=10)
+    assert not d.promote  # coverage missing: a guardrail without evidence fails
+    assert [c.metric for c in d.checks if not c.passed] == ["coverage_at_10"]
+    d = decide(_with(ndcg_at_10=math.nan), CHAMPION, BASELINES, GateConfig(), k=10)
+    assert not d.promote and d.checks[0].candidate is None
+
+
+def test_guardrail_the_champion_lacks_is_skipped() -> None:
+    champion = {"ndcg_at_10": 0.25, "recall_at_10": 0.2}
+    d = decide(_with(ndcg_at_10=0.26), champion, BASELINES, GateConfig(), k=10)
+    assert d.promote and [c.metric for c in d.checks] == ["ndcg_at_10", "recall_at_10"]
+
+
+def test_first_model_must_beat_every_baseline() -> None:
+    d = decide({"ndcg_at_10": 0.26}, None, BASELINES, GateConfig(), k=10)
+    assert d.promote and d.reference == "baselines"
+    assert [c.reference_model for c in d.checks] == ["popularity", "itemknn", "ease", "frozen"]
+    assert d.reasons[0] == "first model: ndcg_at_10 0.2600 beats every baseline (best: ease 0.2400)"
+    d = decide({"ndcg_at_10": 0.20}, None, BASELINES, GateConfig(), k=10)
+    assert not d.promote
+    assert d.reasons == ("first model: ndcg_at_10 0.2000 does not beat ease 0.2400",)
+    # a tie is not a win
+    assert not decide({"ndcg_at_10": 0.24}, None, BASELINES, GateConfig(), k=10).promote
+    # no baseline scored at all: refuse
+    assert not decide({"ndcg_at_10": 0.5}, None, {}, GateConfig(), k=10).promote
+
+
+def test_metric_names_follow_k_and_the_configured_primary() -> None:
+    cand = {"recall_at_20": 0.5, "ndcg_at_20": 0.1}
+    champ = {"recall_at_20": 0.4, "ndcg_at_20": 0.2}
+    d = decide(cand, champ, {}, GateConfig(primary_metric="recall", guardrails=()), k=20)
+    assert d.promote and d.primary_metric == "recall_at_20"
+
+
+def test_decision_round_trips_through_json_form() -> None:
+    d = decide(_with(ndcg_at_10=0.30, cold_recall_at_10=0.0), CHAMPION, BASELINES, GateConfig(), k=10)
+    again = GateDecision.from_dict(d.to_dict())
+    assert again == d and d.to_dict()["status"] == "rejected"
+    md = summary_markdown(d)
+    assert "**Gate: rejected**" in md and "| guardrail | cold_recall_at_10 | 0.0000 | champion 0.0700 | >= -5.0% relative | NO |" in md
+
+
+def test_gate_params_from_the_trigger_form() -> None:
+    cfg = PipelineConfig.from_params(
+        {"gate_min_relative_gain": "0.05", "require_approval": "true", "gate_tolerance_cold_recall": 0.2, "candidate": "text"}
+    )
+    assert cfg.gate.min_relative_gain == 0.05 and cfg.gate.require_approval is True
+    assert dict(cfg.gate.guardrails) == {"cold_recall": 0.2, "coverage": 0.10, "recall": 0.02}
+    assert cfg.candidate == "text"
+    assert PipelineConfig.from_params({"require_approval": False}).gate.require_approval is False
+    with pytest.raises(ValueError, match="candidate must be one of"):
+        PipelineConfig.from_params({"candidate": "gpt"})

@@ -1,0 +1,189 @@
+"""The promotion path on a real MLflow store and registry: package → score the champion on the same
+split → gate → promote / reject, a crash before the alias move, reruns, rollback, publishing.
+
+The training stages run once (a small real online-retail sample, fine-tuning skipped); each "run"
+below gets its own run folder (a copy of the trained one) and its own registered version.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from recsys import pipeline, promotion, tracking
+from recsys.config import PipelineConfig
+from recsys.pipeline import RunContext
+
+pytestmark = [pytest.mark.slow, pytest.mark.network]
+
+MODEL = "gate-test-model"
+BASE = {"dataset": "online-retail", "sample_users": 120, "max_train_steps": 0, "model_name": MODEL, "seed": 7}
+
+
+def _ctx(key: str) -> RunContext:
+    return RunContext.create(run_key=key, logical_date="2026-11-28")
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[RunContext, str]:
+    cfg = PipelineConfig.from_params(BASE)
+    ctx = _ctx("gate-trained")
+    run_id = pipeline.validate(cfg, ctx)["mlflow_run_id"]
+    for stage in (pipeline.load_and_split, pipeline.embed, pipeline.finetune, pipeline.fit_model, pipeline.evaluate):
+        stage(cfg, ctx, run_id)
+    return ctx, run_id
+
+
+def _new_run(trained: tuple[RunContext, str], key: str, **params) -> tuple[PipelineConfig, RunContext, str]:
+    """A pipeline run whose training stages are those of `trained` (copied), with its own MLflow run."""
+    src, _ = trained
+    cfg = PipelineConfig.from_params(BASE | params)
+    ctx = _ctx(key)
+    if not ctx.run_dir.exists():
+        shutil.copytree(src.run_dir, ctx.run_dir, ignore=shutil.ignore_patterns("package.json", "champion.json", "evaluation"))
+    _, c = pipeline._mlflow(ctx)
+    exp = tracking.ensure_experiment(c, cfg.experiment, ctx.local_artifact_root)
+    run_id = tracking.get_or_create_run(c, exp, ctx.run_key, ctx.run_key, {})
+    return cfg, ctx, run_id
+
+
+def _gate(cfg: PipelineConfig, ctx: RunContext, run_id: str) -> dict:
+    promotion.package(cfg, ctx, run_id)
+    promotion.score_champion(cfg, ctx, run_id)
+    return promotion.decide(cfg, ctx, run_id)
+
+
+@pytest.fixture(scope="module")
+def registry(trained):
+    """The gate's story, in order; each test below checks one chapter of it."""
+    _, c = pipeline._mlflow(trained[0])
+    story: dict = {"client": c}
+    # 1. the first model ever: must beat every baseline
+    cfg, ctx, run_id = _new_run(trained, "gate-first")
+    story["first"] = _gate(cfg, ctx, run_id)
+    promotion.promote(cfg, ctx, run_id)
+    story["first_ctx"] = ctx
+    # 2. a deliberately weaker model (the text encoder alone) against that champion
+    cfg, ctx, run_id = _new_run(trained, "gate-weak", candidate="text")
+    story["weak"] = _gate(cfg, ctx, run_id)
+    promotion.reject(cfg, ctx, run_id)
+    story["weak_args"] = (cfg, ctx, run_id)
+    return story
+
+
+def test_first_model_beats_every_baseline_and_becomes_champion(registry) -> None:
+    c, first = registry["client"], registry["first"]
+    assert first["promote"] and first["status"] == "promoted" and first["champion_version"] is None
+    assert first["reasons"][0].startswith("first model: ndcg_at_10")
+    assert tracking.champion_version(c, MODEL) == first["version"]
+    mv = c.get_model_version(MODEL, first["version"])
+    assert mv.tags["gate.decision"] == "promoted" and mv.tags["gate.compared_with"] == "baselines (first model)"
+    assert mv.tags["previous_champion"] == ""
+    # the registry description a reviewer reads: decision, a metrics table, the data
+    assert "promoted" in mv.description.lower() and "| candidate" in mv.description.replace("|candidate", "| candidate")
+    assert "online-retail" in mv.description
+
+
+def test_weaker_model_is_refused_with_reasons_and_the_champion_stays(registry) -> None:
+    c, first, weak = registry["client"], registry["first"], registry["weak"]
+    assert not weak["promote"] and weak["status"] == "rejected"
+    assert weak["champion_version"] == first["version"]
+    assert any(r.startswith("ndcg_at_10") and "does not improve enough on champion" in r for r in weak["reasons"])
+    assert tracking.champion_version(c, MODEL) == first["version"]
+    assert tracking.alias_version(c, MODEL, tracking.CHALLENGER) == weak["version"]
+    tags = c.get_model_version(MODEL, weak["version"]).tags
+    assert tags["gate.decision"] == "rejected" and "ndcg_at_10" in tags["gate.reasons"]
+    assert tags["gate.compared_with"] == f"version {first['version']}"
+
+
+def test_champion_scored_on_the_same_split_as_the_candidate(registry) -> None:
+    cfg, ctx, run_id = registry["weak_args"]
+    scored = json.loads((ctx.run_dir / "champion.json").read_text())
+    candidate = json.loads((ctx.run_dir / "metrics.json").read_text())["test"]
+    # the champion IS the hybrid of this same training run: scored through the registry it must
+    # reproduce the hybrid's numbers exactly on the same queries and targets
+    for metric in ("ndcg_at_10", "recall_at_10", "cold_recall_at_10", "coverage_at_10"):
+        assert scored["metrics"][metric] == pytest.approx(candidate["hybrid"][metric], abs=1e-9), metric
+    assert scored["catalog_coverage"] == 1.0
+
+
+def test_report_json_html_and_plots_are_written_and_logged(registry) -> None:
+    cfg, ctx, run_id = registry["weak_args"]
+    out = ctx.run_dir / "evaluation"
+    report = json.loads((out / "report.json").read_text())
+    assert report["decision"]["status"] == "rejected"
+    assert set(report["metrics"]["test"]) >= {"candidate", "champion", "ease", "itemknn", "frozen", "popularity"}
+    assert report["dataset"]["digest"] and report["code"]["git_sha"]
+    html = (out / "report.html").read_text()
+    assert "rejected" in html.lower() and "data:image/png;base64," in html
+    for plot in ("learning_curve.png", "comparison.png", "popularity_bias.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    c = registry["client"]
+    logged = {a.path for a in c.list_artifacts(run_id, "evaluation")}
+    assert {"evaluation/report.html", "evaluation/report.json", "evaluation/gate.json", "evaluation/comparison.png"} <= logged
+    # the data set behind the run, with its content digest
+    inputs = c.get_run(run_id).inputs.dataset_inputs
+    assert not inputs or all(d.dataset.digest for d in inputs)
+
+
+def test_rerun_does_not_decide_twice(registry) -> None:
+    cfg, ctx, run_id = registry["weak_args"]
+    before = json.loads((ctx.run_dir / "evaluation" / "gate.json").read_text())
+    again = promotion.decide(cfg, ctx, run_id)
+    after = json.loads((ctx.run_dir / "evaluation" / "gate.json").read_text())
+    assert after["decided_at"] == before["decided_at"] and again["status"] == "rejected"
+    # a rerun of the whole tail registers no new version and moves nothing
+    assert promotion.package(cfg, ctx, run_id)["version"] == registry["weak"]["version"]
+    assert promotion.score_champion(cfg, ctx, run_id)["reused"] is True
+    promotion.reject(cfg, ctx, run_id)
+    c = registry["client"]
+    assert tracking.champion_version(c, MODEL) == registry["first"]["version"]
+
+
+def test_crash_before_the_alias_move_leaves_the_champion_then_a_rerun_promotes(registry, trained, monkeypatch) -> None:
+    c, first = registry["client"], registry["first"]
+    # an equally good model passes a zero margin: the gate says promote
+    cfg, ctx, run_id = _new_run(trained, "gate-equal", gate_min_relative_gain=0.0)
+    decision = _gate(cfg, ctx, run_id)
+    assert decision["promote"], decision["reasons"]
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("worker killed")
+
+    monkeypatch.setattr(tracking, "set_alias", crash)
+    with pytest.raises(RuntimeError, match="worker killed"):
+        promotion.promote(cfg, ctx, run_id)
+    assert tracking.champion_version(c, MODEL) == first["version"]
+    monkeypatch.undo()
+    promotion.promote(cfg, ctx, run_id)  # the retry
+    assert tracking.champion_version(c, MODEL) == decision["version"]
+    promotion.promote(cfg, ctx, run_id)  # and once more: nothing changes
+    assert tracking.champion_version(c, MODEL) == decision["version"]
+    assert c.get_model_version(MODEL, decision["version"]).tags["previous_champion"] == first["version"]
+
+    # publishing writes the champion's recommendations, one version in the table
+    from recsys.publish import published_version, read_published
+
+    published = promotion.publish(cfg, ctx)
+    assert published["version"] == decision["version"] and published["rows"] > published["items"]
+    assert published_version(ctx.warehouse_url, MODEL) == decision["version"]
+    catalog_item = pd.read_parquet(ctx.run_dir / "split" / "catalog.parquet")["item_id"].iloc[0]
+    rows = read_published(ctx.warehouse_url, MODEL, catalog_item)
+    assert len(rows) == cfg.eval.k and (rows["model_version"] == decision["version"]).all()
+
+    # rollback: back to the version it replaced, with who and why on both
+    from recsys.cli import main
+
+    assert main(["--model-name", MODEL, "rollback", "--reason", "complaints about bundles"]) == 0
+    assert tracking.champion_version(c, MODEL) == first["version"]
+    rolled = c.get_model_version(MODEL, decision["version"]).tags
+    assert rolled["rollback.reason"] == "complaints about bundles" and rolled["rollback.to"] == first["version"]
+    assert c.get_model_version(MODEL, first["version"]).tags["restored.from"] == decision["version"]
+    assert published_version(ctx.warehouse_url, MODEL) == first["version"]  # republished
+    # nothing earlier to go back to
+    assert main(["--model-name", MODEL, "rollback", "--reason", "again"]) == 1
+    assert tracking.champion_version(c, MODEL) == first["version"]
