@@ -376,6 +376,26 @@ def _baseline_inputs(split, catalog: pd.DataFrame):
     return item_ids, x, is_cold, popularity
 
 
+def bundle_catalog(split, catalog: pd.DataFrame, vectors: np.ndarray):
+    """What bundles and reasons read: item fields plus co-purchase statistics of the training part only."""
+    from recsys.bundles import BundleCatalog, top_category
+    from recsys.splits import TRAIN
+
+    titles = catalog[S.TITLE].fillna(catalog[S.ITEM_ID]).astype(str).tolist()
+    index = {item: i for i, item in enumerate(catalog[S.ITEM_ID])}
+    train = split.part(TRAIN)
+    train = train[train[S.ITEM_ID].isin(index)]
+    return BundleCatalog.build(
+        catalog[S.ITEM_ID].tolist(),
+        titles,
+        vectors,
+        [top_category(c) for c in catalog[S.CATEGORY]],
+        catalog[S.PRICE].to_numpy(dtype=np.float64, na_value=np.nan),
+        train[S.USER_ID].to_numpy(),
+        train[S.ITEM_ID].map(index).to_numpy(),
+    )
+
+
 def item_features(ctx: RunContext, catalog: pd.DataFrame, split) -> np.ndarray | None:
     """Standardised numeric item features for the hybrid: log price and the mean training rating
     (0 where unknown). Sales are left out on purpose: they would only say which items are new."""
@@ -473,6 +493,18 @@ def evaluate(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
         stage: evaluate_scorers(item_ids, scorers, split, stage, cfg.eval.k, cfg.eval.batch_size, context=context, topk_out=test_topk if stage == "test" else None)
         for stage in ("val", "test")
     }
+    # bundles: composed from each test user's known items, scored against their held-out items
+    from recsys.bundle_eval import bundle_metrics
+    from recsys.bundles import BundleConfig
+    from recsys.evaluate import split_queries
+
+    queries, targets, _ = split_queries(item_ids, split, "test")
+    prices = catalog[S.PRICE].to_numpy(dtype=np.float64, na_value=np.nan)
+    known = prices[np.isfinite(prices)]
+    budget = float(4 * np.median(known)) if len(known) else None  # a typical 4-item bundle's price
+    bundles = bundle_metrics(bundle_catalog(split, catalog, np.load(emb / "finetuned.npy")), queries, targets, BundleConfig(k=4, budget=budget), seed=cfg.split.seed)
+    for model in ("hybrid", "finetuned"):  # either can be the candidate; both serve the same bundle composer
+        report["test"][model].update(bundles | {"bundle_budget": budget or 0.0})
     _write_json(ctx.run_dir / "metrics.json", report)
     from recsys.beyond_accuracy import exposure_by_popularity_bin
 

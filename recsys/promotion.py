@@ -19,7 +19,7 @@ import pandas as pd
 
 from recsys import schema as S
 from recsys.config import PipelineConfig
-from recsys.pipeline import RunContext, _baseline_inputs, _load_split, _mlflow, _read_json, _write_json
+from recsys.pipeline import RunContext, _baseline_inputs, _load_split, _mlflow, _read_json, _write_json, bundle_catalog
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,7 @@ def _evaluation_context(ctx: RunContext, split, catalog: pd.DataFrame):
 def package(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
     """Write the self-contained model directory, log it as a pyfunc and register a version
     (pending the gate). A retried task reuses the version this run registered."""
-    from recsys.bundles import BundleCatalog, top_category
     from recsys.serving import HYBRID_ARTIFACT, HYBRID_CONFIG_ARTIFACT, ItemRecommender, save_behaviour, save_catalog
-    from recsys.splits import TRAIN
 
     tracking, c = _mlflow(ctx)
     split, catalog = _load_split(ctx.run_dir)
@@ -65,20 +63,7 @@ def package(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[st
     model_dir = ctx.run_dir / "model"
     vectors = np.load(ctx.run_dir / "embeddings" / "finetuned.npy")
     save_catalog(model_dir / "catalog.npz", catalog[S.ITEM_ID].tolist(), titles, vectors)
-    # behaviour statistics for bundles and reasons: training interactions only
-    train = split.part(TRAIN)
-    index = {item: i for i, item in enumerate(catalog[S.ITEM_ID])}
-    train = train[train[S.ITEM_ID].isin(index)]
-    behaviour = BundleCatalog.build(
-        catalog[S.ITEM_ID].tolist(),
-        titles,
-        vectors,
-        [top_category(c) for c in catalog[S.CATEGORY]],
-        catalog[S.PRICE].to_numpy(dtype=np.float64, na_value=np.nan),
-        train[S.USER_ID].to_numpy(),
-        train[S.ITEM_ID].map(index).to_numpy(),
-    )
-    save_behaviour(model_dir / "behaviour.npz", behaviour)
+    save_behaviour(model_dir / "behaviour.npz", bundle_catalog(split, catalog, vectors))
     # every request kind in the example, so the signature accepts ids, carts and free text (cold start)
     first, second = catalog[S.ITEM_ID].iloc[0], catalog[S.ITEM_ID].iloc[min(1, len(catalog) - 1)]
     example = pd.DataFrame(

@@ -13,11 +13,15 @@ fi
 state=$(grep -oE "DagRun Finished: .*state=[a-z]+" "$log" | tail -1 | grep -oE "state=[a-z]+" || true)
 echo "== DAG run finished: ${state:-unknown} in $(( $(date +%s) - start )) s"
 .venv/bin/recsys summary || true
+report=$(ls -t "$RECSYS_HOME"/runs/*/evaluation/report.html 2>/dev/null | head -1 || true)
 cat <<MSG
+
+== The gate's report (open in a browser): ${report:-none (the run stopped before the gate)}
 
 == Look at it
   Airflow UI : make ui          -> http://localhost:8080 (user admin, password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated)
   MLflow UI  : make mlflow-ui   -> http://localhost:5000 (experiment recsys-training, model recsys-item-encoder)
   Try it     : .venv/bin/recsys recommend --text "red retrospot lunch bag"
+  Weaker run : RECSYS_DEMO_CONF='{"candidate": "text", "max_train_steps": 0}' make demo   (the gate refuses it)
 MSG
 [ "$state" = "state=success" ]

@@ -18,6 +18,7 @@ import pytest
 
 from recsys import tracking, warehouse
 from recsys.paths import project_paths
+from recsys.publish import published_version
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
@@ -73,10 +74,17 @@ def test_training_dag_trains_registers_and_serves(first_run: dict) -> None:
     assert run.data.params["dataset"] == "online-retail"
     assert run.data.tags["validation"] == "passed"
     assert "validation/validation.json" in [a.path for a in c.list_artifacts(run.info.run_id, "validation")]
-    # registered, and champion because the text model beats popularity on this data
+    # the first model ever: champion because it beats every baseline; then published
     version = run.data.tags["registered_version"]
-    assert m["test.hybrid.ndcg_at_10"] > m["test.popularity.ndcg_at_10"]
+    assert run.data.tags["decision"] == "promoted"
     assert tracking.champion_version(c, MODEL) == version
+    states = _task_states(first_run["run_id"])
+    assert states["promote"] == states["publish"] == "success"
+    assert states["reject"] == states["review"] == "skipped"
+    assert published_version(project_paths().warehouse_url, MODEL) == version
+    mv = c.get_model_version(MODEL, version)
+    assert mv.tags["gate.decision"] == "promoted" and "beats every baseline" in mv.tags["gate.reasons"]
+    assert "evaluation/report.html" in [a.path for a in c.list_artifacts(run.info.run_id, "evaluation")]
 
     import mlflow.pyfunc
 
@@ -103,15 +111,26 @@ def test_training_dag_trains_registers_and_serves(first_run: dict) -> None:
     assert all(r for r in bundle["reasons"])
 
 
-def test_second_run_adds_no_warehouse_rows_and_a_new_version(first_run: dict) -> None:
+def test_weakened_second_run_is_refused_and_the_champion_stays(first_run: dict) -> None:
+    """Same data again, but a deliberately weaker model (no fine-tuning, text only): the gate scores
+    the champion on the same split, refuses, says why; nothing users see changes."""
     engine = warehouse.make_engine(project_paths().warehouse_url)
     before = warehouse.table_counts(engine, "online-retail")
-    state, _, out = _trigger(CONF)
-    assert state == "success", out[-6000:]
-    assert warehouse.table_counts(engine, "online-retail") == before
     c = tracking.client(os.environ["MLFLOW_TRACKING_URI"])
+    champion = tracking.champion_version(c, MODEL)
+    state, run_id, out = _trigger(CONF | {"max_train_steps": 0, "candidate": "text"})
+    assert state == "success", out[-6000:]
+    assert warehouse.table_counts(engine, "online-retail") == before  # the reload was an upsert
     versions = sorted(int(v.version) for v in c.search_model_versions(f"name = '{MODEL}'"))
     assert versions == [1, 2]
+    assert tracking.champion_version(c, MODEL) == champion == "1"
+    assert tracking.alias_version(c, MODEL, tracking.CHALLENGER) == "2"
+    tags = c.get_model_version(MODEL, "2").tags
+    assert tags["gate.decision"] == "rejected" and tags["gate.compared_with"] == "version 1"
+    assert "does not improve enough on champion" in tags["gate.reasons"]
+    states = _task_states(run_id)
+    assert states["reject"] == "success" and states["promote"] == states["publish"] == "skipped"
+    assert published_version(project_paths().warehouse_url, MODEL) == "1"  # still one consistent version
 
 
 def test_bad_file_stops_the_dag_at_validation(first_run: dict, tmp_path: Path) -> None:
@@ -129,7 +148,7 @@ def test_bad_file_stops_the_dag_at_validation(first_run: dict, tmp_path: Path) -
     assert "Validation failed for table 'items'" in out and "expect_column_values_to_be_unique(item_id)" in out
     states = _task_states(run_id)
     assert states["validate"] == "failed"  # no retry either: bad data is not a transient error
-    assert all(states[t] == "upstream_failed" for t in ("load_and_split", "embed", "finetune", "fit_model", "evaluate", "register"))
+    assert all(states[t] == "upstream_failed" for t in ("load_and_split", "embed", "finetune", "fit_model", "evaluate", "package", "decide", "promote"))
     assert tracking.champion_version(c, MODEL) == champion
     assert len(c.search_model_versions(f"name = '{MODEL}'")) == n_versions
     assert items.read_text().startswith("item_id,title,price\nA1")  # the raw file is kept as it was
