@@ -70,6 +70,11 @@ def _run_inputs():
         "max_train_steps": Param(60, type="integer", minimum=0, maximum=1_000_000, description="Fine-tuning steps (0 = skip)"),
         "pair_strategy": Param("cooccurrence", enum=["cooccurrence", "random"], description="Training pairs: strongest co-items, or random basket pairs"),
         "train_batch_size": Param(48, type="integer", minimum=2, maximum=4096),
+        "train_profile": Param(
+            "auto",
+            enum=["auto", "params"],
+            description="auto: on a GPU use the measured GPU recipe (batch 2048, lr 2e-4, up to 10 epochs), on the CPU these Params; params: always these Params",
+        ),
         "learning_rate": Param(5e-5, type="number", exclusiveMinimum=0, maximum=1),
         "k": Param(10, type="integer", minimum=1, maximum=100, description="Cut-off of the ranking metrics"),
         "seed": Param(42, type="integer"),

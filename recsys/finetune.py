@@ -233,7 +233,8 @@ def finetune_encoder(
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     result = TrainResult()
-    total = min(config.max_steps, len(pairs) // config.batch_size)
+    per_epoch = len(pairs) // config.batch_size
+    total = min(config.max_steps, per_epoch * max(config.epochs, 1))
     if validate is not None:
         result.best_score = result.val_history[0] = validate(encoder)
     if total == 0:
@@ -252,7 +253,12 @@ def finetune_encoder(
     use_amp = encoder.device.type == "cuda"
     stale = 0
     for step in tqdm(range(1, total + 1), desc="fine-tuning", unit="step"):
-        batch = torch.as_tensor(pairs[(step - 1) * config.batch_size : step * config.batch_size], device=encoder.device)
+        epoch, pos = divmod(step - 1, per_epoch)
+        if pos == 0 and epoch > 0:  # a new pass over the pairs, in a new (seeded) order
+            order = np.random.default_rng(config.seed + epoch).permutation(len(pairs))
+        elif step == 1:
+            order = np.arange(len(pairs))
+        batch = torch.as_tensor(pairs[order[pos * config.batch_size : (pos + 1) * config.batch_size]], device=encoder.device)
         a_ids, b_ids = batch[:, 0], batch[:, 1]
         with torch.autocast(device_type=encoder.device.type, dtype=torch.bfloat16, enabled=use_amp):
             a = encoder([documents[i] for i in a_ids.tolist()])

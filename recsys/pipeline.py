@@ -321,7 +321,11 @@ def finetune(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
 
     losses: dict[int, float] = {}
     start = time.perf_counter()
-    result = finetune_encoder(encoder, docs, pairs, cfg.train, on_step=losses.__setitem__, validate=validate_recall)
+    train_cfg = cfg.train_for(encoder.device.type)
+    if train_cfg != cfg.train:
+        log.info("training on %s with the GPU recipe: %s", encoder.device, train_cfg)
+        tracking.set_tags(c, mlflow_run_id, {"train.profile": "gpu-recipe"} | {f"train.effective.{k}": str(getattr(train_cfg, k)) for k in ("batch_size", "learning_rate", "max_steps", "epochs", "eval_every", "patience")})
+    result = finetune_encoder(encoder, docs, pairs, train_cfg, on_step=losses.__setitem__, validate=validate_recall)
     train_seconds = time.perf_counter() - start
     for step, loss in losses.items():
         tracking.log_metrics(c, mlflow_run_id, {"train.loss": loss}, step=step)
@@ -351,7 +355,7 @@ def finetune(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
             "train.steps": steps,
             "train.best_step": result.best_step,
             "train.seconds": train_seconds,
-            "train.pairs_per_second": steps * cfg.train.batch_size / max(train_seconds, 1e-9),
+            "train.pairs_per_second": steps * train_cfg.batch_size / max(train_seconds, 1e-9),
         },
     )
     return {"encoder_dir": str(encoder_dir), "steps": steps, "best_step": result.best_step, "pairs": int(len(pairs)), "val_history": result.val_history, "seconds": train_seconds}

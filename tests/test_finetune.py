@@ -378,3 +378,40 @@ def test_validation_stops_early_and_never_returns_a_worse_encoder(base_encoder):
     assert result.val_history == {0: 0.5, 1: 0.4, 2: 0.3}
     assert result.best_step == 0 and result.best_score == 0.5
     assert all(torch.equal(before[k], v) for k, v in _weights(enc).items())
+
+
+def test_epochs_repeat_the_pairs_in_a_new_seeded_order(base_encoder, monkeypatch):
+    import recsys.finetune as ft
+
+    seen: list[list[int]] = []
+    original = ft.in_batch_softmax_loss
+
+    def spy(a, b, a_ids, b_ids, *args, **kwargs):
+        seen.append(sorted(zip(a_ids.tolist(), b_ids.tolist())))
+        return original(a, b, a_ids, b_ids, *args, **kwargs)
+
+    monkeypatch.setattr(ft, "in_batch_softmax_loss", spy)
+    enc = copy.deepcopy(base_encoder)
+    result = finetune_encoder(enc, DOCS, PAIRS, TrainConfig(max_steps=100, batch_size=4, epochs=2, learning_rate=1e-3, seed=5))
+    assert len(result.losses) == 6  # 2 epochs x 3 full batches; max_steps does not bind
+    first, second = seen[:3], seen[3:]
+    as_pairs = lambda batches: sorted(p for batch in batches for p in batch)  # noqa: E731
+    # each epoch covers every pair exactly once; the first in the given order, the second reshuffled
+    assert as_pairs(first) == as_pairs(second) == sorted(map(tuple, PAIRS.tolist()))
+    assert first == [sorted(map(tuple, PAIRS[i : i + 4].tolist())) for i in (0, 4, 8)]
+    assert second != first
+    # max_steps still caps the total
+    assert len(finetune_encoder(copy.deepcopy(base_encoder), DOCS, PAIRS, TrainConfig(max_steps=4, batch_size=4, epochs=2)).losses) == 4
+
+
+def test_gpu_recipe_applies_only_on_a_gpu_with_the_auto_profile():
+    from recsys.config import GPU_RECIPE, PipelineConfig
+
+    cfg = PipelineConfig.from_params({"max_train_steps": 60})
+    assert cfg.train_for("cpu") == cfg.train
+    gpu = cfg.train_for("cuda")
+    assert (gpu.batch_size, gpu.learning_rate, gpu.max_steps, gpu.epochs) == (2048, 2e-4, 130, 10) == tuple(GPU_RECIPE[k] for k in ("batch_size", "learning_rate", "max_steps", "epochs"))
+    assert PipelineConfig.from_params({"train_profile": "params"}).train_for("cuda").batch_size == 48
+    assert PipelineConfig.from_params({"max_train_steps": 0}).train_for("cuda").max_steps == 0  # 0 = skip, on any device
+    with pytest.raises(ValueError, match="train_profile"):
+        PipelineConfig.from_params({"train_profile": "turbo"})
