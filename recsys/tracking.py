@@ -172,7 +172,14 @@ def log_dataset(c: MlflowClient, run_id: str, frame: Any, name: str, source: str
 
     if any(d.dataset.digest == digest and d.dataset.name == name for d in c.get_run(run_id).inputs.dataset_inputs):
         return  # a retried task logs it once
-    dataset = from_pandas(frame, source=source, name=name, digest=digest)
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+
+    try:
+        resolved = resolve_dataset_source(source)
+    except mlflow.exceptions.MlflowException:  # e.g. "pypi:NAME==VERSION" or two files: keep it as a tag
+        resolved = CodeDatasetSource({"source": source})
+    dataset = from_pandas(frame, source=resolved, name=name, digest=digest)
     c.log_inputs(run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", context)])])
 
 

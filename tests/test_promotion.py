@@ -125,9 +125,18 @@ def test_report_json_html_and_plots_are_written_and_logged(registry) -> None:
     c = registry["client"]
     logged = {a.path for a in c.list_artifacts(run_id, "evaluation")}
     assert {"evaluation/report.html", "evaluation/report.json", "evaluation/gate.json", "evaluation/comparison.png"} <= logged
-    # the data set behind the run, with its content digest
-    inputs = c.get_run(run_id).inputs.dataset_inputs
-    assert not inputs or all(d.dataset.digest for d in inputs)
+
+def test_training_run_records_its_data_code_and_environment(trained) -> None:
+    ctx, run_id = trained
+    _, c = pipeline._mlflow(ctx)
+    run = c.get_run(run_id)
+    identity = json.loads((ctx.run_dir / "split" / "identity.json").read_text())
+    logged = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
+    assert logged == {"online-retail-interactions": identity["interactions_digest"], "online-retail-items": identity["items_digest"]}
+    assert len(run.data.tags["mlflow.source.git.commit"]) == 40
+    assert run.data.tags["env.python"] and run.data.tags["env.torch"]
+    # per-step training curves are in the run
+    assert c.get_metric_history(run_id, "train.val_recall_at_10")
 
 
 def test_rerun_does_not_decide_twice(registry) -> None:
