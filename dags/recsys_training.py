@@ -38,7 +38,7 @@ import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 from recsys_review import PromotionReviewOperator  # plugins/: Airflow glue
 
-DATASETS = ["online-retail", "movielens-100k", "instacart-sample", "files"]
+DATASETS = ["online-retail", "movielens-100k", "instacart-sample", "files", "warehouse"]
 
 
 def _run_inputs():
@@ -63,7 +63,9 @@ def _run_inputs():
     doc_md=__doc__,
     default_args={"retries": 1, "retry_delay": timedelta(seconds=30), "owner": "recsys"},
     params={
-        "dataset": Param("online-retail", enum=DATASETS, description="Packaged real data set, or 'files' for your own"),
+        "dataset": Param("online-retail", enum=DATASETS, description="Packaged real data set, 'files' for your own, or 'warehouse' for what the ingest DAG loaded"),
+        "warehouse_dataset": Param(None, type=["null", "string"], description="With dataset=warehouse: the data set's name in the warehouse"),
+        "trigger_reason": Param(None, type=["null", "string"], description="Why this run was started (set by the drift monitor and the scheduled retraining)"),
         "items_path": Param(None, type=["null", "string"], description="With dataset=files: catalog CSV/Parquet"),
         "interactions_path": Param(None, type=["null", "string"], description="With dataset=files: interactions CSV/Parquet"),
         "sample_users": Param(None, type=["null", "integer"], minimum=1, description="Keep only this many users (quick runs)"),

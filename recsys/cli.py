@@ -9,6 +9,9 @@
     recsys bundle --cart ID,ID --budget 40   a complete-the-basket bundle
     recsys rollback --reason "..."    champion back to the version it replaced (and republish)
     recsys publish                    write the champion's recommendations for every item to the warehouse
+    recsys replay --source movielens-100k --as ml-replay --count 8   drop 8 weekly windows into the inbox
+    recsys ingest [--dataset ml-replay]   load the inbox's ready batches into the warehouse (what recsys_ingest runs)
+    recsys monitor                    one drift check of the champion's data set (what recsys_drift_monitor runs)
 """
 
 from __future__ import annotations
@@ -140,6 +143,40 @@ def rollback(model_name: str, reason: str, republish: bool, k: int) -> int:
     return publish(model_name, k) if republish else 0
 
 
+def replay_cmd(source: str, name: str, freq: str, start: int, count: int | None, shuffle: bool, seed: int) -> int:
+    from recsys.ops import replay_into_inbox
+
+    written = replay_into_inbox(source, name, freq, start, count, shuffle, seed)
+    for path in written:
+        print(path)
+    print(f"{len(written)} batch(es) of {source} in the inbox of {name!r}{' (shuffled: no drift by construction)' if shuffle else ''}")
+    return 0
+
+
+def ingest_cmd(dataset: str | None) -> int:
+    from recsys.ops import ingest_all
+
+    result = ingest_all(dataset)
+    for b in result["accepted"]:
+        print(f"accepted {b['dataset']}/{b['batch_id']}: {b['interactions']} interactions, {b['items']} items")
+    for b in result["rejected"]:
+        print(f"REJECTED {b['dataset']}/{b['batch_id']}: {b['error']}", file=sys.stderr)
+    print(f"warehouse: {result['counts']}")
+    return 1 if result["rejected"] else 0
+
+
+def monitor_cmd(model_name: str, window: str) -> int:
+    from recsys.ops import monitor
+
+    result = monitor(model_name, window)
+    print(f"{result['status']}" + (f" — champion v{result.get('champion_version')} on {result.get('dataset')}" if result.get("dataset") else ""))
+    for reason in result.get("reasons", []):
+        print(f"  - {reason}")
+    if result.get("report"):
+        print(f"report: {result['report']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-name", default="recsys-item-encoder")
@@ -163,7 +200,25 @@ def main(argv: list[str] | None = None) -> int:
     rb.add_argument("-k", type=int, default=10)
     p = sub.add_parser("publish", help="write the champion's recommendations for every item to the warehouse")
     p.add_argument("-k", type=int, default=10)
+    rp = sub.add_parser("replay", help="drop time windows of a timestamped data set into the inbox")
+    rp.add_argument("--source", default="movielens-100k", help="packaged data set with timestamps")
+    rp.add_argument("--as", dest="name", default="movielens-replay", help="the inbox folder / warehouse data set name")
+    rp.add_argument("--freq", default="W", help="window length (pandas offset alias: W, D, MS)")
+    rp.add_argument("--start", type=int, default=0, help="first window to write")
+    rp.add_argument("--count", type=int, default=None, help="how many windows (default: all the rest)")
+    rp.add_argument("--shuffle", action="store_true", help="windows of the same sizes drawn at random: no drift by construction")
+    rp.add_argument("--seed", type=int, default=0)
+    ig = sub.add_parser("ingest", help="load the inbox's ready batches into the warehouse")
+    ig.add_argument("--dataset", default=None, help="one inbox folder (default: all)")
+    mo = sub.add_parser("monitor", help="one drift check of the champion's data set")
+    mo.add_argument("--window", default="7D")
     args = parser.parse_args(argv)
+    if args.command == "replay":
+        return replay_cmd(args.source, args.name, args.freq, args.start, args.count, args.shuffle, args.seed)
+    if args.command == "ingest":
+        return ingest_cmd(args.dataset)
+    if args.command == "monitor":
+        return monitor_cmd(args.model_name, args.window)
     if args.command == "rollback":
         return rollback(args.model_name, args.reason, not args.no_publish, args.k)
     if args.command == "publish":

@@ -92,6 +92,7 @@ class PipelineConfig:
     dataset: str = "online-retail"  # a packaged data set, or "files" for a shop's own files
     items_path: str | None = None  # with dataset="files": the catalog (CSV or Parquet, canonical schema)
     interactions_path: str | None = None
+    warehouse_dataset: str | None = None  # with dataset="warehouse": the data set's name in the warehouse (what ingest loaded)
     sample_users: int | None = None  # keep only this many users (deterministic) for quick runs
     model_name: str = "recsys-item-encoder"
     experiment: str = "recsys-training"
@@ -108,6 +109,7 @@ class PipelineConfig:
     # "auto": the measured GPU recipe (GPU_RECIPE) when training runs on a GPU, else the train Params;
     # "params": always the train Params as given
     train_profile: str = "auto"
+    trigger_reason: str | None = None  # why the run was started (drift monitor, scheduled retraining, a person)
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "PipelineConfig":
@@ -117,6 +119,8 @@ class PipelineConfig:
             dataset=p.get("dataset", cls.dataset),
             items_path=p.get("items_path"),
             interactions_path=p.get("interactions_path"),
+            warehouse_dataset=p.get("warehouse_dataset"),
+            trigger_reason=p.get("trigger_reason"),
             sample_users=int(p["sample_users"]) if p.get("sample_users") else None,
             model_name=p.get("model_name", cls.model_name),
             experiment=p.get("experiment", cls.experiment),

@@ -99,6 +99,28 @@ def _read_input(cfg: PipelineConfig, ctx: RunContext) -> tuple[pd.DataFrame, pd.
         items, inter = read_user_files(items_path, inter_path, pseudonymizer)
         meta = {"name": "files", "has_text": True, "items_source": str(items_path), "interactions_source": str(inter_path), "raw_copies": kept}
         return items, inter, meta
+    if cfg.dataset == "warehouse":  # what the ingest DAG loaded: already pseudonymized and validated once
+        from recsys import warehouse
+
+        name = cfg.warehouse_dataset
+        if not name:
+            raise ValueError("dataset='warehouse' needs warehouse_dataset (the data set's name in the warehouse)")
+        engine = warehouse.make_engine(ctx.warehouse_url)
+        try:
+            items, inter = warehouse.read_dataset(engine, name)
+        finally:
+            engine.dispose()
+        if inter.empty:
+            raise ValueError(f"the warehouse holds no interactions for data set {name!r}")
+        source = f"warehouse:{name}"
+        meta = {
+            "name": name,
+            "has_text": bool(items[S.TITLE].notna().any()),
+            "has_time": bool(inter[S.TIMESTAMP].notna().all()),
+            "items_source": source,
+            "interactions_source": source,
+        }
+        return items, inter, meta
     from recsys.datasets import load_dataset
 
     ds = load_dataset(cfg.dataset, ctx.paths.cache, pseudonymizer)
@@ -117,7 +139,7 @@ def validate(cfg: PipelineConfig, ctx: RunContext) -> dict[str, Any]:
 
     tracking, c = _mlflow(ctx)
     exp_id = tracking.ensure_experiment(c, cfg.experiment, ctx.local_artifact_root)
-    run_id = tracking.get_or_create_run(c, exp_id, ctx.run_key, ctx.run_key, {"dataset": cfg.dataset})
+    run_id = tracking.get_or_create_run(c, exp_id, ctx.run_key, ctx.run_key, {"dataset": cfg.dataset, "trigger.reason": cfg.trigger_reason or "manual"})
     tracking.log_params(c, run_id, cfg.flat())
     from recsys.provenance import code_version, environment
 

@@ -64,6 +64,8 @@ def package(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[st
     vectors = np.load(ctx.run_dir / "embeddings" / "finetuned.npy")
     save_catalog(model_dir / "catalog.npz", catalog[S.ITEM_ID].tolist(), titles, vectors)
     save_behaviour(model_dir / "behaviour.npz", bundle_catalog(split, catalog, vectors))
+    identity = _read_json(ctx.run_dir / "split" / "identity.json")
+    _save_reference(cfg, ctx, split, catalog, vectors, identity)
     # every request kind in the example, so the signature accepts ids, carts and free text (cold start)
     first, second = catalog[S.ITEM_ID].iloc[0], catalog[S.ITEM_ID].iloc[min(1, len(catalog) - 1)]
     example = pd.DataFrame(
@@ -90,16 +92,34 @@ def package(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[st
     )
     tags = tracking.version_tags(c, cfg.model_name, version)
     if DECISION_TAG not in tags:
-        identity = _read_json(ctx.run_dir / "split" / "identity.json")
         tracking.set_version_tags(
             c,
             cfg.model_name,
             version,
-            {DECISION_TAG: STATUS_PENDING, "candidate": cfg.candidate, "dataset": cfg.dataset, "data.digest": identity["digest"], "run_key": ctx.run_key},
+            {
+                DECISION_TAG: STATUS_PENDING,
+                "candidate": cfg.candidate,
+                "dataset": identity["name"],
+                "data.digest": identity["digest"],
+                "data.interactions": str(identity["interactions"]),
+                "run_key": ctx.run_key,
+            },
         )
     _write_json(ctx.run_dir / "package.json", {"model_name": cfg.model_name, "version": version})
     tracking.set_tags(c, mlflow_run_id, {"registered_version": version})
     return {"model_name": cfg.model_name, "version": version}
+
+
+def _save_reference(cfg: PipelineConfig, ctx: RunContext, split, catalog: pd.DataFrame, vectors: np.ndarray, identity: dict[str, Any]) -> None:
+    """Reference statistics of the training data, stored with the model (the drift monitor reads them)."""
+    from recsys.monitor import reference_for_model
+    from recsys.splits import TRAIN
+
+    inter = S.to_canonical_interactions(pd.read_parquet(ctx.run_dir / "data" / "interactions.parquet"))
+    train = inter.merge(split.part(TRAIN)[[S.USER_ID, S.ITEM_ID]].drop_duplicates(), on=[S.USER_ID, S.ITEM_ID])
+    metrics = _read_json(ctx.run_dir / "metrics.json")["test"][candidate_model(cfg)]
+    recall = metrics.get(f"recall_at_{cfg.eval.k}")
+    reference_for_model(ctx.run_dir / "model", train, catalog, catalog[S.ITEM_ID].tolist(), vectors, recall, identity["name"], identity["digest"])
 
 
 def _model_requirements() -> list[str]:

@@ -29,6 +29,8 @@ HYBRID_ARTIFACT = "hybrid"
 HYBRID_CONFIG_ARTIFACT = "hybrid_config"
 ENCODER_ARTIFACT = "encoder"
 BEHAVIOUR_ARTIFACT = "behaviour"  # co-purchase counts, prices, categories: bundles and reasons
+REFERENCE_ARTIFACT = "reference"  # the training data's reference statistics, for the drift monitor
+CONFIG_ARTIFACT = "config"  # the run's configuration (document template etc.)
 REASON_SEP = " | "
 
 
@@ -87,6 +89,8 @@ MODEL_DIR_FILES = {
     HYBRID_CONFIG_ARTIFACT: "hybrid.json",
     BEHAVIOUR_ARTIFACT: "behaviour.npz",
     ENCODER_ARTIFACT: "encoder",
+    REFERENCE_ARTIFACT: "reference",
+    CONFIG_ARTIFACT: "config.json",
 }
 
 
@@ -134,6 +138,12 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
         self.behaviour = None
         if BEHAVIOUR_ARTIFACT in context.artifacts:
             self.behaviour = _load_behaviour(context.artifacts[BEHAVIOUR_ARTIFACT], self.item_ids, self.titles, self.vectors)
+        self.reference_dir = context.artifacts.get(REFERENCE_ARTIFACT)
+        self.document_template = None
+        if CONFIG_ARTIFACT in context.artifacts:
+            run_config = json.loads(Path(context.artifacts[CONFIG_ARTIFACT]).read_text())
+            template = run_config.get("pipeline", {}).get("documents.template")
+            self.document_template = tuple(template) if template else None
         self._encoder_path = context.artifacts.get(ENCODER_ARTIFACT)
         self._encoder = None  # loaded on the first text request only: id requests need no torch
 

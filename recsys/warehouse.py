@@ -88,29 +88,30 @@ def _records(df: pd.DataFrame) -> list[dict]:
     return obj.to_dict("records")
 
 
-def _upsert(engine: Engine, table: Table, rows: list[dict]) -> None:
+def _upsert(conn, table: Table, rows: list[dict]) -> None:
     if not rows:
         return
     keys = [c.name for c in table.primary_key.columns]
-    dialect = engine.dialect.name
+    dialect = conn.dialect.name
     insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(dialect)
     if insert is None:
         raise ValueError(f"warehouse dialect {dialect!r} is not supported (use sqlite or postgresql)")
-    with engine.begin() as conn:  # one transaction: a failed load leaves the previous rows as they were
-        for start in range(0, len(rows), _CHUNK):
-            stmt = insert(table)
-            updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
-            conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=updates), rows[start : start + _CHUNK])
+    for start in range(0, len(rows), _CHUNK):
+        stmt = insert(table)
+        updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+        conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=updates), rows[start : start + _CHUNK])
 
 
 def upsert_dataset(engine: Engine, dataset: S.Dataset) -> dict[str, int]:
-    """Upsert a canonical data set; returns the table sizes for that data set afterwards."""
+    """Upsert a canonical data set (items and interactions in ONE transaction: a failed load leaves
+    the previous rows as they were); returns the table sizes for that data set afterwards."""
     items = dataset.items.assign(dataset=dataset.name)
     inter = dataset.interactions.assign(dataset=dataset.name)
     inter = inter.assign(interaction_key=interaction_keys(dataset.interactions).to_numpy())
     # timestamps go in as python datetimes (tz-aware UTC), not pandas Timestamps
-    _upsert(engine, items_table, _records(items))
-    _upsert(engine, interactions_table, _records(inter))
+    with engine.begin() as conn:
+        _upsert(conn, items_table, _records(items))
+        _upsert(conn, interactions_table, _records(inter))
     counts = table_counts(engine, dataset.name)
     log.info("warehouse now holds %s for data set %s", counts, dataset.name)
     return counts

@@ -64,3 +64,28 @@ def test_no_heavy_top_level_imports(path: Path) -> None:
         else:
             continue
         assert not HEAVY.intersection(names), f"{path.name}: top-level import of {names}"
+
+
+def test_ingest_dag_marks_the_warehouse_asset(dagbag: DagBag) -> None:
+    dag = dagbag.dags["recsys_ingest"]
+    assert dag.max_active_runs == 1
+    assert dag.get_task("ingest").downstream_task_ids == {"anything_new", "mark_updated", "report_rejections"}
+    assert [o.name for o in dag.get_task("mark_updated").outlets] == ["recsys_warehouse"]
+    assert dag.get_task("mark_updated").upstream_task_ids == {"anything_new", "ingest"}
+
+
+def test_drift_monitor_runs_daily_and_on_new_data_and_triggers_training(dagbag: DagBag) -> None:
+    dag = dagbag.dags["recsys_drift_monitor"]
+    assert type(dag.timetable).__name__ == "AssetOrTimeSchedule"
+    assert [a.name for a in dag.timetable.asset_condition.objects] == ["recsys_warehouse"]
+    trigger = dag.get_task("trigger_training")
+    assert type(trigger).__name__ == "TriggerDagRunOperator" and trigger.trigger_dag_id == "recsys_training"
+    assert dag.get_task("should_retrain").downstream_task_ids == {"trigger_training"}
+    assert dag.render_template_as_native_obj  # the conf stays a dict
+
+
+def test_scheduled_retrain_is_weekly_and_gated_on_new_data(dagbag: DagBag) -> None:
+    dag = dagbag.dags["recsys_scheduled_retrain"]
+    assert type(dag.timetable).__name__ == "CronTriggerTimetable"
+    assert dag.get_task("check_new_data").downstream_task_ids == {"should_retrain"}
+    assert dag.get_task("trigger_training").trigger_dag_id == "recsys_training"

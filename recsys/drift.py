@@ -1,0 +1,1045 @@
+"""Drift monitoring: does recent data still look like the data behind the champion model?
+
+At training time `ReferenceStats.build` condenses the training interactions into what the monitor
+needs (mixes, capped samples, a sample of item vectors, the champion's catalog and evaluation
+score) and `save` stores it next to the model version, so the monitor never re-reads training
+data. Later `window_from_frames` computes the same statistics for a recent window and
+`detect_drift` compares the two, one `Signal` per aspect:
+
+    category_mix     top-level category of the interacted items   PSI (JS distance reported too)
+    event_mix        event types (view / cart / purchase ...)    PSI (JS distance reported too)
+    price            price of the interacted items               two-sample KS (+ Wasserstein)
+    basket_size      items per basket (per user-day w/o baskets) two-sample KS (+ Wasserstein)
+    user_activity    interactions per user                       two-sample KS (+ Wasserstein)
+    item_popularity  interactions per interacted item            two-sample KS (+ Wasserstein)
+    text_embedding   item vectors, reference vs window items     domain-classifier ROC AUC
+    unseen_items     window interactions on items the champion never saw          share
+    champion_recall  the champion's Recall@10 on the window vs at evaluation      relative drop
+
+The statistics come from scipy (ks_2samp, wasserstein_distance, jensenshannon) and scikit-learn
+(LogisticRegression, cross_val_score); only PSI, which neither library has, is written out here.
+Pure: numpy / pandas / scipy / scikit-learn, no MLflow, no Airflow, no I/O but `save` / `load`.
+scipy and scikit-learn are imported inside the functions so that importing this module stays
+cheap for the DAG parser.
+
+Window length. user_activity and item_popularity are counts per window, so they grow with the
+window's length: a reference built over six months compared with a one-week window always
+"drifts". Build the reference with `period=` the monitoring window's length (its counts are then
+taken per period-long slice of the training data), or compare windows of equal length. Signals
+whose counts scale with time say so in their detail when the spans differ by more than 2x.
+
+Speed. Everything is vectorised (factorize + bincount, one groupby per mix); the KS and
+Wasserstein tests run on at most `DriftConfig.max_test_sample` (100k) values per side (seeded
+sub-samples: at that size KS resolves differences far below `ks_threshold`, and it keeps a 1M-row
+window to seconds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys.bundles import top_category
+from recsys.schema import BASKET_ID, CATEGORY, EVENT, ITEM_ID, PRICE, TIMESTAMP, USER_ID
+
+PSI_EPS = 1e-4  # share given to a bin that is empty on one side (PSI's log would be infinite)
+NUMERIC_SIGNALS: tuple[str, ...] = ("price", "basket_size", "user_activity", "item_popularity")
+MIX_SIGNALS: tuple[str, ...] = ("category_mix", "event_mix")
+SIGNAL_NAMES: tuple[str, ...] = (*MIX_SIGNALS, *NUMERIC_SIGNALS, "text_embedding", "unseen_items", "champion_recall")
+# counts that grow with the window's length (see the module docstring)
+_TIME_SCALED: frozenset[str] = frozenset({"user_activity", "item_popularity"})
+_MIN_NUMERIC_VALUES = 5  # fewer values than this on either side: the distribution is not measured
+_MAX_MIX_BINS_REPORTED = 30  # shares kept in a mix signal's `extra` (largest first)
+_FORMAT_VERSION = 1
+_LABELS = {
+    "category_mix": "category mix",
+    "event_mix": "event mix",
+    "price": "price distribution",
+    "basket_size": "basket size distribution",
+    "user_activity": "user activity distribution",
+    "item_popularity": "item popularity distribution",
+    "text_embedding": "item text embeddings",
+    "unseen_items": "unseen items",
+    "champion_recall": "champion Recall@10",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """Thresholds of the drift monitor, and why they sit where they do.
+
+    Attributes:
+        psi_threshold: PSI above which a categorical mix (top-level category of the interacted
+            items, event types) has shifted. 0.2 is the conventional "significant shift" line of
+            credit-risk monitoring (< 0.1 stable, 0.1-0.2 moderate, > 0.2 significant).
+        ks_threshold: two-sample KS statistic (largest gap between the two ECDFs) above which a
+            numeric distribution has shifted. With hundreds of thousands of values every
+            difference is "significant", so the p-value alone would always alarm; 0.1 (a 10-point
+            gap in some quantile) is an effect size worth a look.
+        ks_pvalue: the KS p-value must also be below this, so that small windows whose gap is
+            sampling noise do not alarm.
+        auc_threshold: cross-validated ROC AUC of a classifier telling window item vectors from
+            reference item vectors. 0.5 = indistinguishable; 0.65 leaves room for CV noise on a
+            few hundred items while catching a real move of the catalog in embedding space.
+        min_items_for_auc: fewer distinct window (or reference) items with vectors than this:
+            "not enough data" (five CV folds need a few items of each class per fold).
+        unseen_share_threshold: share of window interactions on items the champion never saw
+            (not in the catalog it was trained with). It cannot rank what it has not embedded
+            (or can only cold-start them), so above 20% of traffic a retrain is due.
+        recall_drop_threshold: relative drop of the champion's Recall@10 on the window versus its
+            evaluation score ((eval - window) / eval). 0.3: offline-online gaps of 10-20% are
+            usual (different period, different users); a 30% loss is the model going stale.
+        min_window_interactions: below this many window interactions no signal may alarm (every
+            statistic is noise on a handful of rows); the report says "window too small".
+        min_alarms: how many signals must alarm for the window to count as drift.
+        max_test_sample: KS / Wasserstein use at most this many values per side (seeded
+            sub-sample); at 100k the KS critical value is ~0.007, far below ks_threshold.
+        cv_folds: stratified folds of the domain classifier's cross-validation.
+        seed: seeds every sub-sample and the CV split, so a report is reproducible.
+    """
+
+    psi_threshold: float = 0.2
+    ks_threshold: float = 0.1
+    ks_pvalue: float = 0.01
+    auc_threshold: float = 0.65
+    min_items_for_auc: int = 20
+    unseen_share_threshold: float = 0.2
+    recall_drop_threshold: float = 0.3
+    min_window_interactions: int = 200
+    min_alarms: int = 1
+    max_test_sample: int = 100_000
+    cv_folds: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("psi_threshold", "ks_threshold", "unseen_share_threshold", "recall_drop_threshold"):
+            if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) >= 0):
+                problems.append(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
+        if not 0 < self.ks_pvalue <= 1:
+            problems.append(f"ks_pvalue must be in (0, 1], got {self.ks_pvalue!r}")
+        if not 0.5 <= self.auc_threshold <= 1:
+            problems.append(f"auc_threshold must be in [0.5, 1], got {self.auc_threshold!r}")
+        if self.cv_folds < 2:
+            problems.append(f"cv_folds must be >= 2, got {self.cv_folds!r}")
+        if self.min_items_for_auc < self.cv_folds:
+            problems.append(f"min_items_for_auc ({self.min_items_for_auc}) must be >= cv_folds ({self.cv_folds})")
+        for name in ("min_window_interactions", "min_alarms", "max_test_sample"):
+            if getattr(self, name) < (1 if name != "min_window_interactions" else 0):
+                problems.append(f"{name} is too small: {getattr(self, name)!r}")
+        if problems:
+            raise ValueError("invalid DriftConfig: " + "; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DriftConfig:
+        """A config from a dict (unknown keys are an error: a typo must not silently use a default)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown DriftConfig keys: {unknown}; known: {sorted(known)}")
+        return cls(**dict(d))
+
+
+# ---------------------------------------------------------------------------------------------
+# statistics (PSI by hand: neither scipy nor scikit-learn has it)
+
+
+def _aligned_shares(reference: Mapping[str, float], current: Mapping[str, float]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    keys = sorted(set(reference) | set(current))
+    p = np.array([float(reference.get(k, 0.0)) for k in keys], dtype=np.float64)
+    q = np.array([float(current.get(k, 0.0)) for k in keys], dtype=np.float64)
+    if p.sum() <= 0 or q.sum() <= 0:
+        raise ValueError("both mixes need a positive total")
+    return keys, p / p.sum(), q / q.sum()
+
+
+def psi(reference: Mapping[str, float], current: Mapping[str, float], eps: float = PSI_EPS) -> float:
+    """Population stability index of two mixes (counts or shares per bin; each normalised to sum 1).
+
+    PSI = Σ_bins (q - p) · ln(q / p) over the union of the bins, with p (reference) and q
+    (current) clipped below at `eps` so that a bin empty on one side costs a large but finite
+    amount. Symmetric, >= 0, 0 for identical mixes.
+    """
+    _, p, q = _aligned_shares(reference, current)
+    p, q = np.maximum(p, eps), np.maximum(q, eps)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def js_distance(reference: Mapping[str, float], current: Mapping[str, float]) -> float:
+    """Jensen-Shannon distance (scipy, base 2: in [0, 1]) of two mixes over the union of their bins."""
+    from scipy.spatial.distance import jensenshannon
+
+    _, p, q = _aligned_shares(reference, current)
+    return float(jensenshannon(p, q, base=2))
+
+
+def normalised_wasserstein(reference: np.ndarray, current: np.ndarray) -> tuple[float, float | None, str]:
+    """(Wasserstein-1 distance, that distance / the reference's spread or None, the spread's name).
+
+    The spread is the reference's interquartile range, or its standard deviation when the IQR is 0
+    (e.g. mostly-ones counts); None when both are 0 (a constant reference).
+    """
+    from scipy.stats import wasserstein_distance
+
+    ref = np.asarray(reference, dtype=np.float64)
+    w = float(wasserstein_distance(ref, np.asarray(current, dtype=np.float64)))
+    q25, q75 = np.percentile(ref, [25, 75])
+    if q75 - q25 > 0:
+        return w, w / float(q75 - q25), "IQR"
+    std = float(np.std(ref))
+    if std > 0:
+        return w, w / std, "std"
+    return w, None, "none"
+
+
+# ---------------------------------------------------------------------------------------------
+# profiles of a frame of interactions (shared by the reference and the window)
+
+
+def _rng(seed: int, stream: int) -> np.random.Generator:
+    # one independent stream per quantity: sampling one never shifts another's sample
+    return np.random.default_rng([int(seed), stream])
+
+
+def _cap(values: np.ndarray, n: int | None, rng: np.random.Generator) -> np.ndarray:
+    if n is None or len(values) <= n:
+        return values
+    return values[np.sort(rng.choice(len(values), size=n, replace=False))]
+
+
+def _iso(ts: Any) -> str | None:
+    return None if ts is None or pd.isna(ts) else pd.Timestamp(ts).isoformat()
+
+
+def _col(df: pd.DataFrame | None, name: str) -> pd.Series | None:
+    if df is None or name not in df.columns:
+        return None
+    s = df[name]
+    return s if s.notna().any() else None
+
+
+def _float_array(s: pd.Series) -> np.ndarray:
+    return pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _counts_per_key(*codes: np.ndarray) -> np.ndarray:
+    """How many rows share each combination of the integer code arrays (order of first appearance)."""
+    key = np.asarray(codes[0], dtype=np.int64)
+    for c in codes[1:]:  # codes are >= 0 and small: a mixed-radix integer key, no tuples
+        c = np.asarray(c, dtype=np.int64)
+        key = key * (int(c.max()) + 1 if len(c) else 1) + c
+    k, _ = pd.factorize(key)
+    return np.bincount(k[k >= 0]) if len(k) else np.zeros(0, dtype=np.int64)
+
+
+def _profile(
+    interactions: pd.DataFrame,
+    items: pd.DataFrame | None,
+    *,
+    max_sample: int | None,
+    seed: int,
+    period: pd.Timedelta | None = None,
+) -> dict[str, Any]:
+    """The statistics of one frame of interactions; see ReferenceStats / Window for the fields."""
+    missing = [c for c in (USER_ID, ITEM_ID) if c not in interactions.columns]
+    if missing:
+        raise ValueError(f"interactions lack the column(s) {missing}")
+    df = interactions
+    if df[USER_ID].isna().any() or df[ITEM_ID].isna().any():
+        df = df.dropna(subset=[USER_ID, ITEM_ID])
+    icodes, iuniq = pd.factorize(df[ITEM_ID])
+    item_counts = np.bincount(icodes, minlength=len(iuniq)).astype(np.int64)
+    ucodes, uuniq = pd.factorize(df[USER_ID])
+
+    # time: range, day keys (user-day baskets), slices of `period` (reference only)
+    ts = _col(df, TIMESTAMP)
+    time_min = time_max = None
+    if ts is not None:
+        time_min, time_max = ts.min(), ts.max()
+
+    # event mix
+    ev = _col(df, EVENT)
+    event_mix = {str(k): int(v) for k, v in ev.value_counts().items()} if ev is not None else {}
+
+    # category mix and price: looked up once per distinct item, then weighted by its count
+    category_mix: dict[str, int] = {}
+    price = np.zeros(0, dtype=np.float32)
+    if items is not None and ITEM_ID in items.columns and len(iuniq):
+        it = items.drop_duplicates(ITEM_ID).set_index(ITEM_ID)
+        if CATEGORY in it.columns:
+            cat = it[CATEGORY].reindex(iuniq)
+            # top_category on the distinct paths only: a few hundred calls, not one per row
+            tops = {c: top_category(c) for c in cat.dropna().unique()}
+            top = cat.map(tops).to_numpy(dtype=object, na_value=None)
+            ok = np.array([t is not None for t in top], dtype=bool)
+            if ok.any():
+                sums = pd.Series(item_counts[ok]).groupby(top[ok].astype(str)).sum()
+                category_mix = {str(k): int(v) for k, v in sums.items() if v > 0}
+        if PRICE in it.columns:
+            p_item = _float_array(it[PRICE].reindex(iuniq))
+            ok = np.isfinite(p_item)
+            price = np.repeat(p_item[ok], item_counts[ok]).astype(np.float32)
+
+    # basket size: items per basket, else interactions per user-day
+    basket_unit: str | None = None
+    basket_size = np.zeros(0, dtype=np.int64)
+    baskets = _col(df, BASKET_ID)
+    if baskets is not None:
+        bcodes, _ = pd.factorize(baskets)
+        basket_size = np.bincount(bcodes[bcodes >= 0])
+        basket_unit = "basket"
+    elif ts is not None:
+        dcodes, _ = pd.factorize(ts.dt.floor("D"))
+        ok = dcodes >= 0
+        basket_size = _counts_per_key(ucodes[ok], dcodes[ok])
+        basket_unit = "user-day"
+
+    # user activity and item popularity: per period-long slice when asked (see module docstring)
+    user_activity = np.bincount(ucodes, minlength=len(uuniq))
+    item_popularity = item_counts
+    if period is not None and ts is not None:
+        t0 = ts.min()
+        span = ts.max() - t0
+        n_slices = max(1, math.floor(span / period + 0.01))  # 1% tolerance: 28 days of data = 4 weeks
+        sl = ((ts - t0) // period).to_numpy(dtype=np.float64, na_value=np.nan)
+        ok = np.isfinite(sl) & (sl < n_slices)  # a trailing partial period would bias counts low
+        sli = sl[ok].astype(np.int64)
+        user_activity = _counts_per_key(sli, ucodes[ok])
+        item_popularity = _counts_per_key(sli, icodes[ok])
+
+    return {
+        "n_interactions": len(df),
+        "n_users": len(uuniq),
+        "n_items": len(iuniq),
+        "time_min": _iso(time_min),
+        "time_max": _iso(time_max),
+        "category_mix": category_mix,
+        "event_mix": event_mix,
+        "price": _cap(price, max_sample, _rng(seed, 1)),
+        "basket_size": _cap(basket_size.astype(np.float32), max_sample, _rng(seed, 2)),
+        "basket_unit": basket_unit,
+        "user_activity": _cap(user_activity.astype(np.float32), max_sample, _rng(seed, 3)),
+        "item_popularity": _cap(item_popularity.astype(np.float32), max_sample, _rng(seed, 4)),
+        "_item_ids": iuniq,
+        "_item_counts": item_counts,
+    }
+
+
+def _store_vectors(v: np.ndarray) -> np.ndarray:
+    """float16 halves the stored size; kept float32 if a value would not fit float16."""
+    v16 = v.astype(np.float16)
+    return v16 if np.isfinite(v16).all() else v.astype(np.float32)
+
+
+def _pack_strings(values: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Strings as one utf-8 byte array + offsets: exact for any text, no pickle needed to load."""
+    encoded = [str(s).encode("utf-8") for s in values]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    if encoded:
+        np.cumsum([len(b) for b in encoded], out=offsets[1:])
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
+
+
+def _unpack_strings(blob: np.ndarray, offsets: np.ndarray) -> list[str]:
+    raw = blob.tobytes()
+    return [raw[a:b].decode("utf-8") for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _arrays_equal(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
+
+
+_ARRAY_FIELDS = ("price", "basket_size", "user_activity", "item_popularity")
+
+
+# ---------------------------------------------------------------------------------------------
+# the reference (stored with a model version) and the window
+
+
+@dataclass(eq=False)
+class ReferenceStats:
+    """What the monitor keeps of the champion's training data (small: a few MB at most).
+
+    Attributes:
+        category_mix: interactions per top-level category of the interacted item.
+        event_mix: interactions per event type.
+        price, basket_size, user_activity, item_popularity: seeded samples (at most `max_sample`
+            values, float32) of the price of each interaction's item, the items per basket (or per
+            user-day, see `basket_unit`), the interactions per user and per interacted item (per
+            `period_seconds`-long slice of the reference when that is set).
+        vector_item_ids, vectors: a seeded sample of at most 2,000 distinct interacted items and
+            their vectors (float16); vectors None when there was no embedding.
+        catalog_item_ids: every item id the champion was trained with (its catalog).
+        eval_recall: the champion's evaluation Recall@10, or None.
+        n_interactions, n_users, n_items, time_min, time_max: size and ISO time range of the
+            reference interactions (time None without timestamps).
+        dataset, digest: which data this was (name and content digest).
+        basket_unit: "basket", "user-day" or None (no basket ids and no timestamps).
+        period_seconds: the slice length of user_activity / item_popularity; None = the whole reference.
+        max_sample, seed: how the samples were drawn.
+    """
+
+    category_mix: dict[str, int]
+    event_mix: dict[str, int]
+    price: np.ndarray
+    basket_size: np.ndarray
+    user_activity: np.ndarray
+    item_popularity: np.ndarray
+    vector_item_ids: list[str]
+    vectors: np.ndarray | None
+    catalog_item_ids: np.ndarray
+    eval_recall: float | None
+    n_interactions: int
+    n_users: int
+    n_items: int
+    time_min: str | None
+    time_max: str | None
+    dataset: str = ""
+    digest: str = ""
+    basket_unit: str | None = None
+    period_seconds: float | None = None
+    max_sample: int = 20_000
+    seed: int = 0
+
+    @classmethod
+    def build(
+        cls,
+        interactions: pd.DataFrame,
+        items: pd.DataFrame | None,
+        item_ids: Sequence[str],
+        vectors: np.ndarray | None,
+        eval_recall: float | None,
+        max_sample: int = 20_000,
+        seed: int = 0,
+        dataset: str = "",
+        digest: str = "",
+        *,
+        max_vectors: int = 2_000,
+        period: str | pd.Timedelta | None = None,
+    ) -> ReferenceStats:
+        """Condense the champion's training interactions.
+
+        Args:
+            interactions, items: canonical frames (recsys.schema) of the training data.
+            item_ids: the champion's catalog; `vectors` (n_items x dim) are aligned with it, or
+                None for no embedding signal.
+            eval_recall: the champion's evaluation Recall@10 (None: no recall signal).
+            max_sample, seed: sample size cap and seed of the numeric samples.
+            dataset, digest: recorded for lineage.
+            max_vectors: distinct interacted items whose vectors are kept.
+            period: the monitoring window's length ("7D", a Timedelta): user activity and item
+                popularity are then counted per period-long slice of the reference, so that they
+                compare like with like against a window of that length. None = whole reference.
+        """
+        catalog = np.asarray([str(i) for i in item_ids], dtype=object)
+        idx = pd.Index(catalog)
+        if not idx.is_unique:
+            raise ValueError("item_ids has duplicates: the champion's catalog must list each item once")
+        if vectors is not None:
+            vectors = np.asarray(vectors)
+            if vectors.ndim != 2 or vectors.shape[0] != len(catalog):
+                raise ValueError(f"vectors must be (len(item_ids), dim) = ({len(catalog)}, d), got {vectors.shape}")
+        per = pd.Timedelta(period) if period is not None else None
+        if per is not None and per <= pd.Timedelta(0):
+            raise ValueError(f"period must be positive, got {period!r}")
+        prof = _profile(interactions, items, max_sample=max_sample, seed=seed, period=per)
+
+        vec_ids: list[str] = []
+        vecs = None
+        if vectors is not None:
+            pos = idx.get_indexer(pd.Index(prof["_item_ids"]).astype(str).astype(object))
+            pos = pos[pos >= 0]
+            if len(pos) > max_vectors:
+                pos = np.sort(_rng(seed, 5).choice(pos, size=max_vectors, replace=False))
+            vec_ids = [str(x) for x in catalog[pos]]
+            vecs = _store_vectors(np.asarray(vectors[pos], dtype=np.float32))
+        return cls(
+            category_mix=prof["category_mix"],
+            event_mix=prof["event_mix"],
+            price=prof["price"],
+            basket_size=prof["basket_size"],
+            user_activity=prof["user_activity"],
+            item_popularity=prof["item_popularity"],
+            vector_item_ids=vec_ids,
+            vectors=vecs,
+            catalog_item_ids=catalog,
+            eval_recall=None if eval_recall is None else float(eval_recall),
+            n_interactions=int(prof["n_interactions"]),
+            n_users=int(prof["n_users"]),
+            n_items=int(prof["n_items"]),
+            time_min=prof["time_min"],
+            time_max=prof["time_max"],
+            dataset=str(dataset),
+            digest=str(digest),
+            basket_unit=prof["basket_unit"],
+            period_seconds=None if per is None else per.total_seconds(),
+            max_sample=int(max_sample),
+            seed=int(seed),
+        )
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "format": _FORMAT_VERSION,
+            "dataset": self.dataset,
+            "digest": self.digest,
+            "n_interactions": self.n_interactions,
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "time_min": self.time_min,
+            "time_max": self.time_max,
+            "eval_recall": self.eval_recall,
+            "basket_unit": self.basket_unit,
+            "period_seconds": self.period_seconds,
+            "max_sample": self.max_sample,
+            "seed": self.seed,
+            "category_mix": self.category_mix,
+            "event_mix": self.event_mix,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """The small, JSON-able facts about the reference (for reports)."""
+        out = {k: v for k, v in self._meta().items() if k not in ("format", "category_mix", "event_mix", "max_sample", "seed")}
+        out["catalog_items"] = len(self.catalog_item_ids)
+        out["vector_items"] = len(self.vector_item_ids)
+        return out
+
+    def save(self, path_dir: str | Path) -> None:
+        """Write reference.npz (arrays), then reference.json (the rest + the npz's sha256), each atomically.
+
+        The json is written last and names the npz's hash, so an interrupted save is detected on load.
+        """
+        d = Path(path_dir)
+        arrays: dict[str, np.ndarray] = {k: np.asarray(getattr(self, k)) for k in _ARRAY_FIELDS}
+        if self.vectors is not None:
+            arrays["vectors"] = np.asarray(self.vectors)
+        arrays["vector_item_ids_blob"], arrays["vector_item_ids_offsets"] = _pack_strings(self.vector_item_ids)
+        arrays["catalog_blob"], arrays["catalog_offsets"] = _pack_strings(self.catalog_item_ids)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        data = buf.getvalue()
+        _atomic_write_bytes(d / "reference.npz", data)
+        meta = self._meta() | {"npz_sha256": hashlib.sha256(data).hexdigest()}
+        _atomic_write_bytes(d / "reference.json", (json.dumps(meta, indent=2, allow_nan=False) + "\n").encode("utf-8"))
+
+    @classmethod
+    def load(cls, path_dir: str | Path) -> ReferenceStats:
+        d = Path(path_dir)
+        meta = json.loads((d / "reference.json").read_text(encoding="utf-8"))
+        if meta.get("format") != _FORMAT_VERSION:
+            raise ValueError(f"{d / 'reference.json'}: unsupported format {meta.get('format')!r} (expected {_FORMAT_VERSION})")
+        data = (d / "reference.npz").read_bytes()
+        if hashlib.sha256(data).hexdigest() != meta.get("npz_sha256"):
+            raise ValueError(f"{d / 'reference.npz'} does not match {d / 'reference.json'} (an interrupted save?)")
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        return cls(
+            category_mix={str(k): int(v) for k, v in meta["category_mix"].items()},
+            event_mix={str(k): int(v) for k, v in meta["event_mix"].items()},
+            **{k: arrays[k] for k in _ARRAY_FIELDS},
+            vector_item_ids=_unpack_strings(arrays["vector_item_ids_blob"], arrays["vector_item_ids_offsets"]),
+            vectors=arrays.get("vectors"),
+            catalog_item_ids=np.asarray(_unpack_strings(arrays["catalog_blob"], arrays["catalog_offsets"]), dtype=object),
+            eval_recall=meta["eval_recall"],
+            n_interactions=int(meta["n_interactions"]),
+            n_users=int(meta["n_users"]),
+            n_items=int(meta["n_items"]),
+            time_min=meta["time_min"],
+            time_max=meta["time_max"],
+            dataset=meta["dataset"],
+            digest=meta["digest"],
+            basket_unit=meta["basket_unit"],
+            period_seconds=meta["period_seconds"],
+            max_sample=int(meta["max_sample"]),
+            seed=int(meta["seed"]),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ReferenceStats):
+            return NotImplemented
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if f.name in (*_ARRAY_FIELDS, "vectors", "catalog_item_ids"):
+                if not _arrays_equal(a, b):
+                    return False
+            elif a != b:
+                return False
+        return True
+
+    __hash__ = None  # mutable, compared by value
+
+
+@dataclass(eq=False)
+class Window:
+    """The same statistics as ReferenceStats, for a recent window (full, unless above `max_sample`).
+
+    item_ids / item_counts: every distinct interacted item and its interaction count (for the
+    unseen-items share); vector_item_ids / vectors: a seeded sample of distinct window items.
+    """
+
+    category_mix: dict[str, int]
+    event_mix: dict[str, int]
+    price: np.ndarray
+    basket_size: np.ndarray
+    user_activity: np.ndarray
+    item_popularity: np.ndarray
+    item_ids: np.ndarray
+    item_counts: np.ndarray
+    vector_item_ids: list[str]
+    vectors: np.ndarray | None
+    n_interactions: int
+    n_users: int
+    n_items: int
+    time_min: str | None
+    time_max: str | None
+    basket_unit: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "n_interactions": self.n_interactions,
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "time_min": self.time_min,
+            "time_max": self.time_max,
+        }
+
+
+def window_from_frames(
+    interactions: pd.DataFrame,
+    items: pd.DataFrame | None,
+    item_vectors: Callable[[list[str]], np.ndarray] | None = None,
+    *,
+    max_sample: int | None = 1_000_000,
+    max_vectors: int = 2_000,
+    seed: int = 0,
+) -> Window:
+    """The statistics of a recent window of interactions.
+
+    Args:
+        interactions, items: canonical frames of the window (items: the current catalog, for
+            categories and prices; None when there is none).
+        item_vectors: maps item ids to vectors (rows aligned with the ids) in the champion's
+            embedding space; the caller embeds unseen items with the champion's encoder. Called
+            once, on a seeded sample of at most `max_vectors` distinct window items. None = no
+            embedding signal.
+        max_sample: numeric samples are kept whole up to this size, then sampled (seeded).
+        max_vectors, seed: as for the reference.
+    """
+    prof = _profile(interactions, items, max_sample=max_sample, seed=seed)
+    ids = pd.Index(prof["_item_ids"]).astype(str).to_numpy(dtype=object)  # compared with the catalog's str ids
+    vec_ids: list[str] = []
+    vecs = None
+    if item_vectors is not None and len(ids):
+        pick = np.arange(len(ids))
+        if len(pick) > max_vectors:
+            pick = np.sort(_rng(seed, 5).choice(len(ids), size=max_vectors, replace=False))
+        vec_ids = [str(x) for x in ids[pick]]
+        v = np.asarray(item_vectors(vec_ids), dtype=np.float32)
+        if v.ndim != 2 or v.shape[0] != len(vec_ids):
+            raise ValueError(f"item_vectors returned shape {v.shape} for {len(vec_ids)} ids (want (n_ids, dim))")
+        ok = np.isfinite(v).all(axis=1)
+        vec_ids = [i for i, keep in zip(vec_ids, ok) if keep]
+        vecs = _store_vectors(v[ok])
+    return Window(
+        category_mix=prof["category_mix"],
+        event_mix=prof["event_mix"],
+        price=prof["price"],
+        basket_size=prof["basket_size"],
+        user_activity=prof["user_activity"],
+        item_popularity=prof["item_popularity"],
+        item_ids=ids,
+        item_counts=prof["_item_counts"],
+        vector_item_ids=vec_ids,
+        vectors=vecs,
+        n_interactions=int(prof["n_interactions"]),
+        n_users=int(prof["n_users"]),
+        n_items=int(prof["n_items"]),
+        time_min=prof["time_min"],
+        time_max=prof["time_max"],
+        basket_unit=prof["basket_unit"],
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# signals and the report
+
+
+def _jsonable(x: Any) -> Any:
+    """Plain JSON types only: numpy scalars/arrays unwrapped, NaN/inf -> None, tuples -> lists."""
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return [_jsonable(v) for v in x.tolist()]
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        f = float(x)
+        return f if math.isfinite(f) else None
+    if x is None or isinstance(x, str):
+        return x
+    return str(x)
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One aspect of the data compared with the reference.
+
+    value: the statistic (PSI, KS statistic, AUC, share, relative drop), None when not measured;
+    threshold: above it the signal alarms; detail: one line on what was measured (or why not);
+    extra: the other numbers (JSON-able), e.g. js for the mixes, pvalue and wasserstein for KS.
+    """
+
+    name: str
+    kind: str
+    value: float | None
+    threshold: float | None
+    alarm: bool
+    detail: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def measured(self) -> bool:
+        return self.value is not None
+
+    @property
+    def ratio(self) -> float | None:
+        """value / threshold (1.0 = on the line), None when not measured or the threshold is 0."""
+        if self.value is None or not self.threshold:
+            return None
+        return self.value / self.threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Signal:
+        return cls(
+            name=str(d["name"]),
+            kind=str(d["kind"]),
+            value=None if d.get("value") is None else float(d["value"]),
+            threshold=None if d.get("threshold") is None else float(d["threshold"]),
+            alarm=bool(d["alarm"]),
+            detail=str(d.get("detail", "")),
+            extra=dict(d.get("extra") or {}),
+        )
+
+
+@dataclass
+class DriftReport:
+    """The verdict: drift (at least `min_alarms` signals alarmed), every signal, one reason per alarm."""
+
+    drift: bool
+    signals: list[Signal]
+    reasons: list[str]
+    window: dict[str, Any]
+    config: dict[str, Any]
+    reference: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def alarms(self) -> list[Signal]:
+        return [s for s in self.signals if s.alarm]
+
+    def signal(self, name: str) -> Signal:
+        for s in self.signals:
+            if s.name == name:
+                return s
+        raise KeyError(f"no signal {name!r}; have {[s.name for s in self.signals]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(
+            {
+                "drift": self.drift,
+                "signals": [s.to_dict() for s in self.signals],
+                "reasons": list(self.reasons),
+                "window": self.window,
+                "reference": self.reference,
+                "config": self.config,
+            }
+        )
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DriftReport:
+        return cls(
+            drift=bool(d["drift"]),
+            signals=[Signal.from_dict(s) for s in d.get("signals") or []],
+            reasons=[str(r) for r in d.get("reasons") or []],
+            window=dict(d.get("window") or {}),
+            config=dict(d.get("config") or {}),
+            reference=dict(d.get("reference") or {}),
+        )
+
+
+def _not_measured(name: str, kind: str, threshold: float | None, why: str) -> Signal:
+    return Signal(name, kind, None, threshold, False, f"not measured: {why}")
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.1f}%"
+
+
+def mix_signal(name: str, ref: Mapping[str, float], cur: Mapping[str, float], cfg: DriftConfig = DriftConfig(), what: str = "value") -> Signal:
+    """PSI signal of two categorical mixes (counts or shares per bin); JS distance and the shares in `extra`."""
+    if not ref or sum(ref.values()) <= 0:
+        return _not_measured(name, "psi", cfg.psi_threshold, f"no {what} in the reference")
+    if not cur or sum(cur.values()) <= 0:
+        return _not_measured(name, "psi", cfg.psi_threshold, f"no {what} in the window")
+    keys, p, q = _aligned_shares(ref, cur)
+    value, js = psi(ref, cur), js_distance(ref, cur)
+    order = np.argsort(-np.abs(q - p), kind="stable")
+    big = keys[int(order[0])]
+    move = f"{big} {_pct(p[order[0]])} → {_pct(q[order[0]])}"
+    keep = np.argsort(-(p + q), kind="stable")[:_MAX_MIX_BINS_REPORTED]
+    extra = {
+        "js": js,
+        "biggest_change": {"bin": big, "reference": float(p[order[0]]), "window": float(q[order[0]])},
+        "reference_shares": {keys[i]: float(p[i]) for i in keep},
+        "window_shares": {keys[i]: float(q[i]) for i in keep},
+        "new_bins": [k for k in keys if k not in ref],
+        "vanished_bins": [k for k in keys if k not in cur],
+    }
+    alarm = value > cfg.psi_threshold
+    detail = f"PSI {value:.3f} (threshold {cfg.psi_threshold:g}), JS distance {js:.3f}; largest change {move}"
+    return Signal(name, "psi", value, cfg.psi_threshold, alarm, detail, extra)
+
+
+def _span_days(tmin: str | None, tmax: str | None) -> float | None:
+    if not tmin or not tmax:
+        return None
+    return (pd.Timestamp(tmax) - pd.Timestamp(tmin)) / pd.Timedelta(days=1)
+
+
+def numeric_signal(name: str, ref: np.ndarray, cur: np.ndarray, cfg: DriftConfig = DriftConfig(), note: str = "") -> Signal:
+    """Two-sample KS signal: alarms when statistic > ks_threshold AND p-value < ks_pvalue.
+
+    Each side is sub-sampled (seeded) to `cfg.max_test_sample` values; Wasserstein-1, also
+    normalised by the reference's IQR (std when the IQR is 0), and the medians go to `extra`.
+    """
+    from scipy.stats import ks_2samp
+
+    what = _LABELS.get(name, name).replace(" distribution", "")
+    if len(ref) < _MIN_NUMERIC_VALUES:
+        return _not_measured(name, "ks", cfg.ks_threshold, f"{len(ref)} {what} value(s) in the reference")
+    if len(cur) < _MIN_NUMERIC_VALUES:
+        return _not_measured(name, "ks", cfg.ks_threshold, f"{len(cur)} {what} value(s) in the window")
+    r = _cap(np.asarray(ref, dtype=np.float64), cfg.max_test_sample, _rng(cfg.seed, 11))
+    c = _cap(np.asarray(cur, dtype=np.float64), cfg.max_test_sample, _rng(cfg.seed, 12))
+    ks = ks_2samp(r, c)
+    stat, pvalue = float(ks.statistic), float(ks.pvalue)
+    w, w_norm, scale = normalised_wasserstein(r, c)
+    med_r, med_c = float(np.median(r)), float(np.median(c))
+    alarm = stat > cfg.ks_threshold and pvalue < cfg.ks_pvalue
+    extra = {
+        "pvalue": pvalue,
+        "wasserstein": w,
+        "wasserstein_normalised": w_norm,
+        "wasserstein_scale": scale,
+        "reference_median": med_r,
+        "window_median": med_c,
+        "reference_mean": float(np.mean(r)),
+        "window_mean": float(np.mean(c)),
+        "n_reference": len(r),
+        "n_window": len(c),
+    }
+    wtxt = f"Wasserstein {w_norm:.3f} {scale}s" if w_norm is not None else f"Wasserstein {w:.3g}"
+    detail = f"KS {stat:.3f} (threshold {cfg.ks_threshold:g}), p={pvalue:.2g}; {wtxt}; median {med_r:.4g} → {med_c:.4g}" + note
+    return Signal(name, "ks", stat, cfg.ks_threshold, alarm, detail, extra)
+
+
+def _embedding_signal(reference: ReferenceStats, window: Window, cfg: DriftConfig) -> Signal:
+    name, t = "text_embedding", cfg.auc_threshold
+    if reference.vectors is None or not len(reference.vector_item_ids):
+        return _not_measured(name, "auc", t, "no item vectors in the reference")
+    if window.vectors is None or not len(window.vector_item_ids):
+        return _not_measured(name, "auc", t, "no item vectors for the window")
+    rv, wv = np.asarray(reference.vectors), np.asarray(window.vectors)
+    if rv.shape[1] != wv.shape[1]:
+        return _not_measured(name, "auc", t, f"vector sizes differ (reference {rv.shape[1]}, window {wv.shape[1]}): a different encoder?")
+    n_r, n_w = len(rv), len(wv)
+    if min(n_r, n_w) < cfg.min_items_for_auc:
+        side = "window" if n_w < cfg.min_items_for_auc else "reference"
+        return _not_measured(name, "auc", t, f"not enough data: {min(n_r, n_w)} {side} items with vectors (< {cfg.min_items_for_auc})")
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    # the same precision on both sides (the reference is stored as float16): the classifier
+    # must not be able to tell the sides apart by rounding alone
+    prec = np.float16 if rv.dtype == np.float16 or wv.dtype == np.float16 else np.float32
+    rv, wv = rv.astype(prec).astype(np.float64), wv.astype(prec).astype(np.float64)
+    n = min(n_r, n_w)  # balance the classes: sample the larger side down
+    rv = rv[np.sort(_rng(cfg.seed, 13).choice(n_r, size=n, replace=False))] if n_r > n else rv
+    wv = wv[np.sort(_rng(cfg.seed, 14).choice(n_w, size=n, replace=False))] if n_w > n else wv
+    x = np.vstack([rv, wv])
+    y = np.r_[np.zeros(n, dtype=np.int8), np.ones(n, dtype=np.int8)]
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    cv = StratifiedKFold(n_splits=cfg.cv_folds, shuffle=True, random_state=cfg.seed)
+    scores = cross_val_score(model, x, y, cv=cv, scoring="roc_auc")
+    auc = float(np.mean(scores))
+    overlap = len(set(reference.vector_item_ids) & set(window.vector_item_ids))
+    extra = {"fold_auc": [float(s) for s in scores], "auc_std": float(np.std(scores)), "n_per_side": n, "dim": int(x.shape[1]), "shared_items": overlap}
+    detail = f"domain-classifier ROC AUC {auc:.3f} (threshold {t:g}; {cfg.cv_folds}-fold CV, {n} items per side, 0.5 = indistinguishable)"
+    return Signal(name, "auc", auc, t, auc > t, detail, extra)
+
+
+def _unseen_signal(reference: ReferenceStats, window: Window, cfg: DriftConfig) -> Signal:
+    name, t = "unseen_items", cfg.unseen_share_threshold
+    total = int(np.sum(window.item_counts))
+    if total == 0:
+        return _not_measured(name, "share", t, "no window interactions")
+    if not len(reference.catalog_item_ids):
+        return _not_measured(name, "share", t, "the champion's catalog is empty")
+    unseen = ~pd.Index(window.item_ids).isin(pd.Index(reference.catalog_item_ids))
+    n_inter = int(window.item_counts[unseen].sum())
+    share = n_inter / total
+    top = np.argsort(-window.item_counts[unseen], kind="stable")[:5]
+    extra = {
+        "unseen_interactions": n_inter,
+        "unseen_items": int(unseen.sum()),
+        "window_items": len(window.item_ids),
+        "top_unseen": [str(x) for x in window.item_ids[unseen][top]],
+    }
+    detail = f"{_pct(share)} of window interactions ({n_inter:,}) are on {int(unseen.sum()):,} item(s) the champion never saw (threshold {_pct(t)})"
+    return Signal(name, "share", share, t, share > t, detail, extra)
+
+
+def _recall_signal(eval_recall: float | None, window_recall: float | None, cfg: DriftConfig) -> Signal:
+    name, t = "champion_recall", cfg.recall_drop_threshold
+    if eval_recall is None or not math.isfinite(eval_recall):
+        return _not_measured(name, "relative_drop", t, "no evaluation Recall@10 stored with the champion")
+    if eval_recall <= 0:
+        return _not_measured(name, "relative_drop", t, f"evaluation Recall@10 is {eval_recall}: no drop to measure")
+    if window_recall is None or not math.isfinite(window_recall):
+        return _not_measured(name, "relative_drop", t, "no Recall@10 on the window was given")
+    drop = (eval_recall - window_recall) / eval_recall
+    extra = {"eval_recall": float(eval_recall), "window_recall": float(window_recall)}
+    detail = f"Recall@10 {window_recall:.4f} on the window vs {eval_recall:.4f} at evaluation: relative drop {_pct(drop)} (threshold {_pct(t)})"
+    return Signal(name, "relative_drop", drop, t, drop > t, detail, extra)
+
+
+def _reason(s: Signal) -> str:
+    label = _LABELS.get(s.name, s.name)
+    v, t = s.value, s.threshold
+    if s.kind == "psi":
+        b = s.extra.get("biggest_change") or {}
+        return f"{label} shifted: PSI {v:.3f} > {t:g} (largest change: {b.get('bin')} {_pct(b.get('reference', 0))} → {_pct(b.get('window', 0))})"
+    if s.kind == "ks":
+        e = s.extra
+        return (
+            f"{label} shifted: KS {v:.3f} > {t:g} with p={e.get('pvalue', float('nan')):.1e} (median "
+            f"{e.get('reference_median', float('nan')):.4g} → {e.get('window_median', float('nan')):.4g})"
+        )
+    if s.kind == "auc":
+        return f"{label} moved: a classifier tells window items from reference items with ROC AUC {v:.3f} > {t:g}"
+    if s.kind == "share":
+        return f"{_pct(v)} of window interactions are on items the champion never saw (> {_pct(t)})"
+    if s.kind == "relative_drop":
+        e = s.extra
+        return f"{label} fell {_pct(v)} (> {_pct(t)}): {e.get('window_recall', float('nan')):.4f} on the window vs {e.get('eval_recall', float('nan')):.4f} at evaluation"
+    return f"{label}: {v} > {t}"
+
+
+def _span_note(name: str, reference: ReferenceStats, window: Window) -> tuple[str, dict[str, Any]]:
+    """For counts that scale with time: a note when the reference's unit and the window's span differ > 2x."""
+    if name not in _TIME_SCALED:
+        return "", {}
+    ref_days = reference.period_seconds / 86400 if reference.period_seconds else _span_days(reference.time_min, reference.time_max)
+    win_days = _span_days(window.time_min, window.time_max)
+    if not ref_days or not win_days:
+        return "", {}
+    ratio = win_days / ref_days
+    extra = {"reference_days": ref_days, "window_days": win_days}
+    if 0.5 <= ratio <= 2:
+        return "", extra
+    unit = "per period of" if reference.period_seconds else "over"
+    note = (
+        f" [note: reference counted {unit} {ref_days:.3g} days, window spans {win_days:.3g}: counts per user/item "
+        "scale with the window length; build the reference with period=<window length>]"
+    )
+    return note, extra
+
+
+def detect_drift(
+    reference: ReferenceStats,
+    window: Window,
+    config: DriftConfig = DriftConfig(),
+    window_recall: float | None = None,
+) -> DriftReport:
+    """Compare a window with the champion's reference; one Signal per aspect, drift if >= min_alarms alarm.
+
+    window_recall: the champion's Recall@10 on the window, computed by the caller (None: the
+    champion_recall signal is not measured). Below `config.min_window_interactions` window
+    interactions every signal is still computed but none may alarm.
+    """
+    signals = [
+        mix_signal("category_mix", reference.category_mix, window.category_mix, config, "category"),
+        mix_signal("event_mix", reference.event_mix, window.event_mix, config, "event type"),
+    ]
+    for name in NUMERIC_SIGNALS:
+        if name == "basket_size" and reference.basket_unit and window.basket_unit and reference.basket_unit != window.basket_unit:
+            signals.append(_not_measured(name, "ks", config.ks_threshold, f"units differ (reference per {reference.basket_unit}, window per {window.basket_unit})"))
+            continue
+        note, span_extra = _span_note(name, reference, window)
+        s = numeric_signal(name, getattr(reference, name), getattr(window, name), config, note)
+        if name == "basket_size" and s.measured:
+            span_extra = span_extra | {"unit": window.basket_unit}
+        signals.append(replace(s, extra=s.extra | span_extra) if span_extra else s)
+    signals += [
+        _embedding_signal(reference, window, config),
+        _unseen_signal(reference, window, config),
+        _recall_signal(reference.eval_recall, window_recall, config),
+    ]
+
+    reasons: list[str]
+    if window.n_interactions < config.min_window_interactions:
+        msg = f"window too small: {window.n_interactions:,} interactions < {config.min_window_interactions:,} required"
+        signals = [replace(s, alarm=False, detail=f"{msg}, no alarm; {s.detail}") if s.measured else s for s in signals]
+        reasons = [f"{msg}; no signal may alarm"]
+    else:
+        reasons = [_reason(s) for s in signals if s.alarm]
+    n_alarms = sum(s.alarm for s in signals)
+    drift = n_alarms >= config.min_alarms
+    if 0 < n_alarms < config.min_alarms:
+        reasons.append(f"{n_alarms} signal(s) alarmed, fewer than min_alarms={config.min_alarms}: not called drift")
+    return DriftReport(
+        drift=drift,
+        signals=signals,
+        reasons=reasons,
+        window=window.summary(),
+        config=asdict(config),
+        reference=reference.summary(),
+    )

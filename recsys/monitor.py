@@ -1,0 +1,192 @@
+"""The drift monitor's work, without Airflow: compare the warehouse's recent window with the reference
+statistics stored with the champion, score the champion on that window, report, and say whether to retrain.
+
+The reference is written at training time (`reference_for_model`) into the model directory, so it is a
+registered artifact of the version and the monitor never re-reads the training data.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys import schema as S
+from recsys.drift import DriftConfig, ReferenceStats, detect_drift, window_from_frames
+
+log = logging.getLogger(__name__)
+
+REFERENCE_DIR = "reference"
+EXPERIMENT = "recsys-drift-monitor"
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    dataset: str  # the data set's name in the warehouse
+    model_name: str = "recsys-item-encoder"
+    window: str = "7D"  # the recent window: this much event time up to the newest interaction
+    k: int = 10
+    max_recall_users: int = 2000  # users scored for the champion's window recall (bounded cost)
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    seed: int = 0
+
+
+def reference_for_model(
+    model_dir: Path,
+    interactions: pd.DataFrame,
+    items: pd.DataFrame,
+    item_ids: list[str],
+    vectors: np.ndarray,
+    eval_recall: float | None,
+    dataset: str,
+    digest: str,
+    window: str = MonitorConfig.window,
+) -> Path:
+    """Condense the training data into reference statistics inside the model directory."""
+    ref = ReferenceStats.build(interactions, items, item_ids, vectors, eval_recall, dataset=dataset, digest=digest, period=window if interactions[S.TIMESTAMP].notna().any() else None)
+    out = model_dir / REFERENCE_DIR
+    ref.save(out)
+    return out
+
+
+def recent_window(interactions: pd.DataFrame, window: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(history before the window, the window): the last `window` of event time up to the newest event."""
+    ts = interactions[S.TIMESTAMP]
+    if ts.isna().all():
+        raise ValueError("the drift monitor needs timestamps: this data set has none")
+    end = ts.max()
+    start = end - pd.Timedelta(window)
+    in_window = ts > start
+    return interactions[~in_window], interactions[in_window]
+
+
+def window_recall(recommender, history: pd.DataFrame, window: pd.DataFrame, k: int, max_users: int, seed: int = 0) -> tuple[float | None, int]:
+    """The champion's Recall@k on the window: each window user's earlier items are the query, the new
+    items they touched in the window the targets (what a time-split evaluation measures)."""
+    from recsys import metrics
+    from recsys.champion import recommender_scorer
+    from recsys.evaluate import scorer_top_k
+
+    item_ids = sorted(set(recommender.item_ids) | set(window[S.ITEM_ID].astype(str)))
+    index = {item: i for i, item in enumerate(item_ids)}
+    past = history.groupby(S.USER_ID)[S.ITEM_ID].agg(lambda s: sorted(set(map(str, s))))
+    new = window.groupby(S.USER_ID)[S.ITEM_ID].agg(lambda s: sorted(set(map(str, s))))
+    users = sorted(set(past.index) & set(new.index))
+    if len(users) > max_users:
+        users = sorted(np.random.default_rng(seed).choice(users, max_users, replace=False).tolist())
+    queries, targets = [], []
+    for u in users:
+        seen = set(past[u])
+        target = [index[i] for i in new[u] if i not in seen]
+        query = [index[i] for i in past[u] if i in recommender.index]
+        if target and query:
+            queries.append(np.array(query, dtype=np.int64))
+            targets.append(np.array(target, dtype=np.int64))
+    if not queries:
+        return None, 0
+    topk = scorer_top_k(recommender_scorer(recommender, item_ids), queries, k)
+    return metrics.recall_at_k(topk, targets, k), len(queries)
+
+
+def _vectors_for(recommender, items: pd.DataFrame, template: tuple[str, ...] | None):
+    """item ids -> vectors in the champion's space: its own vectors where it knows the item, else the
+    item's document embedded by its (fine-tuned) encoder — the same path new items take in serving."""
+    from recsys.documents import DocumentConfig, item_documents
+
+    by_id = items.drop_duplicates(S.ITEM_ID).set_index(S.ITEM_ID)
+
+    def vectors(ids: list[str]) -> np.ndarray:
+        out = np.zeros((len(ids), recommender.vectors.shape[1]), dtype=np.float32)
+        unknown = [j for j, i in enumerate(ids) if i not in recommender.index]
+        for j, i in enumerate(ids):
+            if i in recommender.index:
+                out[j] = recommender.vectors[recommender.index[i]]
+        if unknown:
+            frame = by_id.reindex([ids[j] for j in unknown]).reset_index()
+            frame[S.TITLE] = frame[S.TITLE].fillna(frame[S.ITEM_ID])
+            cfg = DocumentConfig(template=template) if template else DocumentConfig()
+            out[unknown] = recommender._embed_text(item_documents(S.to_canonical_items(frame), cfg))
+        return out
+
+    return vectors
+
+
+def check_drift(config: MonitorConfig, tracking_uri: str, warehouse_url: str, out_dir: Path, artifact_root: Path | None = None) -> dict[str, Any]:
+    """One monitoring pass; returns a small JSON-able summary (the DAG's XCom) and writes the report."""
+    from recsys import tracking, warehouse
+    from recsys.drift_report import drift_plots, write_drift_report
+
+    started = time.perf_counter()
+    c = tracking.client(tracking_uri)
+    version = tracking.champion_version(c, config.model_name)
+    if version is None:
+        return {"drift": False, "status": f"{config.model_name} has no champion yet: nothing to compare with", "reasons": []}
+    recommender = tracking.load_recommender(config.model_name, version)
+    ref_dir = getattr(recommender, "reference_dir", None)
+    if not ref_dir or not Path(ref_dir).exists():
+        return {"drift": False, "status": f"champion version {version} carries no reference statistics (trained before monitoring): retrain once", "reasons": [], "champion_version": version}
+    reference = ReferenceStats.load(ref_dir)
+    engine = warehouse.make_engine(warehouse_url)
+    try:
+        items, inter = warehouse.read_dataset(engine, config.dataset)
+    finally:
+        engine.dispose()
+    if inter.empty:
+        return {"drift": False, "status": f"the warehouse holds no interactions for {config.dataset!r}", "reasons": [], "champion_version": version}
+    history, recent = recent_window(inter, config.window)
+    template = tuple(recommender.document_template) if getattr(recommender, "document_template", None) else None
+    window = window_from_frames(recent, items, _vectors_for(recommender, items, template), seed=config.seed)
+    recall, n_users = window_recall(recommender, history, recent, config.k, config.max_recall_users, config.seed)
+    report = detect_drift(reference, window, config.drift, window_recall=recall)
+    seconds = time.perf_counter() - started
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = drift_plots(reference, window, report, out_dir)
+    json_path, html_path = write_drift_report(report, out_dir, plots)
+    exp = tracking.ensure_experiment(c, EXPERIMENT, artifact_root)
+    run = c.create_run(exp, run_name=f"drift-{config.dataset}-v{version}", tags={"dataset": config.dataset, "champion_version": version, "drift": str(report.drift).lower()})
+    run_id = run.info.run_id
+    tracking.log_params(c, run_id, {"window": config.window, "k": config.k} | {f"threshold.{k}": v for k, v in config.drift.__dict__.items()})
+    tracking.log_metrics(
+        c,
+        run_id,
+        {f"signal.{s.name}": s.value for s in report.signals if isinstance(s.value, (int, float))}
+        | {"drift": float(report.drift), "window.interactions": float(len(recent)), "window.recall_users": float(n_users), "seconds": seconds},
+    )
+    tracking.log_artifacts(c, run_id, out_dir, "drift")
+    tracking.set_tags(c, run_id, {"reasons": "; ".join(report.reasons)[:4900]})
+    tracking.end_run(c, run_id)
+    return {
+        "drift": bool(report.drift),
+        "status": "drift" if report.drift else "no drift",
+        "reasons": list(report.reasons),
+        "champion_version": version,
+        "window": report.window,
+        "window_recall": recall,
+        "report": str(html_path),
+        "report_json": str(json_path),
+        "mlflow_run_id": run_id,
+        "seconds": seconds,
+    }
+
+
+def new_data_since_champion(model_name: str, dataset: str, tracking_uri: str, warehouse_url: str) -> dict[str, Any]:
+    """How many interactions the warehouse holds beyond those the champion was trained on."""
+    from recsys import tracking, warehouse
+
+    c = tracking.client(tracking_uri)
+    version = tracking.champion_version(c, model_name)
+    engine = warehouse.make_engine(warehouse_url)
+    try:
+        now = warehouse.table_counts(engine, dataset)["interactions"]
+    finally:
+        engine.dispose()
+    if version is None:
+        return {"champion_version": None, "new_interactions": now, "warehouse_interactions": now}
+    trained_on = int(tracking.version_tags(c, model_name, version).get("data.interactions", "0") or 0)
+    return {"champion_version": version, "new_interactions": max(now - trained_on, 0), "warehouse_interactions": now, "champion_interactions": trained_on}

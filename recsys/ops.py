@@ -1,0 +1,125 @@
+"""Stage functions of the operational DAGs (ingest, drift monitor, scheduled retraining), one per task,
+returning small JSON-able dicts. The training DAG's stages are in `recsys.pipeline` / `recsys.promotion`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from recsys.paths import ProjectPaths, project_paths
+
+log = logging.getLogger(__name__)
+
+TRAINING_DAG = "recsys_training"
+
+
+def _urls(paths: ProjectPaths) -> tuple[str, str]:
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or paths.mlflow_tracking_uri
+    warehouse_url = os.environ.get("RECSYS_WAREHOUSE_URL") or paths.warehouse_url
+    return tracking_uri, warehouse_url
+
+
+def _artifact_root(paths: ProjectPaths, tracking_uri: str) -> Path | None:
+    return paths.mlflow_artifacts if tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri else None
+
+
+def inbox_datasets(paths: ProjectPaths) -> list[str]:
+    """The data sets with an inbox folder."""
+    from recsys.ingest import INBOX
+
+    root = paths.home / INBOX
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.exists() else []
+
+
+def ingest_all(dataset: str | None = None, max_batches: int | None = None, home: str | None = None) -> dict[str, Any]:
+    """Ingest the ready batches of one data set's inbox, or of every inbox folder."""
+    from recsys.ingest import ingest_inbox
+    from recsys.privacy import Pseudonymizer, load_key
+    from recsys.validation import ValidationConfig
+
+    paths = project_paths(home)
+    _, warehouse_url = _urls(paths)
+    pseudonymizer = Pseudonymizer(load_key(paths.secrets))
+    accepted, rejected, counts = [], [], {}
+    for name in [dataset] if dataset else inbox_datasets(paths):
+        # events from the future are a producer's bug (clock, time zone): the gate refuses them
+        config = ValidationConfig(max_timestamp=(pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=1)).isoformat())
+        result = ingest_inbox(paths, name, warehouse_url, pseudonymizer, validation_config=config, max_batches=max_batches)
+        accepted += [b.to_dict() | {"dataset": name} for b in result.accepted]
+        rejected += [b.to_dict() | {"dataset": name} for b in result.rejected]
+        counts[name] = result.counts
+    return {"accepted": accepted, "rejected": rejected, "counts": counts}
+
+
+def champion_dataset(model_name: str, tracking_uri: str) -> tuple[str | None, str | None]:
+    """(champion version, the warehouse data set it was trained on)."""
+    from recsys import tracking
+
+    c = tracking.client(tracking_uri)
+    version = tracking.champion_version(c, model_name)
+    if version is None:
+        return None, None
+    return version, tracking.version_tags(c, model_name, version).get("dataset")
+
+
+def training_conf(model_name: str, dataset: str, reason: str) -> dict[str, Any]:
+    """The training DAG's run configuration for a retraining on the warehouse's data, saying why."""
+    return {"dataset": "warehouse", "warehouse_dataset": dataset, "model_name": model_name, "trigger_reason": reason[:1000]}
+
+
+def monitor(model_name: str, window: str = "7D", run_key: str = "manual", home: str | None = None, thresholds: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One drift check of the champion's data set; with drift, the training conf that records why."""
+    from recsys.drift import DriftConfig
+    from recsys.monitor import MonitorConfig, check_drift
+
+    paths = project_paths(home)
+    tracking_uri, warehouse_url = _urls(paths)
+    version, dataset = champion_dataset(model_name, tracking_uri)
+    if version is None or not dataset:
+        return {"drift": False, "status": f"{model_name} has no champion (or it does not name its data set): nothing to monitor", "reasons": []}
+    drift = DriftConfig.from_dict(thresholds) if thresholds else DriftConfig()
+    config = MonitorConfig(dataset=dataset, model_name=model_name, window=window, drift=drift)
+    out_dir = paths.home / "monitor" / _safe(run_key)
+    try:
+        result = check_drift(config, tracking_uri, warehouse_url, out_dir, _artifact_root(paths, tracking_uri))
+    except ValueError as err:  # e.g. a data set without timestamps: nothing to watch, not a failure
+        return {"drift": False, "status": str(err), "reasons": [], "champion_version": version, "dataset": dataset}
+    result["dataset"] = dataset
+    if result["drift"]:
+        reason = f"drift on {dataset} against champion v{version} (report {result['report']}): " + "; ".join(result["reasons"])
+        result["training_conf"] = training_conf(model_name, dataset, reason)
+    return result
+
+
+def scheduled_retrain_check(model_name: str, home: str | None = None) -> dict[str, Any]:
+    """Whether the weekly retraining should run: only when new data arrived since the champion was trained."""
+    from recsys.monitor import new_data_since_champion
+
+    paths = project_paths(home)
+    tracking_uri, warehouse_url = _urls(paths)
+    version, dataset = champion_dataset(model_name, tracking_uri)
+    if version is None or not dataset:
+        return {"retrain": False, "status": f"{model_name} has no champion trained on a warehouse data set: nothing to refresh"}
+    news = new_data_since_champion(model_name, dataset, tracking_uri, warehouse_url)
+    if news["new_interactions"] <= 0:
+        return {"retrain": False, "status": f"no new interactions for {dataset} since champion v{version} was trained", **news}
+    reason = f"scheduled: {news['new_interactions']} new interactions for {dataset} since champion v{version} was trained"
+    return {"retrain": True, "status": reason, "training_conf": training_conf(model_name, dataset, reason), **news}
+
+
+def _safe(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
+
+
+def replay_into_inbox(source: str, dataset_name: str, freq: str, start: int, count: int | None, shuffle: bool, seed: int, home: str | None = None) -> list[Path]:
+    """Write time windows of a packaged timestamped data set into the inbox (the `recsys replay` command)."""
+    from recsys.replay import load_raw_source, replay
+
+    paths = project_paths(home)
+    data = load_raw_source(paths, source)
+    return replay(paths, dataset_name, data, freq=freq, start=start, count=count, shuffle=shuffle, seed=seed)
+

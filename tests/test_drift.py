@@ -1,0 +1,391 @@
+"""Drift monitor on constructed data whose drift is known.
+
+The statistics are checked against hand-computed values on tiny inputs; the monitor end to end on
+a seeded synthetic shop where every window either comes from the reference's generator (must stay
+quiet) or has exactly one aspect changed (must fire exactly that signal).
+
+The synthetic shop keeps the aspects independent on purpose, so that changing one cannot move
+another: prices, categories and vectors are drawn per item independently; basket ids chunk the
+rows in random order (not per user), so basket size and user activity do not share a cause.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys import schema as S
+from recsys.drift import (
+    SIGNAL_NAMES,
+    DriftConfig,
+    DriftReport,
+    ReferenceStats,
+    detect_drift,
+    js_distance,
+    mix_signal,
+    normalised_wasserstein,
+    numeric_signal,
+    psi,
+    window_from_frames,
+)
+from recsys.drift_report import drift_plots, render_html, write_drift_report
+
+CATS = ("Home", "Toys", "Books", "Garden", "Sports", "Beauty")
+EVENTS = ("view", "cart", "purchase")
+N_PER_CLUSTER = 8000  # catalog items per embedding cluster (A: 0..7999, B: 8000..15999)
+N_NEW = 4000  # items the champion never saw
+DIM = 16
+POOL = 3000  # items a frame's interactions are drawn from
+N_ROWS = 6000  # interactions per frame
+START = pd.Timestamp("2024-03-04", tz="UTC")
+EVAL_RECALL = 0.2
+
+
+# ---------------------------------------------------------------------------------------------
+# the synthetic shop
+
+
+@dataclass
+class World:
+    items: pd.DataFrame  # catalog + new items
+    catalog: list[str]  # what the champion was trained with
+    vectors: dict[str, np.ndarray]  # every item's vector
+
+
+def make_world(seed: int = 0) -> World:
+    rng = np.random.default_rng(seed)
+    ids = [f"i{k:05d}" for k in range(2 * N_PER_CLUSTER)] + [f"n{k:05d}" for k in range(N_NEW)]
+    n = len(ids)
+    k = np.arange(n)
+    items = pd.DataFrame(
+        {
+            S.ITEM_ID: ids,
+            S.TITLE: [f"item {i}" for i in ids],
+            S.CATEGORY: [f"{CATS[j % 6]} > Sub{j % 5}" for j in k],
+            S.PRICE: np.round(np.exp(rng.normal(3.0, 0.5, n)), 2),
+        }
+    )
+    vec = rng.normal(size=(n, DIM)).astype(np.float32)
+    vec[N_PER_CLUSTER : 2 * N_PER_CLUSTER, :4] += 1.0  # cluster B: shifted on 4 of 16 dims
+    return World(S.to_canonical_items(items), ids[: 2 * N_PER_CLUSTER], dict(zip(ids, vec)))
+
+
+def cluster_a(world: World) -> np.ndarray:
+    return np.array(world.catalog[:N_PER_CLUSTER], dtype=object)
+
+
+def make_interactions(
+    pool: np.ndarray,
+    seed: int,
+    n: int = N_ROWS,
+    events: tuple[float, ...] = (0.7, 0.2, 0.1),
+    basket_mean: float = 2.0,
+    activity_mean: float = 4.0,
+    hot_share: float = 0.0,
+    hot_weight: float = 10.0,
+    start: pd.Timestamp = START,
+    days: float = 7.0,
+    user_prefix: str = "u",
+) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    # users and their activity (1 + Poisson), until n rows
+    acts = 1 + rng.poisson(activity_mean - 1, size=n)
+    n_users = int(np.searchsorted(np.cumsum(acts), n)) + 1
+    acts = acts[:n_users]
+    acts[-1] -= int(acts.sum()) - n
+    users = np.repeat([f"{user_prefix}{seed}_{u}" for u in range(n_users)], acts)
+    # items: uniform over the pool, a `hot_share` of it `hot_weight` times as likely
+    w = np.ones(len(pool))
+    w[rng.permutation(len(pool))[: int(hot_share * len(pool))]] = hot_weight
+    item = rng.choice(pool, size=n, p=w / w.sum())
+    event = rng.choice(EVENTS, size=n, p=events)
+    # baskets: rows in random order, cut into chunks of 1 + Poisson(basket_mean - 1)
+    sizes = 1 + rng.poisson(basket_mean - 1, size=n)
+    chunk = np.repeat(np.arange(n), sizes)[:n]
+    basket = np.empty(n, dtype=object)
+    basket[rng.permutation(n)] = [f"b{seed}_{c}" for c in chunk]
+    ts = start + pd.to_timedelta(rng.uniform(0, days * 86400, size=n), unit="s")
+    return S.to_canonical_interactions(
+        pd.DataFrame({S.USER_ID: users, S.ITEM_ID: item, S.EVENT: event, S.TIMESTAMP: ts, S.BASKET_ID: basket})
+    )
+
+
+def vectors_of(world: World):
+    return lambda ids: np.stack([world.vectors[i] for i in ids])
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    return make_world()
+
+
+@pytest.fixture(scope="module")
+def reference(world: World) -> ReferenceStats:
+    pool = np.random.default_rng(100).choice(cluster_a(world), POOL, replace=False)
+    inter = make_interactions(pool, seed=1)
+    vecs = np.stack([world.vectors[i] for i in world.catalog])
+    return ReferenceStats.build(inter, world.items, world.catalog, vecs, EVAL_RECALL, dataset="synthetic", digest="abc123")
+
+
+def _window_pool(world: World, kind: str) -> np.ndarray:
+    rng = np.random.default_rng(200)
+    a = cluster_a(world)
+    if kind == "category_mix":  # every Toys item of cluster A, the rest from the other categories
+        toys = np.array([i for i in a if int(i[1:]) % 6 == 1], dtype=object)
+        others = np.array([i for i in a if int(i[1:]) % 6 != 1], dtype=object)
+        return np.r_[toys, rng.choice(others, POOL - len(toys), replace=False)]
+    if kind == "text_embedding":  # same categories, prices, popularity: another region of embedding space
+        return rng.choice(np.array(world.catalog[N_PER_CLUSTER:], dtype=object), POOL, replace=False)
+    if kind == "unseen_items":  # 40% of the pool (so of the traffic) is items the champion never saw
+        new = np.array([f"n{k:05d}" for k in range(N_NEW)], dtype=object)
+        return np.r_[rng.choice(a, int(0.6 * POOL), replace=False), rng.choice(new, int(0.4 * POOL), replace=False)]
+    return rng.choice(a, POOL, replace=False)
+
+
+# one generator change per signal; champion_recall drifts through the recall passed in
+DRIFTS: dict[str, dict] = {
+    "category_mix": {},
+    "event_mix": {"events": (0.4, 0.3, 0.3)},
+    "price": {},  # prices x1.5 in the window's item table
+    "basket_size": {"basket_mean": 4.0},
+    "user_activity": {"activity_mean": 10.0},
+    "item_popularity": {"hot_share": 0.1, "hot_weight": 10.0},
+    "text_embedding": {},
+    "unseen_items": {},
+    "champion_recall": {},
+}
+
+
+def window_for(world: World, kind: str | None, seed: int = 7):
+    pool = _window_pool(world, kind or "none")
+    inter = make_interactions(pool, seed=seed, start=START + pd.Timedelta(days=7), **DRIFTS.get(kind or "", {}))
+    items = world.items
+    if kind == "price":
+        items = items.assign(**{S.PRICE: items[S.PRICE] * 1.5})
+    recall = 0.1 if kind == "champion_recall" else 0.18
+    return window_from_frames(inter, items, vectors_of(world)), recall
+
+
+# ---------------------------------------------------------------------------------------------
+# the statistics on hand-made inputs
+
+
+def test_psi_and_js_match_hand_computed_values():
+    # PSI = (.25-.5) ln(.25/.5) + (.75-.5) ln(.75/.5) = .25 ln 2 + .25 ln 1.5 = .25 ln 3
+    assert psi({"a": 0.5, "b": 0.5}, {"a": 0.25, "b": 0.75}) == pytest.approx(0.25 * math.log(3), abs=1e-12)
+    assert psi({"a": 2, "b": 2}, {"b": 3, "a": 1}) == pytest.approx(0.25 * math.log(3), abs=1e-12)  # counts, any order
+    m = (0.375, 0.625)
+    kl_p = 0.5 * math.log2(0.5 / m[0]) + 0.5 * math.log2(0.5 / m[1])
+    kl_q = 0.25 * math.log2(0.25 / m[0]) + 0.75 * math.log2(0.75 / m[1])
+    assert js_distance({"a": 0.5, "b": 0.5}, {"a": 0.25, "b": 0.75}) == pytest.approx(math.sqrt((kl_p + kl_q) / 2), abs=1e-12)
+    # a bin empty on one side: clipped to eps=1e-4 for PSI; JS handles it without clipping
+    assert psi({"a": 1}, {"a": 1, "b": 1}) == pytest.approx(0.5 * math.log(2) + (0.5 - 1e-4) * math.log(0.5 / 1e-4), abs=1e-12)
+    js = math.sqrt((math.log2(1 / 0.75) + 0.5 * math.log2(0.5 / 0.75) + 0.5 * math.log2(0.5 / 0.25)) / 2)
+    assert js_distance({"a": 1}, {"a": 1, "b": 1}) == pytest.approx(js, abs=1e-12)
+    assert psi({"x": 3, "y": 1}, {"x": 6, "y": 2}) == 0.0
+    assert js_distance({"x": 3, "y": 1}, {"x": 6, "y": 2}) == pytest.approx(0.0, abs=1e-7)
+    s = mix_signal("event_mix", {"a": 0.5, "b": 0.5}, {"a": 0.25, "b": 0.75})
+    assert s.alarm and s.value == pytest.approx(0.25 * math.log(3)) and s.extra["js"] == pytest.approx(math.sqrt((kl_p + kl_q) / 2))
+    assert s.extra["biggest_change"] == {"bin": "a", "reference": 0.5, "window": 0.25}
+
+
+def test_ks_signal_identical_shifted_and_large_sample_small_effect():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=2000)
+    same = numeric_signal("price", x, x.copy())
+    assert same.value == 0.0 and same.extra["pvalue"] == pytest.approx(1.0) and not same.alarm
+    shifted = numeric_signal("price", x, rng.normal(0.5, 1.0, size=2000))
+    assert shifted.alarm and 0.15 < shifted.value < 0.3 and shifted.extra["pvalue"] < 1e-10
+    # 100k values each: a 0.03-sd shift is "significant" but tiny: the effect-size threshold keeps it quiet
+    big = numeric_signal("price", rng.normal(size=100_000), rng.normal(0.03, 1.0, size=100_000))
+    assert big.extra["pvalue"] < 0.01 and big.value < 0.1 and not big.alarm
+
+
+def test_wasserstein_normalisation_exact():
+    w, wn, scale = normalised_wasserstein(np.array([0, 1, 2, 3, 4.0]), np.array([1, 2, 3, 4, 5.0]))
+    assert (w, wn, scale) == (pytest.approx(1.0), pytest.approx(0.5), "IQR")  # IQR of 0..4 = 3 - 1 = 2
+    w, wn, scale = normalised_wasserstein(np.array([1, 1, 1, 1, 2.0]), np.array([2, 2, 2, 2, 3.0]))
+    assert (w, wn, scale) == (pytest.approx(1.0), pytest.approx(1.0 / 0.4), "std")  # IQR 0, std 0.4
+    assert normalised_wasserstein(np.ones(5), np.ones(5) * 2)[1:] == (None, "none")
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError, match="auc_threshold"):
+        DriftConfig(auc_threshold=0.3)
+    with pytest.raises(ValueError, match="unknown DriftConfig keys"):
+        DriftConfig.from_dict({"psi_treshold": 0.1})
+    assert DriftConfig.from_dict({"psi_threshold": 0.1}).psi_threshold == 0.1
+
+
+# ---------------------------------------------------------------------------------------------
+# the monitor end to end
+
+
+def test_no_drift_window_is_quiet(world, reference):
+    window, recall = window_for(world, None)
+    report = detect_drift(reference, window, window_recall=recall)
+    assert not report.drift and report.reasons == [], [s.detail for s in report.signals if s.alarm]
+    assert [s.name for s in report.signals] == list(SIGNAL_NAMES)
+    assert all(s.measured for s in report.signals), [s.detail for s in report.signals if not s.measured]
+    assert report.signal("text_embedding").value < 0.6
+    assert report.signal("unseen_items").value == 0.0
+
+
+@pytest.mark.parametrize("kind", list(DRIFTS))
+def test_injected_drift_fires_exactly_that_signal(world, reference, kind):
+    window, recall = window_for(world, kind)
+    report = detect_drift(reference, window, window_recall=recall)
+    assert [s.name for s in report.alarms] == [kind], {s.name: s.detail for s in report.signals}
+    assert report.drift and len(report.reasons) == 1
+    s = report.signal(kind)
+    assert s.value > s.threshold
+
+
+def test_injected_drift_sizes(world, reference):
+    """The measured effect is the one injected, not just "above the line"."""
+    window, _ = window_for(world, "price")
+    s = detect_drift(reference, window).signal("price")
+    assert s.extra["window_median"] / s.extra["reference_median"] == pytest.approx(1.5, rel=0.1)
+    window, _ = window_for(world, "unseen_items")
+    assert detect_drift(reference, window).signal("unseen_items").value == pytest.approx(0.4, abs=0.03)
+    window, recall = window_for(world, "champion_recall")
+    assert detect_drift(reference, window, window_recall=recall).signal("champion_recall").value == pytest.approx(0.5)
+    window, _ = window_for(world, "category_mix")
+    s = detect_drift(reference, window).signal("category_mix")
+    assert s.extra["biggest_change"]["bin"] == "Toys" and s.extra["window_shares"]["Toys"] == pytest.approx(0.444, abs=0.03)
+
+
+def test_min_alarms_and_thresholds_are_configurable(world, reference):
+    window, _ = window_for(world, "event_mix")
+    report = detect_drift(reference, window, DriftConfig(min_alarms=2))
+    assert not report.drift and len(report.alarms) == 1 and "fewer than min_alarms=2" in report.reasons[-1]
+    assert not detect_drift(reference, window, DriftConfig(psi_threshold=5.0)).drift
+
+
+def test_tiny_window_never_alarms(world, reference):
+    pool = _window_pool(world, "none")
+    inter = make_interactions(pool, seed=3, n=150, events=(0.1, 0.1, 0.8))
+    window = window_from_frames(inter, world.items, vectors_of(world))
+    report = detect_drift(reference, window, window_recall=0.0)
+    assert not report.drift and not report.alarms
+    assert len(report.reasons) == 1 and "too small" in report.reasons[0] and "150" in report.reasons[0]
+    assert report.signal("event_mix").value > 0.2 and "too small" in report.signal("event_mix").detail
+    empty = window_from_frames(inter.iloc[:0], world.items, vectors_of(world))
+    report = detect_drift(reference, empty)
+    assert not report.drift and "too small: 0 interactions" in report.reasons[0]
+    assert all(s.value is None for s in report.signals if s.name != "champion_recall")
+
+
+def test_missing_data_is_not_measured(world, reference):
+    pool = _window_pool(world, "none")
+    inter = make_interactions(pool, seed=4).drop(columns=[S.TIMESTAMP, S.BASKET_ID])
+    bare_items = world.items[[S.ITEM_ID, S.TITLE]]
+    window = window_from_frames(inter, bare_items, None)  # no categories, prices, vectors, baskets, time
+    report = detect_drift(reference, window)  # no window recall either
+    for name in ("category_mix", "price", "basket_size", "text_embedding", "champion_recall"):
+        s = report.signal(name)
+        assert s.value is None and not s.alarm and s.detail.startswith("not measured"), (name, s.detail)
+    assert report.signal("event_mix").measured and report.signal("user_activity").measured
+    assert window.time_min is None and report.window["time_min"] is None
+
+    # a reference without vectors or evaluation score: those signals are not measured either
+    ref = ReferenceStats.build(inter, bare_items, world.catalog, None, None)
+    full, _ = window_for(world, None)
+    r = detect_drift(ref, full, window_recall=0.2)
+    assert r.signal("text_embedding").detail == "not measured: no item vectors in the reference"
+    assert r.signal("champion_recall").value is None
+    assert r.signal("basket_size").value is None  # the reference has no baskets nor times
+    assert not r.drift
+
+    # a handful of window items with vectors: "not enough data", no alarm
+    few = make_interactions(np.array(world.catalog[N_PER_CLUSTER : N_PER_CLUSTER + 10], dtype=object), seed=5, n=400)
+    s = detect_drift(reference, window_from_frames(few, world.items, vectors_of(world))).signal("text_embedding")
+    assert s.value is None and "not enough data" in s.detail and not s.alarm
+
+
+def test_basket_falls_back_to_user_day(world):
+    pool = _window_pool(world, "none")
+    inter = make_interactions(pool, seed=6, n=500).assign(**{S.BASKET_ID: pd.NA})
+    w = window_from_frames(inter, world.items)
+    assert w.basket_unit == "user-day"
+    days = inter[S.TIMESTAMP].dt.floor("D")
+    expected = inter.groupby([inter[S.USER_ID], days]).size().to_numpy()
+    assert sorted(w.basket_size.tolist()) == sorted(expected.tolist())
+    assert w.user_activity.sum() == w.item_popularity.sum() == 500
+
+
+def test_period_makes_long_references_comparable(world):
+    """A 4-week reference vs a 1-week window: per-item counts are 4x unless counted per week."""
+    pool = np.random.default_rng(100).choice(cluster_a(world), POOL, replace=False)
+    weeks = [make_interactions(pool, seed=20 + w, start=START + pd.Timedelta(weeks=w), user_prefix=f"w{w}u") for w in range(4)]
+    inter = pd.concat(weeks, ignore_index=True)
+    window_start = START + pd.Timedelta(weeks=4)
+    window = window_from_frames(make_interactions(_window_pool(world, "none"), seed=9, start=window_start), world.items)
+    whole = detect_drift(ReferenceStats.build(inter, world.items, world.catalog, None, None), window)
+    assert "item_popularity" in [s.name for s in whole.alarms]
+    assert "scale with the window length" in whole.signal("item_popularity").detail
+    weekly_ref = ReferenceStats.build(inter, world.items, world.catalog, None, None, period="7D")
+    weekly = detect_drift(weekly_ref, window)
+    assert not weekly.alarms, [s.detail for s in weekly.alarms]
+    assert weekly_ref.period_seconds == 7 * 86400 and weekly_ref.item_popularity.sum() == pytest.approx(4 * N_ROWS)
+
+
+# ---------------------------------------------------------------------------------------------
+# storage, serialisation, rendering
+
+
+def test_reference_save_load_round_trip(tmp_path, reference):
+    reference.save(tmp_path / "ref")
+    assert sorted(p.name for p in (tmp_path / "ref").iterdir()) == ["reference.json", "reference.npz"]
+    loaded = ReferenceStats.load(tmp_path / "ref")
+    assert loaded == reference
+    assert loaded.vectors.dtype == np.float16 and len(loaded.vector_item_ids) == 2000
+    assert loaded.price.dtype == np.float32 and loaded.eval_recall == EVAL_RECALL and loaded.digest == "abc123"
+    assert list(loaded.catalog_item_ids) == list(reference.catalog_item_ids)
+    assert loaded != ReferenceStats.build(
+        pd.DataFrame({S.USER_ID: ["u"], S.ITEM_ID: ["i00000"], S.EVENT: ["view"]}), None, ["i00000"], None, None
+    )
+    # the json names the npz's hash: a half-finished save is caught, not silently mixed
+    (tmp_path / "ref" / "reference.npz").write_bytes(b"not the npz")
+    with pytest.raises(ValueError, match="does not match"):
+        ReferenceStats.load(tmp_path / "ref")
+
+
+def test_report_round_trip_is_plain_json(world, reference):
+    window, recall = window_for(world, "price")
+    report = detect_drift(reference, window, window_recall=recall)
+    d = report.to_dict()
+    text = json.dumps(d, allow_nan=False)
+    back = DriftReport.from_dict(json.loads(text))
+    assert back.to_dict() == d and back.drift and back.signal("price").alarm
+    assert d["config"] == DriftConfig().__dict__ and d["window"]["n_interactions"] == N_ROWS
+    # deterministic: the same inputs give the same report
+    assert detect_drift(reference, window, window_recall=recall).to_dict() == d
+
+
+def test_html_and_plots(tmp_path, world, reference):
+    window, recall = window_for(world, "category_mix")
+    report = detect_drift(reference, window, window_recall=recall)
+    plots = drift_plots(reference, window, report, tmp_path / "plots")
+    assert set(plots) == {"signals", "category_mix", "distributions"}
+    for p in plots.values():
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    json_path, html_path = write_drift_report(report, tmp_path / "out", plots)
+    html = html_path.read_text()
+    assert "DRIFT" in html and "NO DRIFT" not in html and html.count("data:image/png;base64,") == 3
+    for name in SIGNAL_NAMES:
+        assert name in html
+    assert json.loads(json_path.read_text())["drift"] is True
+
+    quiet, _ = window_for(world, None)
+    html = render_html(detect_drift(reference, quiet, window_recall=0.18).to_dict(), None)
+    assert "NO DRIFT" in html
+    # text is escaped
+    d = report.to_dict()
+    d["reasons"] = ["<script>alert(1)</script>"]
+    assert "<script>alert" not in render_html(d, None)
