@@ -95,6 +95,36 @@ def monitor(model_name: str, window: str = "7D", run_key: str = "manual", home: 
     return result
 
 
+def monitored_models(tracking_uri: str, datasets: list[str] | None = None) -> list[str]:
+    """Registered models that have a champion (trained on one of `datasets`, when given)."""
+    from recsys import tracking
+
+    c = tracking.client(tracking_uri)
+    names = []
+    for model in c.search_registered_models():
+        if tracking.CHAMPION not in (model.aliases or {}):
+            continue
+        if datasets is not None:
+            _, dataset = champion_dataset(model.name, tracking_uri)
+            if dataset not in datasets:
+                continue
+        names.append(model.name)
+    return sorted(names)
+
+
+def monitor_all(model_name: str | None, window: str, run_key: str, datasets: list[str] | None = None, thresholds: dict[str, Any] | None = None, home: str | None = None) -> dict[str, Any]:
+    """Check one model, or every model with a champion (on the updated data sets); collect the
+    training configurations of those that drifted."""
+    paths = project_paths(home)
+    tracking_uri, _ = _urls(paths)
+    names = [model_name] if model_name else monitored_models(tracking_uri, datasets)
+    results = {name: monitor(name, window, run_key=f"{run_key}__{name}", home=home, thresholds=thresholds) for name in names}
+    for name, result in results.items():
+        log.info("%s: %s %s", name, result["status"], "; ".join(result.get("reasons", [])))
+    confs = [r["training_conf"] for r in results.values() if r.get("training_conf")]
+    return {"models": names, "results": results, "training_confs": confs}
+
+
 def scheduled_retrain_check(model_name: str, home: str | None = None) -> dict[str, Any]:
     """Whether the weekly retraining should run: only when new data arrived since the champion was trained."""
     from recsys.monitor import new_data_since_champion

@@ -78,10 +78,10 @@ def test_drift_monitor_runs_daily_and_on_new_data_and_triggers_training(dagbag: 
     dag = dagbag.dags["recsys_drift_monitor"]
     assert type(dag.timetable).__name__ == "AssetOrTimeSchedule"
     assert [a.name for a in dag.timetable.asset_condition.objects] == ["recsys_warehouse"]
-    trigger = dag.get_task("trigger_training")
-    assert type(trigger).__name__ == "TriggerDagRunOperator" and trigger.trigger_dag_id == "recsys_training"
-    assert dag.get_task("should_retrain").downstream_task_ids == {"trigger_training"}
-    assert dag.render_template_as_native_obj  # the conf stays a dict
+    trigger = dag.get_task("trigger_training")  # mapped: one training run per drifted model
+    assert trigger.operator_name == "TriggerDagRunOperator" and trigger.partial_kwargs["trigger_dag_id"] == "recsys_training"
+    assert dag.get_task("check_drift").downstream_task_ids == {"training_to_start"}
+    assert dag.get_task("training_to_start").downstream_task_ids == {"trigger_training"}
 
 
 def test_scheduled_retrain_is_weekly_and_gated_on_new_data(dagbag: DagBag) -> None:
