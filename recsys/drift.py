@@ -348,15 +348,19 @@ def _profile(
     }
 
 
-def _slice_counts(codes: np.ndarray, slices: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """(slice id, count) of every (slice, key) that occurs; one slice (0) when `slices` is None."""
+def _slice_counts(codes: np.ndarray, slices: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(slice id, key, count) of every (slice, key) that occurs; one slice (0) when `slices` is None."""
     if slices is None:
         counts = np.bincount(codes) if len(codes) else np.zeros(0, dtype=np.int64)
-        counts = counts[counts > 0]
-        return np.zeros(len(counts), dtype=np.int32), counts.astype(np.int64)
+        keys = np.flatnonzero(counts)
+        return np.zeros(len(keys), dtype=np.int32), keys.astype(np.int32), counts[keys].astype(np.int64)
     ok = slices >= 0
     pairs = pd.DataFrame({"s": slices[ok], "k": codes[ok]}).value_counts(sort=False)
-    return pairs.index.get_level_values("s").to_numpy(dtype=np.int32), pairs.to_numpy(dtype=np.int64)
+    return (
+        pairs.index.get_level_values("s").to_numpy(dtype=np.int32),
+        pairs.index.get_level_values("k").to_numpy(dtype=np.int32),
+        pairs.to_numpy(dtype=np.int64),
+    )
 
 
 def _store_vectors(v: np.ndarray) -> np.ndarray:
@@ -399,7 +403,7 @@ def _arrays_equal(a: Any, b: Any) -> bool:
     return bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
 
 
-_ARRAY_FIELDS = ("price", "basket_size", "user_activity", "item_popularity", "user_totals", "user_slices", "item_totals", "item_slices")
+_ARRAY_FIELDS = ("price", "basket_size", "user_activity", "item_popularity", "user_totals", "user_slices", "user_keys", "item_totals", "item_slices", "item_keys")
 MAX_TOTALS = 1_000_000  # users kept for thinning (a seeded sample above it)
 
 
@@ -454,8 +458,10 @@ class ReferenceStats:
     # size would show if nothing had changed (entries sampled above MAX_TOTALS)
     user_totals: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     user_slices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    user_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     item_totals: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     item_slices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    item_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     max_sample: int = 20_000
     seed: int = 0
 
@@ -1024,18 +1030,19 @@ def _span_note(name: str, reference: ReferenceStats, window: Window) -> tuple[st
     return note, extra
 
 
-def _capped_slices(kind: str, slices_counts: tuple[np.ndarray, np.ndarray], seed: int, stream: int) -> dict[str, np.ndarray]:
-    slices, counts = slices_counts
+def _capped_slices(kind: str, slices_keys_counts: tuple[np.ndarray, np.ndarray, np.ndarray], seed: int, stream: int) -> dict[str, np.ndarray]:
+    slices, keys, counts = slices_keys_counts
     if len(counts) > MAX_TOTALS:
         keep = np.sort(_rng(seed, stream).choice(len(counts), MAX_TOTALS, replace=False))
-        slices, counts = slices[keep], counts[keep]
-    return {f"{kind}_totals": counts.astype(np.int64), f"{kind}_slices": slices.astype(np.int32)}
+        slices, keys, counts = slices[keep], keys[keep], counts[keep]
+    return {f"{kind}_totals": counts.astype(np.int64), f"{kind}_slices": slices.astype(np.int32), f"{kind}_keys": keys.astype(np.int32)}
 
 
-def _thin(totals: np.ndarray, slices: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+def _thin(totals: np.ndarray, slices: np.ndarray, n: int, rng: np.random.Generator, keys: np.ndarray | None = None) -> np.ndarray:
     """Per slice of the reference: the counts of the keys that occur when the slice is brought to `n`
-    interactions (subsampled without replacement, or topped up with its own shares; zeros dropped);
-    all slices pooled. At the slice's own volume this is the slice itself, no added noise. Who is active turns over between
+    interactions (subsampled without replacement; or, for a busier window, topped up with draws from
+    the whole reference's shares, so that more of its people show up; zeros dropped); all slices
+    pooled. At the slice's own volume this is the slice itself, no added noise. Who is active turns over between
     slices (a slice's users are the ones active in such a period) and counts follow the volume."""
     out = []
     for s in np.unique(slices):
@@ -1045,7 +1052,12 @@ def _thin(totals: np.ndarray, slices: np.ndarray, n: int, rng: np.random.Generat
             continue
         if n <= total:  # a smaller window: a random subset of the slice's interactions
             drawn = rng.multivariate_hypergeometric(c, int(n), method="marginals")
-        else:  # a busier window: the slice's interactions plus more drawn with the same shares
+        elif keys is not None and len(keys) == len(totals):  # busier: plus draws from the whole reference
+            pooled = np.bincount(keys, weights=totals).astype(np.float64)
+            drawn = pooled * 0
+            drawn[keys[slices == s]] = c
+            drawn = drawn + rng.multinomial(int(n) - total, pooled / pooled.sum())
+        else:
             drawn = c + rng.multinomial(int(n) - total, c / total)
         out.append(drawn[drawn > 0])
     return np.concatenate(out).astype(np.float32) if out else np.zeros(0, dtype=np.float32)
@@ -1074,12 +1086,15 @@ def detect_drift(
         if name == "basket_size" and window.basket_unit == "user-day" and not config.user_day_baskets:
             signals.append(_not_measured(name, "ks", config.ks_threshold, "no basket ids: the user-day proxy depends on traffic volume (measured to false-alarm on shuffled replays); set user_day_baskets to use it"))
             continue
-        totals, slices = {"user_activity": (reference.user_totals, reference.user_slices), "item_popularity": (reference.item_totals, reference.item_slices)}.get(name, (None, None))
+        totals, slices, keys = {
+            "user_activity": (reference.user_totals, reference.user_slices, reference.user_keys),
+            "item_popularity": (reference.item_totals, reference.item_slices, reference.item_keys),
+        }.get(name, (None, None, None))
         if totals is not None and len(totals) and len(slices) == len(totals) and window.n_interactions:
             # volume-matched: what the reference's users / items would show in a window of this many
             # interactions if nothing had changed (multinomial thinning, seeded); counts per user and
             # per item grow with traffic, so comparing raw counts alarms on volume alone
-            thinned = _thin(totals, slices, window.n_interactions, _rng(config.seed, 21 if name == "user_activity" else 22))
+            thinned = _thin(totals, slices, window.n_interactions, _rng(config.seed, 21 if name == "user_activity" else 22), keys)
             s = numeric_signal(name, thinned, getattr(window, name), config, f"; reference thinned to the window's {window.n_interactions:,} interactions")
             if name == "user_activity":
                 # traffic can change through how many people come (per-user activity stays) or how much
