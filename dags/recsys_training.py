@@ -93,6 +93,11 @@ def _run_inputs():
         "gate_tolerance_cold_recall": Param(0.05, type="number", minimum=0, maximum=1, description="Gate: tolerated relative drop of cold-start recall"),
         "gate_tolerance_coverage": Param(0.10, type="number", minimum=0, maximum=1, description="Gate: tolerated relative drop of catalog coverage"),
         "gate_tolerance_recall": Param(0.02, type="number", minimum=0, maximum=1, description="Gate: tolerated relative drop of Recall@k"),
+        "gate_baselines": Param(
+            "popularity,itemknn,ease,frozen",
+            type="string",
+            description="Gate: the baselines the FIRST model of a name must beat on the primary metric (comma-separated)",
+        ),
         "require_approval": Param(False, type="boolean", description="Pause for a reviewer before moving the champion alias"),
         "publish": Param(True, type="boolean", description="After a promotion, publish recommendations for every item to the warehouse"),
     },

@@ -149,6 +149,8 @@ class PipelineConfig:
             min_relative_gain=float(p.get("gate_min_relative_gain", GateConfig.min_relative_gain)),
             require_approval=_as_bool(p.get("require_approval", GateConfig.require_approval)),
         )
+        if p.get("gate_baselines"):
+            gate = replace(gate, baselines=tuple(b.strip() for b in str(p["gate_baselines"]).split(",") if b.strip()))
         tolerances = dict(GateConfig.guardrails)
         for base in tolerances:
             if f"gate_tolerance_{base}" in p:

@@ -111,5 +111,7 @@ def test_gate_params_from_the_trigger_form() -> None:
     assert dict(cfg.gate.guardrails) == {"cold_recall": 0.2, "coverage": 0.10, "recall": 0.02}
     assert cfg.candidate == "text"
     assert PipelineConfig.from_params({"require_approval": False}).gate.require_approval is False
+    assert PipelineConfig.from_params({"gate_baselines": "popularity, ease"}).gate.baselines == ("popularity", "ease")
+    assert PipelineConfig.from_params({}).gate.baselines == ("popularity", "itemknn", "ease", "frozen")
     with pytest.raises(ValueError, match="candidate must be one of"):
         PipelineConfig.from_params({"candidate": "gpt"})
