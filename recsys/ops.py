@@ -66,9 +66,42 @@ def champion_dataset(model_name: str, tracking_uri: str) -> tuple[str | None, st
     return version, tracking.version_tags(c, model_name, version).get("dataset")
 
 
-def training_conf(model_name: str, dataset: str, reason: str) -> dict[str, Any]:
-    """The training DAG's run configuration for a retraining on the warehouse's data, saying why."""
-    return {"dataset": "warehouse", "warehouse_dataset": dataset, "model_name": model_name, "trigger_reason": reason[:1000]}
+# the champion's training settings (MLflow params of its run) -> the training DAG's Params: a retraining
+# follows the champion's recipe on the new data
+RECIPE_PARAMS = {
+    "train.max_steps": ("max_train_steps", int),
+    "train.batch_size": ("train_batch_size", int),
+    "train.learning_rate": ("learning_rate", float),
+    "train.pair_strategy": ("pair_strategy", str),
+    "split.seed": ("seed", int),
+    "eval.k": ("k", int),
+    "sample_users": ("sample_users", int),
+    "candidate": ("candidate", str),
+    "train_profile": ("train_profile", str),
+}
+
+
+def champion_recipe(model_name: str, tracking_uri: str) -> dict[str, Any]:
+    """The Params the champion was trained with (those that shape the model), from its MLflow run."""
+    from recsys import tracking
+
+    c = tracking.client(tracking_uri)
+    version = tracking.champion_version(c, model_name)
+    if version is None:
+        return {}
+    params = c.get_run(c.get_model_version(model_name, version).run_id).data.params
+    recipe = {}
+    for key, (name, cast) in RECIPE_PARAMS.items():
+        value = params.get(key)
+        if value not in (None, "", "None"):
+            recipe[name] = cast(float(value)) if cast is int else cast(value)
+    return recipe
+
+
+def training_conf(model_name: str, dataset: str, reason: str, recipe: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The training DAG's run configuration for a retraining on the warehouse's data (with the
+    champion's recipe), saying why."""
+    return (recipe or {}) | {"dataset": "warehouse", "warehouse_dataset": dataset, "model_name": model_name, "trigger_reason": reason[:1000]}
 
 
 def monitor(model_name: str, window: str = "7D", run_key: str = "manual", home: str | None = None, thresholds: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -91,7 +124,7 @@ def monitor(model_name: str, window: str = "7D", run_key: str = "manual", home: 
     result["dataset"] = dataset
     if result["drift"]:
         reason = f"drift on {dataset} against champion v{version} (report {result['report']}): " + "; ".join(result["reasons"])
-        result["training_conf"] = training_conf(model_name, dataset, reason)
+        result["training_conf"] = training_conf(model_name, dataset, reason, champion_recipe(model_name, tracking_uri))
     return result
 
 
@@ -138,7 +171,7 @@ def scheduled_retrain_check(model_name: str, home: str | None = None) -> dict[st
     if news["new_interactions"] <= 0:
         return {"retrain": False, "status": f"no new interactions for {dataset} since champion v{version} was trained", **news}
     reason = f"scheduled: {news['new_interactions']} new interactions for {dataset} since champion v{version} was trained"
-    return {"retrain": True, "status": reason, "training_conf": training_conf(model_name, dataset, reason), **news}
+    return {"retrain": True, "status": reason, "training_conf": training_conf(model_name, dataset, reason, champion_recipe(model_name, tracking_uri)), **news}
 
 
 def _safe(text: str) -> str:

@@ -133,3 +133,13 @@ def test_no_champion_means_nothing_to_monitor() -> None:
     result = ops.monitor("no-such-model", "7D")
     assert result["drift"] is False and "no champion" in result["status"]
     assert ops.scheduled_retrain_check("no-such-model")["retrain"] is False
+
+
+def test_retraining_follows_the_champions_recipe(champion) -> None:
+    c = champion["c"]
+    run_id = c.get_model_version(MODEL, champion["version"]).run_id
+    tracking.log_params(c, run_id, {"train.max_steps": 0, "train.learning_rate": 5e-05, "sample_users": None, "eval.k": 10, "dataset": "x"})
+    recipe = ops.champion_recipe(MODEL, os.environ["MLFLOW_TRACKING_URI"])
+    assert recipe == {"max_train_steps": 0, "learning_rate": 5e-05, "k": 10}  # None / unrelated params are not carried
+    conf = ops.scheduled_retrain_check(MODEL)["training_conf"]
+    assert conf["max_train_steps"] == 0 and conf["dataset"] == "warehouse" and conf["model_name"] == MODEL
