@@ -6,42 +6,21 @@ recsys.plots, so importing this module stays cheap for the DAG parser and the CL
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from recsys.drift import NUMERIC_SIGNALS, DriftReport, ReferenceStats, Window, _atomic_write_bytes, _rng
-from recsys.plots import DPI
-from recsys.report import fmt_value
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from recsys.plots import new_figure, save_figure
+from recsys.report import embed_plots, fmt_value
 
 _ALARM, _OK, _REF, _WIN = "#c92a2a", "#1f5fbf", "#868e96", "#d9480f"
 _MAX_CATEGORIES = 12
 _MAX_ECDF_POINTS = 20_000  # per side: more points than pixels would only slow the PNG down
 _DASH = "–"
-
-
-def _figure(figsize: tuple[float, float]) -> Figure:
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless: workers and CI have no display
-    from matplotlib.figure import Figure
-
-    # a bare Figure (not pyplot) is never registered globally, so nothing leaks between calls
-    return Figure(figsize=figsize, layout="constrained")
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, format="png")
-    fig.clear()
-    return path
 
 
 def _as_dict(report: DriftReport | Mapping[str, Any]) -> dict[str, Any]:
@@ -50,7 +29,7 @@ def _as_dict(report: DriftReport | Mapping[str, Any]) -> dict[str, Any]:
 
 def _signal_overview(signals: list[dict[str, Any]], path: Path) -> Path:
     rows = [s for s in signals if s.get("value") is not None and s.get("threshold")]
-    fig = _figure((7.5, 1.2 + 0.42 * max(1, len(rows))))
+    fig = new_figure((7.5, 1.2 + 0.42 * max(1, len(rows))))
     ax = fig.add_subplot()
     if rows:
         y = np.arange(len(rows))[::-1]
@@ -67,14 +46,14 @@ def _signal_overview(signals: list[dict[str, Any]], path: Path) -> Path:
     ax.set_xlabel("value / threshold (alarm above 1 — red: alarming)")
     ax.grid(alpha=0.3, axis="x")
     ax.set_title("Drift signals")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _category_mix(reference: Mapping[str, int], window: Mapping[str, int], path: Path) -> Path:
     r_tot, w_tot = sum(reference.values()) or 1, sum(window.values()) or 1
     keys = sorted(set(reference) | set(window), key=lambda k: -(reference.get(k, 0) / r_tot + window.get(k, 0) / w_tot))
     n_all, keys = len(keys), keys[:_MAX_CATEGORIES]
-    fig = _figure((7.5, 4.2))
+    fig = new_figure((7.5, 4.2))
     ax = fig.add_subplot()
     x = np.arange(len(keys))
     ax.bar(x - 0.2, [reference.get(k, 0) / r_tot for k in keys], width=0.4, color=_REF, label="reference")
@@ -84,13 +63,13 @@ def _category_mix(reference: Mapping[str, int], window: Mapping[str, int], path:
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3, axis="y")
     ax.set_title("Top-level category mix" + (f" (top {len(keys)} of {n_all})" if n_all > len(keys) else ""))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _ecdfs(panels: list[tuple[str, np.ndarray, np.ndarray, dict[str, Any]]], path: Path) -> Path:
     cols = min(2, len(panels))
     rows = -(-len(panels) // cols)
-    fig = _figure((4.0 * cols + 0.5, 3.2 * rows))
+    fig = new_figure((4.0 * cols + 0.5, 3.2 * rows))
     for i, (name, ref, win, sig) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
         for values, colour, label, stream in ((ref, _REF, "reference", 21), (win, _WIN, "window", 22)):
@@ -111,7 +90,7 @@ def _ecdfs(panels: list[tuple[str, np.ndarray, np.ndarray, dict[str, Any]]], pat
         if i == 0:
             ax.legend(fontsize="small", loc="lower right")
     fig.suptitle("ECDFs, reference vs window")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def drift_plots(
@@ -180,18 +159,6 @@ dl { display: grid; grid-template-columns: max-content auto; gap: .2em 1em; } dt
 """
 
 
-def _embed(plots: Mapping[str, Any] | None) -> list[dict[str, str]]:
-    """Plots as base64 data URIs; unreadable files are skipped (a report never fails on a plot)."""
-    out = []
-    for name, p in (plots or {}).items():
-        try:
-            data = Path(p).read_bytes()
-        except (OSError, TypeError):
-            continue
-        out.append({"name": str(name).replace("_", " "), "src": "data:image/png;base64," + base64.b64encode(data).decode("ascii")})
-    return out
-
-
 def _fmt_threshold(s: Mapping[str, Any]) -> str:
     t = s.get("threshold")
     return _DASH if t is None else f"{t:g}"
@@ -238,7 +205,7 @@ def render_html(report_dict: DriftReport | Mapping[str, Any], plots: Mapping[str
         window=_pairs(d.get("window")),
         reference=_pairs(ref),
         config=_pairs(d.get("config")),
-        plots=_embed(plots if plots is not None else d.get("plots")),
+        plots=embed_plots(plots if plots is not None else d.get("plots")),
     )
 
 

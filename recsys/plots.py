@@ -21,7 +21,8 @@ _STRONG = ("#1f5fbf", "#d9480f", "#2b8a3e", "#862e9c")
 _MUTED = ("#adb5bd", "#a5b4c8", "#c9b79c", "#b5c9a5", "#c8a5b4", "#9cc0c9", "#ced4da")
 
 
-def _figure(figsize: tuple[float, float]) -> Figure:
+def new_figure(figsize: tuple[float, float]) -> Figure:
+    """A headless matplotlib Figure (shared by every report's plots)."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: workers and CI have no display
@@ -31,7 +32,8 @@ def _figure(figsize: tuple[float, float]) -> Figure:
     return Figure(figsize=figsize, layout="constrained")
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write `fig` as a PNG at `path` (folders created) and free it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, format="png")
@@ -51,7 +53,7 @@ def learning_curve(
     A dashed vertical line marks best_step. Either series may be empty (fine-tuning skipped
     leaves only the step-0 validation point).
     """
-    fig = _figure((7.5, 4.2))
+    fig = new_figure((7.5, 4.2))
     ax = fig.add_subplot()
     handles = []
     if losses:
@@ -83,7 +85,7 @@ def learning_curve(
     if handles:
         ax.legend(handles=handles, loc="best", fontsize="small")
     ax.set_title("Learning curve" if losses else f"Learning curve (no training steps; {val_metric} only)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def model_comparison(
@@ -98,7 +100,7 @@ def model_comparison(
     """
     models = list(metrics)
     n = max(len(models), 1)
-    fig = _figure((max(6.0, 1.0 + len(metric_names) * (0.5 + 0.35 * n)), 4.5))
+    fig = new_figure((max(6.0, 1.0 + len(metric_names) * (0.5 + 0.35 * n)), 4.5))
     ax = fig.add_subplot()
     width = 0.8 / n
     x = np.arange(len(metric_names))
@@ -128,7 +130,7 @@ def model_comparison(
     if models:
         # outside the axes: inside, it would cover the tallest bars' labels
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def popularity_bias(
@@ -140,7 +142,7 @@ def popularity_bias(
 
     A dashed line at 1/n marks uniform exposure; lines above it on the left mean popularity bias.
     """
-    fig = _figure((7.5, 4.2))
+    fig = new_figure((7.5, 4.2))
     ax = fig.add_subplot()
     strong, muted = iter(_STRONG * 4), iter(_MUTED * 4)
     n_bins = 0
@@ -161,4 +163,4 @@ def popularity_bias(
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.set_title("Exposure by item popularity (long tail on the right)")
-    return _save(fig, path)
+    return save_figure(fig, path)

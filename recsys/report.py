@@ -143,7 +143,7 @@ def _table(models: Mapping[str, Mapping[str, Any]], columns: Sequence[str]) -> d
     return {"columns": list(columns), "rows": rows}
 
 
-def _embed_plots(plots: Mapping[str, Any] | None) -> list[dict[str, str]]:
+def embed_plots(plots: Mapping[str, Any] | None) -> list[dict[str, str]]:
     """Plots as base64 data URIs; missing or unreadable files are skipped (a report never fails on a plot)."""
     out = []
     for name, p in (plots or {}).items():
@@ -264,7 +264,7 @@ def render_html(report: Mapping[str, Any], headline: Sequence[str] = HEADLINE_ME
         slice_split=slice_split,
         dataset=_dataset_items(report.get("dataset") or {}),
         code=[(k, str(v)) for k, v in (report.get("code") or {}).items() if v is not None],
-        plots=_embed_plots(report.get("plots")),
+        plots=embed_plots(report.get("plots")),
     )
 
 
