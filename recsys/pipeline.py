@@ -482,6 +482,22 @@ def load_hybrid(model_dir: Path):
     return HybridModel(weights=data["weights"], vectors=data["vectors"], is_cold=data["is_cold"], config=cfg), info
 
 
+def evaluation_context(ctx: RunContext, split, catalog: pd.DataFrame):
+    """What the beyond-accuracy metrics and slices need, the same for every model scored in a run."""
+    from recsys.bundles import top_category
+    from recsys.evaluate import EvaluationContext
+
+    _, x, _, popularity = _baseline_inputs(split, catalog)
+    categories = [top_category(c) for c in catalog[S.CATEGORY]]
+    return EvaluationContext(
+        ks=(20, 50),
+        vectors=np.load(ctx.run_dir / "embeddings" / "finetuned.npy"),
+        popularity=popularity,
+        n_users=int(x.shape[0]),
+        categories=categories if any(c is not None for c in categories) else None,
+    )
+
+
 def evaluate(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
     """Full-ranking evaluation on val and test of the candidate (hybrid) and every baseline:
     EASE, item-kNN, the fine-tuned and the frozen text encoder, popularity — same queries, same run."""
@@ -503,17 +519,7 @@ def evaluate(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
         "frozen": vector_scorer(np.load(emb / "frozen.npy")),
         "popularity": popularity_scorer(popularity),
     }
-    from recsys.bundles import top_category
-    from recsys.evaluate import EvaluationContext
-
-    categories = [top_category(c) for c in catalog[S.CATEGORY]]
-    context = EvaluationContext(
-        ks=(20, 50),
-        vectors=np.load(emb / "finetuned.npy"),
-        popularity=popularity,
-        n_users=int(x.shape[0]),
-        categories=categories if any(c is not None for c in categories) else None,
-    )
+    context = evaluation_context(ctx, split, catalog)
     test_topk: dict[str, np.ndarray] = {}
     report = {
         stage: evaluate_scorers(item_ids, scorers, split, stage, cfg.eval.k, cfg.eval.batch_size, context=context, topk_out=test_topk if stage == "test" else None)

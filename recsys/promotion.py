@@ -19,7 +19,7 @@ import pandas as pd
 
 from recsys import schema as S
 from recsys.config import PipelineConfig
-from recsys.pipeline import RunContext, _baseline_inputs, _load_split, _mlflow, _read_json, _write_json, bundle_catalog
+from recsys.pipeline import RunContext, _load_split, _mlflow, _read_json, _write_json, bundle_catalog, evaluation_context
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +35,6 @@ def _now() -> str:
 def candidate_model(cfg: PipelineConfig) -> str:
     """The row of metrics.json that is the candidate: the hybrid, or the fine-tuned text model alone."""
     return "hybrid" if cfg.candidate == "hybrid" else "finetuned"
-
-
-def _evaluation_context(ctx: RunContext, split, catalog: pd.DataFrame):
-    from recsys.bundles import top_category
-    from recsys.evaluate import EvaluationContext
-
-    _, x, _, popularity = _baseline_inputs(split, catalog)
-    categories = [top_category(c) for c in catalog[S.CATEGORY]]
-    return EvaluationContext(
-        ks=(20, 50),
-        vectors=np.load(ctx.run_dir / "embeddings" / "finetuned.npy"),
-        popularity=popularity,
-        n_users=int(x.shape[0]),
-        categories=categories if any(c is not None for c in categories) else None,
-    )
 
 
 def package(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
@@ -152,7 +137,7 @@ def score_champion(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> 
         item_ids = catalog[S.ITEM_ID].tolist()
         recommender = tracking.load_recommender(cfg.model_name, champion)
         topk: dict[str, np.ndarray] = {}
-        context = _evaluation_context(ctx, split, catalog)
+        context = evaluation_context(ctx, split, catalog)
         metrics = evaluate_scorers(item_ids, {"champion": recommender_scorer(recommender, item_ids)}, split, "test", cfg.eval.k, cfg.eval.batch_size, context=context, topk_out=topk)
         from recsys.beyond_accuracy import exposure_by_popularity_bin
 
