@@ -6,8 +6,12 @@ Trains the LLM-based item encoder on a shop's data and registers it in MLflow.
 1. **validate** — read the data set (a packaged real data set, or the shop's own files), run the Great
    Expectations gate; bad input fails here with the table, rule and rows named, and nothing else runs.
 2. **load_and_split** — upsert into the warehouse (idempotent), read back, build the evaluation split.
-3. **embed** — embed every item's text with the frozen encoder.
-4. **finetune** — fine-tune the encoder on co-interaction pairs (GPU when present, else CPU).
+3. **plan_embedding → embed_shard (mapped) → merge_embeddings** — embed every item's text with the
+   frozen encoder, `embed_shard_size` items per mapped task, so Celery workers embed in parallel; the
+   merge assembles the shards in catalog order.
+4. **finetune** / **finetune_gpu** — fine-tune the encoder on co-interaction pairs. With
+   `finetune_on_gpu` the run takes `finetune_gpu`, which runs on the Celery queue `gpu` (served by a
+   worker on a GPU node); otherwise `finetune` runs on the default queue (GPU when present, else CPU).
 5. **fit_model** — fit the hybrid recommender: EASE with the item text as side information, plus
    cold-start propagation, its weights tuned on validation.
 6. **evaluate** — full-ranking Recall/NDCG@k of the hybrid vs EASE, item-kNN, the fine-tuned and the
@@ -69,6 +73,8 @@ def _run_inputs():
         "items_path": Param(None, type=["null", "string"], description="With dataset=files: catalog CSV/Parquet"),
         "interactions_path": Param(None, type=["null", "string"], description="With dataset=files: interactions CSV/Parquet"),
         "sample_users": Param(None, type=["null", "integer"], minimum=1, description="Keep only this many users (quick runs)"),
+        "embed_shard_size": Param(2000, type="integer", minimum=0, maximum=10_000_000, description="Items per embedding task (mapped: Celery workers embed shards in parallel); 0 = one task"),
+        "finetune_on_gpu": Param(False, type="boolean", description="Run fine-tuning on the Celery queue 'gpu' (a worker on a GPU node)"),
         "max_train_steps": Param(60, type="integer", minimum=0, maximum=1_000_000, description="Fine-tuning steps (0 = skip)"),
         "pair_strategy": Param("cooccurrence", enum=["cooccurrence", "random"], description="Training pairs: strongest co-items, or random basket pairs"),
         "train_batch_size": Param(48, type="integer", minimum=2, maximum=4096),
@@ -124,21 +130,48 @@ def recsys_training():
         return pipeline.load_and_split(cfg, ctx, validated["mlflow_run_id"])
 
     @task
-    def embed(validated: dict, _split: dict) -> dict:
+    def plan_embedding(_split: dict) -> list[dict]:
         from recsys import pipeline
 
         cfg, ctx = _run_inputs()
-        return pipeline.embed(cfg, ctx, validated["mlflow_run_id"])
+        return pipeline.embedding_shards(cfg, ctx)
+
+    @task(map_index_template="{{ shard_label }}")
+    def embed_shard(shard: dict) -> dict:
+        from recsys import pipeline
+
+        get_current_context()["shard_label"] = f"items {shard['start']}-{shard['stop']}"  # the UI's name of this mapped task
+        cfg, ctx = _run_inputs()
+        return pipeline.embed_shard(cfg, ctx, shard)
 
     @task
-    def finetune(validated: dict, _embedded: dict) -> dict:
+    def merge_embeddings(validated: dict, shards: list[dict]) -> dict:
+        from recsys import pipeline
+
+        cfg, ctx = _run_inputs()
+        return pipeline.merge_embeddings(cfg, ctx, validated["mlflow_run_id"], list(shards))
+
+    @task.branch
+    def choose_device(_embedded: dict) -> str:
+        cfg, _ = _run_inputs()
+        return "finetune_gpu" if cfg.finetune_on_gpu else "finetune"
+
+    def _finetune(validated: dict) -> dict:
         from recsys import pipeline
 
         cfg, ctx = _run_inputs()
         return pipeline.finetune(cfg, ctx, validated["mlflow_run_id"])
 
     @task
-    def fit_model(validated: dict, _trained: dict) -> dict:
+    def finetune(validated: dict, _embedded: dict) -> dict:
+        return _finetune(validated)
+
+    @task(queue="gpu")
+    def finetune_gpu(validated: dict, _embedded: dict) -> dict:
+        return _finetune(validated)
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def fit_model(validated: dict) -> dict:
         from recsys import pipeline
 
         cfg, ctx = _run_inputs()
@@ -219,9 +252,14 @@ def recsys_training():
 
     validated = validate()
     split = load_and_split(validated)
-    embedded = embed(validated, split)
-    trained = finetune(validated, embedded)
-    fitted = fit_model(validated, trained)
+    shards = embed_shard.expand(shard=plan_embedding(split))
+    embedded = merge_embeddings(validated, shards)
+    device = choose_device(embedded)
+    trained_cpu = finetune(validated, embedded)
+    trained_gpu = finetune_gpu(validated, embedded)
+    device >> [trained_cpu, trained_gpu]
+    fitted = fit_model(validated)
+    [trained_cpu, trained_gpu] >> fitted
     evaluated = evaluate(validated, fitted)
     packaged = package(validated, evaluated)
     scored = score_champion(validated, packaged)

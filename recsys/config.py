@@ -110,6 +110,11 @@ class PipelineConfig:
     # "params": always the train Params as given
     train_profile: str = "auto"
     trigger_reason: str | None = None  # why the run was started (drift monitor, scheduled retraining, a person)
+    # items per embedding shard: each shard is one mapped task, so Celery workers embed a large catalog
+    # in parallel (0 = the whole catalog in one task)
+    embed_shard_size: int = 2000
+    # route fine-tuning to the `gpu` Celery queue (a worker on a GPU node serves it)
+    finetune_on_gpu: bool = False
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "PipelineConfig":
@@ -125,7 +130,11 @@ class PipelineConfig:
             model_name=p.get("model_name", cls.model_name),
             experiment=p.get("experiment", cls.experiment),
             min_text_share=float(p.get("min_text_share", cls.min_text_share)),
+            embed_shard_size=int(p.get("embed_shard_size", cls.embed_shard_size)),
+            finetune_on_gpu=_as_bool(p.get("finetune_on_gpu", cls.finetune_on_gpu)),
         )
+        if cfg.embed_shard_size < 0:
+            raise ValueError(f"embed_shard_size must be >= 0 (0 = one shard), got {cfg.embed_shard_size}")
         seed = int(p.get("seed", SplitConfig.seed))
         split = replace(cfg.split, seed=seed)
         train = replace(

@@ -40,14 +40,23 @@ class RunContext:
     logical_date: pd.Timestamp  # the run's date: bounds the plausible-timestamp window (never now())
 
     @classmethod
-    def create(cls, run_key: str, logical_date: str | pd.Timestamp, home: str | None = None) -> "RunContext":
+    def create(
+        cls,
+        run_key: str,
+        logical_date: str | pd.Timestamp,
+        home: str | None = None,
+        tracking_uri: str | None = None,
+        warehouse_url: str | None = None,
+    ) -> "RunContext":
+        """Resolve where a run reads and writes: explicit URLs (an orchestrator's connections) win over
+        $MLFLOW_TRACKING_URI / $RECSYS_WAREHOUSE_URL, which win over the embedded defaults under the home."""
         paths = project_paths(home)
         return cls(
             paths=paths,
             run_key=run_key,
             run_dir=paths.run_dir(run_key),
-            tracking_uri=os.environ.get(TRACKING_URI_ENV) or paths.mlflow_tracking_uri,
-            warehouse_url=os.environ.get(WAREHOUSE_URL_ENV) or paths.warehouse_url,
+            tracking_uri=tracking_uri or os.environ.get(TRACKING_URI_ENV) or paths.mlflow_tracking_uri,
+            warehouse_url=warehouse_url or os.environ.get(WAREHOUSE_URL_ENV) or paths.warehouse_url,
             logical_date=pd.Timestamp(logical_date).tz_convert("UTC") if pd.Timestamp(logical_date).tzinfo else pd.Timestamp(logical_date, tz="UTC"),
         )
 
@@ -298,23 +307,80 @@ def _embed_catalog(encoder, docs: list[str], out: Path, desc: str, cache_dir: Pa
     return {"seconds": seconds, "items_per_second": len(docs) / max(seconds, 1e-9), "cached": stats["cached"], "computed": stats["computed"]}
 
 
-def embed(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
-    """Embed every catalog item with the frozen encoder (the baseline and the starting point)."""
+FROZEN_EMBEDDINGS = "frozen.npy"
+
+
+def embedding_shards(cfg: PipelineConfig, ctx: RunContext, shard_size: int | None = None) -> list[dict[str, int]]:
+    """Split the catalog into contiguous shards of `shard_size` items (0 = one shard): one mapped task each.
+
+    Also writes the run's item documents, so every shard embeds exactly the same texts."""
+    _, catalog = _load_split(ctx.run_dir)
+    catalog_documents(cfg, ctx)
+    n = len(catalog)
+    size = cfg.embed_shard_size if shard_size is None else shard_size
+    size = n if size <= 0 else size
+    return [{"index": i, "start": start, "stop": min(start + size, n)} for i, start in enumerate(range(0, max(n, 1), max(size, 1)))]
+
+
+def _shard_path(ctx: RunContext, index: int) -> Path:
+    return ctx.run_dir / "embeddings" / "frozen-shards" / f"shard-{index:05d}.npy"
+
+
+def embed_shard(cfg: PipelineConfig, ctx: RunContext, shard: dict[str, int]) -> dict[str, Any]:
+    """Embed one shard of the catalog with the frozen encoder, through the shared embedding cache.
+
+    Writes only its own file (atomically), so a retried or duplicated shard task is harmless."""
     from recsys.encoder import TextEncoder
 
+    docs = catalog_documents(cfg, ctx)[shard["start"] : shard["stop"]]
+    encoder = TextEncoder(config=cfg.encoder)
+    out = _shard_path(ctx, shard["index"])
+    tmp = out.with_name(out.stem + ".tmp.npy")
+    stats = _embed_catalog(encoder, docs, tmp, f"embedding shard {shard['index']} ({len(docs)} items)", ctx.paths.cache / "embeddings")
+    os.replace(tmp, out)
+    return {**shard, **stats, "path": str(out), "device": str(encoder.device), "model_path": encoder.model_path}
+
+
+def merge_embeddings(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str, shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """Assemble the shards (in catalog order) into the run's frozen item vectors and log the embedding stats."""
     tracking, c = _mlflow(ctx)
     _, catalog = _load_split(ctx.run_dir)
-    docs = catalog_documents(cfg, ctx)
-    encoder = TextEncoder(config=cfg.encoder)
-    # keyed by (model fingerprint, document hash): a catalog where 1% changed costs ~1% of a pass
-    stats = _embed_catalog(encoder, docs, ctx.run_dir / "embeddings" / "frozen.npy", "embedding (frozen)", ctx.paths.cache / "embeddings")
+    ordered = sorted(shards, key=lambda s: s["index"])
+    expected = embedding_shards(cfg, ctx)
+    got = [(s["start"], s["stop"]) for s in ordered]
+    if got != [(s["start"], s["stop"]) for s in expected]:
+        raise RuntimeError(f"embedding shards {got} do not cover the catalog of {len(catalog)} items as planned {[(s['start'], s['stop']) for s in expected]}")
+    vectors = np.concatenate([np.load(s["path"]) for s in ordered]) if ordered else np.zeros((0, 0), dtype=np.float32)
+    if len(vectors) != len(catalog):
+        raise RuntimeError(f"merged {len(vectors)} vectors for {len(catalog)} catalog items")
+    out = ctx.run_dir / "embeddings" / FROZEN_EMBEDDINGS
+    tmp = out.with_name("frozen.tmp.npy")
+    np.save(tmp, vectors)
+    os.replace(tmp, out)
+    seconds = float(sum(s["seconds"] for s in ordered))
+    stats = {
+        "seconds": seconds,
+        "items_per_second": len(catalog) / max(seconds, 1e-9),
+        "cached": int(sum(s["cached"] for s in ordered)),
+        "computed": int(sum(s["computed"] for s in ordered)),
+        "shards": len(ordered),
+    }
     tracking.log_metrics(
         c,
         mlflow_run_id,
-        {"embed.frozen_seconds": stats["seconds"], "embed.items_per_second": stats["items_per_second"], "embed.cached": stats["cached"], "embed.computed": stats["computed"]},
+        {"embed.frozen_seconds": seconds, "embed.items_per_second": stats["items_per_second"], "embed.cached": stats["cached"], "embed.computed": stats["computed"], "embed.shards": len(ordered)},
     )
-    tracking.set_tags(c, mlflow_run_id, {"encoder.model_path": encoder.model_path, "encoder.device": str(encoder.device)})
-    return {"embeddings": str(ctx.run_dir / "embeddings" / "frozen.npy"), "items": len(catalog), **stats}
+    if ordered:
+        tracking.set_tags(c, mlflow_run_id, {"encoder.model_path": ordered[0]["model_path"], "encoder.device": ordered[0]["device"]})
+    return {"embeddings": str(out), "items": len(catalog), **stats}
+
+
+def embed(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
+    """Embed every catalog item with the frozen encoder (the baseline and the starting point), in one process.
+
+    The DAG runs the same steps as mapped tasks: `embedding_shards` -> `embed_shard` per shard -> `merge_embeddings`."""
+    shards = [embed_shard(cfg, ctx, shard) for shard in embedding_shards(cfg, ctx)]
+    return merge_embeddings(cfg, ctx, mlflow_run_id, shards)
 
 
 def finetune(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
@@ -344,6 +410,10 @@ def finetune(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
     losses: dict[int, float] = {}
     start = time.perf_counter()
     train_cfg = cfg.train_for(encoder.device.type)
+    if cfg.finetune_on_gpu and encoder.device.type != "cuda":
+        # routed to the gpu queue, but this worker has no usable CUDA device: train anyway, say so loudly
+        log.warning("finetune_on_gpu is set but this worker has no CUDA device: training on %s", encoder.device)
+    tracking.set_tags(c, mlflow_run_id, {"train.device": str(encoder.device), "train.gpu_requested": str(cfg.finetune_on_gpu).lower()})
     if train_cfg != cfg.train:
         log.info("training on %s with the GPU recipe: %s", encoder.device, train_cfg)
         tracking.set_tags(c, mlflow_run_id, {"train.profile": "gpu-recipe"} | {f"train.effective.{k}": str(getattr(train_cfg, k)) for k in ("batch_size", "learning_rate", "max_steps", "epochs", "eval_every", "patience")})

@@ -129,7 +129,7 @@ def test_flat_keys():
     assert flat["encoder.model_path"] is None
     assert flat["dataset"] == "online-retail"
     # one key per top-level scalar field and per field of each section, nothing else
-    expected = {"dataset", "items_path", "interactions_path", "sample_users", "model_name", "experiment", "min_text_share", "candidate", "train_profile", "warehouse_dataset", "trigger_reason"}
+    expected = {"dataset", "items_path", "interactions_path", "sample_users", "model_name", "experiment", "min_text_share", "candidate", "train_profile", "warehouse_dataset", "trigger_reason", "embed_shard_size", "finetune_on_gpu"}
     for section, cls in (
         ("split", SplitConfig),
         ("documents", DocumentConfig),
@@ -153,3 +153,11 @@ def test_document_template_param():
 def test_training_options_params():
     cfg = PipelineConfig.from_params({"head": "additive", "freeze_layers": 3})
     assert cfg.train.head == "additive" and cfg.train.freeze_layers == 3
+
+
+def test_embedding_shards_and_gpu_routing_params():
+    cfg = PipelineConfig.from_params({"embed_shard_size": 500, "finetune_on_gpu": "true"})
+    assert cfg.embed_shard_size == 500 and cfg.finetune_on_gpu is True
+    assert PipelineConfig.from_params({}).finetune_on_gpu is False
+    with pytest.raises(ValueError, match="embed_shard_size"):
+        PipelineConfig.from_params({"embed_shard_size": -1})

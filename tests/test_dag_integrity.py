@@ -36,10 +36,17 @@ def test_training_dag_shape(dagbag: DagBag) -> None:
     dag = dagbag.dags["recsys_training"]
     assert type(dag.timetable).__name__ == "NullTimetable"  # triggered (UI, REST, drift monitor), not scheduled
     assert dag.max_active_runs == 1
-    order = ["validate", "load_and_split", "embed", "finetune", "fit_model", "evaluate", "package", "score_champion", "decide", "route"]
-    assert set(dag.task_ids) == set(order) | {"apply_gate", "review", "promote", "reject", "publish"}
+    order = ["validate", "load_and_split", "plan_embedding", "embed_shard", "merge_embeddings", "choose_device", "finetune", "fit_model", "evaluate", "package", "score_champion", "decide", "route"]
+    assert set(dag.task_ids) == set(order) | {"finetune_gpu", "apply_gate", "review", "promote", "reject", "publish"}
     for upstream, downstream in zip(order, order[1:]):
         assert downstream in dag.get_task(upstream).downstream_task_ids
+    # embedding is one mapped task per shard; fine-tuning goes to the `gpu` queue only when asked
+    assert type(dag.get_task("embed_shard")).__name__.endswith("MappedOperator")
+    assert dag.get_task("choose_device").downstream_task_ids == {"finetune", "finetune_gpu"}
+    assert dag.get_task("finetune_gpu").queue == "gpu"
+    assert dag.get_task("finetune").queue == "default"
+    assert dag.get_task("fit_model").upstream_task_ids == {"validate", "finetune", "finetune_gpu"}
+    assert dag.get_task("fit_model").trigger_rule == "none_failed_min_one_success"
     # the gate's two ways to the alias: straight on, or through a reviewer; both can promote or reject
     assert dag.get_task("route").downstream_task_ids == {"review", "apply_gate"}
     for via in ("review", "apply_gate"):
@@ -48,7 +55,7 @@ def test_training_dag_shape(dagbag: DagBag) -> None:
     assert dag.get_task("publish").upstream_task_ids == {"promote"}
     assert type(dag.get_task("review")).__name__ == "PromotionReviewOperator"
     params = dag.params
-    for name in ("dataset", "max_train_steps", "k", "sample_users", "items_path", "interactions_path", "require_approval", "gate_min_relative_gain", "candidate"):
+    for name in ("dataset", "max_train_steps", "k", "sample_users", "items_path", "interactions_path", "require_approval", "gate_min_relative_gain", "candidate", "embed_shard_size", "finetune_on_gpu"):
         assert name in params
 
 
