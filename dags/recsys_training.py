@@ -40,21 +40,16 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
-from recsys_review import PromotionReviewOperator  # plugins/: Airflow glue
+from recsys_mlflow import PromotionOperator, ValidationGateOperator, run_inputs  # plugins/: Airflow glue
+from recsys_review import PromotionReviewOperator
 
 DATASETS = ["online-retail", "movielens-100k", "instacart-sample", "files", "warehouse"]
 
 
 def _run_inputs():
-    """The typed config and the run context of the current DAG run (built inside a task)."""
-    from recsys.config import PipelineConfig
-    from recsys.pipeline import RunContext
-
-    context = get_current_context()
-    dag_run = context["dag_run"]
-    cfg = PipelineConfig.from_params(dict(context["params"]))
-    when = dag_run.logical_date or dag_run.run_after
-    return cfg, RunContext.create(run_key=f"{dag_run.dag_id}__{dag_run.run_id}", logical_date=when.isoformat())
+    """The typed config and the run context of the current DAG run (built inside a task), with the MLflow
+    server and the warehouse from the Airflow connections mlflow_default / recsys_warehouse when defined."""
+    return run_inputs()
 
 
 @dag(
@@ -109,19 +104,6 @@ def _run_inputs():
     },
 )
 def recsys_training():
-    @task
-    def validate() -> dict:
-        from airflow.exceptions import AirflowFailException
-
-        from recsys import pipeline
-        from recsys.errors import DataValidationError
-
-        cfg, ctx = _run_inputs()
-        try:
-            return pipeline.validate(cfg, ctx)
-        except DataValidationError as err:
-            raise AirflowFailException(str(err)) from err  # bad data: retrying cannot help
-
     @task
     def load_and_split(validated: dict) -> dict:
         from recsys import pipeline
@@ -224,14 +206,6 @@ def recsys_training():
         return get_current_context()["ti"].xcom_pull(task_ids="review", key="review")
 
     @task(trigger_rule="none_failed_min_one_success")
-    def promote(validated: dict, _decision: dict) -> dict:
-        from recsys import promotion
-
-        cfg, ctx = _run_inputs()
-        answer = _review()
-        return promotion.promote(cfg, ctx, validated["mlflow_run_id"], approved_by=answer["by"] if answer else None)
-
-    @task(trigger_rule="none_failed_min_one_success")
     def reject(validated: dict, _decision: dict) -> dict:
         from recsys import promotion
 
@@ -250,7 +224,7 @@ def recsys_training():
             raise AirflowSkipException("publish=false")
         return promotion.publish(cfg, ctx)
 
-    validated = validate()
+    validated = ValidationGateOperator(task_id="validate").output  # bad data fails it without retries
     split = load_and_split(validated)
     shards = embed_shard.expand(shard=plan_embedding(split))
     embedded = merge_embeddings(validated, shards)
@@ -266,12 +240,13 @@ def recsys_training():
     decision = decide(validated, scored)
     routed = route(decision)
     applied = apply_gate(decision)
-    promoted = promote(validated, decision)
+    promoted = PromotionOperator(task_id="promote")  # trigger rule none_failed_min_one_success
+    [validated, decision] >> promoted
     rejected = reject(validated, decision)
     routed >> [review, applied]
     review >> [promoted, rejected]
     applied >> [promoted, rejected]
-    publish(promoted)
+    publish(promoted.output)
 
 
 recsys_training()
