@@ -22,7 +22,7 @@ export TOKENIZERS_PARALLELISM := false
 # airflow standalone starts its components as `airflow ...` subprocesses: the venv must be on PATH
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install demo test test-fast airflow-init ui mlflow-ui clean
+.PHONY: install demo test test-fast airflow-init ui mlflow-ui clean cluster-deps cluster-up cluster-down cluster-status cluster-demo
 
 install: $(STAMP)
 
@@ -44,7 +44,8 @@ airflow-init: install
 demo: airflow-init
 	bash scripts/demo.sh
 
-test: install
+# the tests start real PostgreSQL and Redis servers (the distributed topology): Redis comes from Debian's packages
+test: install cluster-deps
 	$(PY) -m pytest -q
 
 # Unit tests only (no network, no real encoder)
@@ -56,6 +57,29 @@ ui: airflow-init
 
 mlflow-ui: install
 	$(VENV)/bin/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000
+
+# ---- the distributed topology without Docker (deploy/localcluster.py; docker-compose.yml is the same for real deployments)
+# PostgreSQL 15 server binaries must be installed (Debian: postgresql-15); Redis is installed here when missing.
+cluster-deps:
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -q redis-server >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q redis-server >/dev/null; }; \
+	  elif command -v sudo >/dev/null; then sudo apt-get install -y -q redis-server; \
+	  else echo "redis-server missing: install Debian's package redis-server"; exit 1; fi; }
+
+CLUSTER_ARGS ?=
+cluster-up: install cluster-deps
+	$(PY) -m deploy.localcluster up $(CLUSTER_ARGS)
+
+cluster-down: install
+	$(PY) -m deploy.localcluster down
+
+cluster-status: install
+	$(PY) -m deploy.localcluster status
+
+# One command: bring the topology up and run the training DAG on it end to end through the REST API.
+RECSYS_CLUSTER_CONF ?= {"dataset": "online-retail"}
+cluster-demo: cluster-up
+	$(PY) -m deploy.localcluster trigger recsys_training --conf '$(RECSYS_CLUSTER_CONF)' --wait
 
 clean:
 	rm -rf $(RECSYS_HOME)

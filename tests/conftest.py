@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `deploy/` (the non-Docker topology) is imported from the checkout, not installed
+    sys.path.insert(0, str(REPO))
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="recsys-test-home-"))
 _CACHE = Path(os.environ.get("RECSYS_TEST_CACHE", REPO / ".home" / "cache"))
 

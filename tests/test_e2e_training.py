@@ -148,7 +148,7 @@ def test_bad_file_stops_the_dag_at_validation(first_run: dict, tmp_path: Path) -
     assert "Validation failed for table 'items'" in out and "expect_column_values_to_be_unique(item_id)" in out
     states = _task_states(run_id)
     assert states["validate"] == "failed"  # no retry either: bad data is not a transient error
-    assert all(states[t] == "upstream_failed" for t in ("load_and_split", "embed", "finetune", "fit_model", "evaluate", "package", "decide", "promote"))
+    assert all(states[t] == "upstream_failed" for t in ("load_and_split", "merge_embeddings", "finetune", "fit_model", "evaluate", "package", "decide", "promote"))
     assert tracking.champion_version(c, MODEL) == champion
     assert len(c.search_model_versions(f"name = '{MODEL}'")) == n_versions
     assert items.read_text().startswith("item_id,title,price\nA1")  # the raw file is kept as it was

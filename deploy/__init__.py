@@ -1,0 +1,1 @@
+"""Deployment helpers: a local PostgreSQL server and the non-Docker cluster topology."""
