@@ -11,11 +11,21 @@ never a mix, and a failure part-way leaves the old rows. Items are scored in chu
 queries (bounded memory) with the recommender's own scoring and reason functions, so the published
 lists, scores and reasons are the ones the served model returns for an `item_id` request.
 
-SQLAlchemy 2 Core only (no dialect-specific SQL): SQLite and PostgreSQL alike.
+SQLAlchemy 2 Core: SQLite and PostgreSQL alike (tests/test_publish.py on SQLite,
+tests/test_postgres.py on a real PostgreSQL server). On PostgreSQL a publish first takes a
+transaction-level advisory lock on the model name, so two concurrent publishes of one name run one
+after the other (the later one replaces the earlier one's rows) instead of one failing on the
+primary key; run them at READ COMMITTED, the default.
+
+Memory is bounded by the chunk, not by the catalog's row count: each chunk's rows are inserted as
+soon as it is scored (still inside the one transaction), so a publish holds about
+2 x chunk_size x n_items x 8 bytes (the chunk's scores and argpartition's indices) and
+chunk_size x (k + bundle_size) rows at a time; scripts/bench_publish_memory.py measures it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -39,6 +49,7 @@ from sqlalchemy import (
     delete,
     insert,
     select,
+    text,
 )
 from tqdm.auto import tqdm
 
@@ -97,6 +108,24 @@ def _engine(engine_or_url: Engine | str) -> tuple[Engine, bool]:
     return engine, owned
 
 
+def _lock_key(model_name: str) -> int:
+    """A signed 64-bit advisory-lock key for a model name (stable across processes and hosts)."""
+    digest = hashlib.sha1(f"published_recommendations:{model_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _check_length(column: str, values: list[str]) -> None:
+    """ValueError when a value is longer than its VARCHAR column: PostgreSQL would refuse it part-way
+    through a publish, SQLite would store it; checked before the old rows are touched."""
+    length = published_table.c[column].type.length
+    longest = max(values, key=len) if values else ""
+    if length is not None and len(longest) > length:
+        raise ValueError(
+            f"published_recommendations.{column} holds at most {length} characters, got {len(longest)}: "
+            f"{longest[:60]!r}{'...' if len(longest) > 60 else ''} (nothing was published; the previous rows are kept)"
+        )
+
+
 def _chunk_scores(recommender: ItemRecommender, idx: np.ndarray) -> np.ndarray:
     """Dense [len(idx), n_items] float64 scores of single-item queries, as `ItemRecommender._scores`."""
     if recommender.model is not None:
@@ -111,22 +140,22 @@ def _top_k(scores: np.ndarray, k: int) -> list[np.ndarray]:
     """Per row: the indices of the k best finite scores, best first, ties to the lower index.
 
     The same order as the served `np.argsort(-scores, kind="stable")[:k]` (finite scores only), via
-    argpartition; a row with ties across the k-th place falls back to the stable sort.
+    argpartition; a row with ties across the k-th place falls back to the stable sort. Works on
+    `scores` directly (no negated copy): besides it, one [rows, n] index array from argpartition.
     """
     n_rows, n = scores.shape
     kk = min(k, n)
     if kk == 0:
         return [np.zeros(0, dtype=np.int64) for _ in range(n_rows)]
-    neg = -scores
-    part = np.argpartition(neg, kk - 1, axis=1)[:, :kk]
-    vals = np.take_along_axis(neg, part, axis=1)
-    order = np.lexsort((part, vals), axis=1)  # by -score, then by index
+    part = np.argpartition(scores, n - kk, axis=1)[:, n - kk :]  # the kk largest, unordered
+    vals = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -vals), axis=1)  # by -score, then by index
     part = np.take_along_axis(part, order, axis=1)
-    kth = np.take_along_axis(neg, part[:, -1:], axis=1)  # the k-th best (as -score)
-    ambiguous = (neg <= kth).sum(axis=1) > kk  # more items tie with the k-th than there are places
+    kth = np.take_along_axis(scores, part[:, -1:], axis=1)  # the k-th best
+    ambiguous = (scores >= kth).sum(axis=1) > kk  # more items tie with the k-th than there are places
     out = []
     for r in range(n_rows):
-        top = np.argsort(neg[r], kind="stable")[:kk] if ambiguous[r] else part[r]
+        top = np.argsort(-scores[r], kind="stable")[:kk] if ambiguous[r] else part[r]
         out.append(top[np.isfinite(scores[r, top])])
     return out
 
@@ -151,7 +180,8 @@ def publish_recommendations(
         k: related items per item (fewer when the catalog is smaller).
         bundle_size: the most items in each item's bundle (`BundleConfig(k=bundle_size)`); skipped,
             with a warning, when the model carries no behaviour statistics.
-        chunk_size: items scored and inserted per step (memory: chunk_size x n_items scores).
+        chunk_size: items scored and inserted per step, inside the one transaction (memory: about
+            2 x chunk_size x n_items x 8 bytes, whatever the catalog's total row count).
         progress: show a tqdm progress bar.
 
     Returns:
@@ -169,6 +199,9 @@ def publish_recommendations(
     if len(set(item_ids)) != n:
         dup = pd.Series(item_ids)[pd.Series(item_ids).duplicated()].unique()[:5].tolist()
         raise ValueError(f"the model's catalog has duplicate item ids (e.g. {dup}): cannot publish one list per item")
+    _check_length("model_name", [str(model_name)])
+    _check_length("model_version", [str(model_version)])
+    _check_length("item_id", item_ids)
     behaviour = recommender.behaviour
     bundle_cfg = BundleConfig(k=bundle_size)  # validates bundle_size
     if behaviour is None:
@@ -182,6 +215,10 @@ def publish_recommendations(
     try:
         with engine.begin() as conn, tqdm(total=n, desc=f"publishing {model_name} v{model_version}", unit="item", disable=not progress) as bar:
             # one transaction: the old rows go and the new ones come at commit, or nothing changes
+            if conn.dialect.name == "postgresql":
+                # concurrent publishes of this name queue here until the holder commits or rolls back;
+                # the DELETE below then sees (and replaces) the rows the holder committed
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(model_name)})
             deleted = conn.execute(delete(published_table).where(published_table.c.model_name == model_name)).rowcount
             stmt = insert(published_table)
             for lo in range(0, n, chunk_size):

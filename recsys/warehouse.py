@@ -2,10 +2,18 @@
 
 SQLite file by default, PostgreSQL by URL. Loads are upserts keyed by natural keys, so
 loading the same data twice leaves exactly the same rows.
+
+Both backends behave alike (tests/test_warehouse.py on SQLite, tests/test_postgres.py on a real
+PostgreSQL server): a key given twice in one load keeps its last row (PostgreSQL refuses to touch
+a row twice in one multi-row upsert, SQLite's row-by-row upsert keeps the last); a value longer
+than its VARCHAR column is a clear ValueError before anything is written (PostgreSQL enforces the
+lengths, SQLite would store it silently); reads come back in code-point order whatever the
+database's collation; timestamps come back tz-aware UTC whatever the session time zone.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 
@@ -19,11 +27,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     create_engine,
     func,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 
 from recsys import schema as S
 
@@ -60,6 +70,10 @@ interactions_table = Table(
 )
 
 _CHUNK = 20_000  # rows per executemany: bounded memory, few round trips
+# PostgreSQL: rows per multi-row INSERT .. VALUES (..), (..) ON CONFLICT statement. SQLAlchemy sends an
+# ON CONFLICT executemany one row per round trip (its batching skips upserts), so we batch ourselves;
+# 1000 rows x <= 9 columns stays far below PostgreSQL's 65535 bind parameters per statement.
+_PG_ROWS_PER_STATEMENT = 1_000
 
 
 def make_engine(url: str) -> Engine:
@@ -88,6 +102,38 @@ def _records(df: pd.DataFrame) -> list[dict]:
     return obj.to_dict("records")
 
 
+def check_lengths(table: Table, frame: pd.DataFrame) -> None:
+    """Raise ValueError when a value is longer than its VARCHAR column (PostgreSQL would refuse
+    it mid-load; SQLite would store it): the same data load, or fail, on both backends."""
+    for col in table.columns:
+        length = getattr(col.type, "length", None)
+        if length is None or col.name not in frame.columns or not len(frame):
+            continue
+        lengths = frame[col.name].astype("string").str.len()
+        too_long = lengths > length
+        if too_long.any():
+            example = str(frame[col.name][too_long].iloc[0])
+            raise ValueError(
+                f"{table.name}.{col.name} holds at most {length} characters, but {int(too_long.sum())} value(s) are longer "
+                f"(longest {int(lengths.max())}, e.g. {example[:60]!r}{'...' if len(example) > 60 else ''}); nothing was loaded"
+            )
+
+
+@functools.lru_cache(maxsize=16)
+def _pg_upsert_sql(table: Table, n_rows: int, dialect: Dialect) -> tuple[str, tuple[str, ...] | None]:
+    """INSERT .. VALUES (row 0), .., (row n-1) ON CONFLICT (key) DO UPDATE with parameters named
+    `<column>__<i>`, compiled ONCE per (table, size, dialect) -- SQLAlchemy does not cache the
+    compilation of multi-row VALUES, which would otherwise cost more than the round trip.
+    Returns (SQL, parameter names in order for a positional driver, else None)."""
+    keys = [c.name for c in table.primary_key.columns]
+    stmt = postgresql.insert(table).values(
+        [{c.name: bindparam(f"{c.name}__{i}", type_=c.type) for c in table.columns} for i in range(n_rows)]
+    )
+    updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+    compiled = stmt.on_conflict_do_update(index_elements=keys, set_=updates).compile(dialect=dialect)
+    return compiled.string, (tuple(compiled.positiontup) if compiled.positional else None)
+
+
 def _upsert(conn, table: Table, rows: list[dict]) -> None:
     if not rows:
         return
@@ -96,6 +142,18 @@ def _upsert(conn, table: Table, rows: list[dict]) -> None:
     insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}.get(dialect)
     if insert is None:
         raise ValueError(f"warehouse dialect {dialect!r} is not supported (use sqlite or postgresql)")
+    # one row per key, the last one given (what a row-by-row upsert leaves), in key order: a
+    # multi-row upsert may not touch a row twice, and concurrent loads lock rows in the same order
+    by_key = {tuple(r[k] for k in keys): r for r in rows}
+    rows = [by_key[k] for k in sorted(by_key, key=lambda key: tuple(str(v) for v in key))]
+    if dialect == "postgresql":
+        names = [c.name for c in table.columns]
+        for start in range(0, len(rows), _PG_ROWS_PER_STATEMENT):
+            batch = rows[start : start + _PG_ROWS_PER_STATEMENT]
+            sql, order = _pg_upsert_sql(table, len(batch), conn.dialect)
+            params = {f"{name}__{i}": row.get(name) for i, row in enumerate(batch) for name in names}
+            conn.exec_driver_sql(sql, tuple(params[p] for p in order) if order is not None else params)
+        return
     for start in range(0, len(rows), _CHUNK):
         stmt = insert(table)
         updates = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
@@ -108,6 +166,8 @@ def upsert_dataset(engine: Engine, dataset: S.Dataset) -> dict[str, int]:
     items = dataset.items.assign(dataset=dataset.name)
     inter = dataset.interactions.assign(dataset=dataset.name)
     inter = inter.assign(interaction_key=interaction_keys(dataset.interactions).to_numpy())
+    check_lengths(items_table, items)
+    check_lengths(interactions_table, inter)
     # timestamps go in as python datetimes (tz-aware UTC), not pandas Timestamps
     with engine.begin() as conn:
         _upsert(conn, items_table, _records(items))
@@ -128,17 +188,23 @@ def table_counts(engine: Engine, dataset: str) -> dict[str, int]:
 
 
 def read_dataset(engine: Engine, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The data set's canonical items and interactions, as stored (sorted by key for determinism)."""
+    """The data set's canonical items and interactions, as stored, sorted by key in code-point order
+    (items by item_id, interactions by interaction_key): the same order on SQLite and on PostgreSQL
+    whatever the database's collation."""
     with engine.connect() as conn:
         items = pd.read_sql(
             select(*[items_table.c[c] for c in S.ITEM_COLUMNS]).where(items_table.c.dataset == dataset).order_by(items_table.c.item_id),
             conn,
         )
         inter = pd.read_sql(
-            select(*[interactions_table.c[c] for c in S.INTERACTION_COLUMNS])
+            select(*[interactions_table.c[c] for c in S.INTERACTION_COLUMNS], interactions_table.c.interaction_key)
             .where(interactions_table.c.dataset == dataset)
             .order_by(interactions_table.c.interaction_key),
             conn,
         )
+    # the SQL ORDER BY follows the database collation (e.g. en_US: "a" < "B"); sort by code point here
+    items = items.sort_values(S.ITEM_ID, kind="stable").reset_index(drop=True)
+    inter = inter.sort_values("interaction_key", kind="stable").drop(columns="interaction_key").reset_index(drop=True)
+    # PostgreSQL hands back the session time zone's offsets, SQLite naive UTC: tz-aware UTC for both
     inter[S.TIMESTAMP] = pd.to_datetime(inter[S.TIMESTAMP], utc=True)
     return S.to_canonical_items(items), S.to_canonical_interactions(inter)
