@@ -215,10 +215,11 @@ def _warehouse_items(engine: Engine, dataset: str) -> pd.DataFrame:
     """The items the warehouse holds for the data set (items only: interactions are not read)."""
     with engine.connect() as conn:
         df = pd.read_sql(
-            select(*[items_table.c[c] for c in S.ITEM_COLUMNS]).where(items_table.c.dataset == dataset).order_by(items_table.c.item_id),
+            select(*[items_table.c[c] for c in S.ITEM_COLUMNS]).where(items_table.c.dataset == dataset),
             conn,
         )
-    return S.to_canonical_items(df)
+    # sorted here, by code point: SQL ORDER BY follows the database's collation (en_US on PostgreSQL differs from SQLite)
+    return S.to_canonical_items(df.sort_values(S.ITEM_ID, kind="stable").reset_index(drop=True))
 
 
 def _catalog_for_gate(batch_items: pd.DataFrame | None, known: pd.DataFrame) -> pd.DataFrame:
