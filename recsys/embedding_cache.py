@@ -171,9 +171,9 @@ def fingerprint_parts(encoder: Any) -> dict[str, Any]:
         "tokenizer": _tokenizer_identity(encoder.tokenizer),
         "max_length": int(max_length) if max_length is not None else None,
         "pooling": POOLING,
-        # TextEncoder.encode runs bf16 autocast on CUDA: those vectors differ from float32 ones
-        # at ~1e-3, so they are cached apart
-        "precision": "bf16-autocast" if torch.device(device).type == "cuda" else "float32",
+        # TextEncoder.encode may run bf16 autocast (CUDA, CPUs with native bf16): those vectors differ
+        # from float32 ones at ~1e-3, so they are cached apart
+        "precision": getattr(encoder, "inference_precision", None) or ("bf16-autocast" if torch.device(device).type == "cuda" else "float32"),
     }
 
 

@@ -33,6 +33,27 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(requested)
 
 
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): then bf16 matmuls beat float32;
+    elsewhere bf16 is emulated and slower."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def use_bf16(device: torch.device, precision: str = "auto") -> bool:
+    """Whether `encode` runs under bf16 autocast on this device."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision == "bfloat16"
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+
+
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Average the token vectors, ignoring padding; then L2-normalize."""
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -58,6 +79,12 @@ class TextEncoder(torch.nn.Module):
         self.model = AutoModel.from_pretrained(self.model_path)
         self.device = pick_device(self.config.device)
         self.model.to(self.device)
+        self.bf16 = use_bf16(self.device, self.config.precision)
+
+    @property
+    def inference_precision(self) -> str:
+        """What `encode` computes in (part of the embedding cache's fingerprint)."""
+        return "bf16-autocast" if self.bf16 else "float32"
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         batch = self.tokenizer(
@@ -71,18 +98,19 @@ class TextEncoder(torch.nn.Module):
         out = self.model(**batch)
         return mean_pool(out.last_hidden_state, batch["attention_mask"])
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def encode(self, texts: list[str], batch_size: int | None = None, progress: bool = True, desc: str = "embedding") -> np.ndarray:
         """Embed texts for inference: float32 array [n, dim], rows L2-normalized, in input order.
 
-        Texts are sorted by length so each batch pads to a similar length (less wasted compute).
+        Texts are sorted by length so each batch pads to a similar length (less wasted compute). Runs
+        under bf16 autocast where that is native (`EncoderConfig.precision`); the output is float32.
         """
         bs = batch_size or self.config.batch_size
         was_training = self.model.training
         self.model.eval()
         order = np.argsort([len(t) for t in texts], kind="stable")
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        use_amp = self.device.type == "cuda"
+        use_amp = self.bf16
         for start in tqdm(range(0, len(texts), bs), desc=desc, disable=not progress, unit="batch"):
             idx = order[start : start + bs]
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use_amp):

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from recsys.config import EncoderConfig  # noqa: E402
 from recsys.embedding_cache import EmbeddingCache, document_hash, encode_with_cache, model_fingerprint  # noqa: E402
-from recsys.encoder import TextEncoder, default_model_path  # noqa: E402
+from recsys.encoder import TextEncoder, cpu_has_native_bf16, default_model_path  # noqa: E402
 
 WHEEL = "PyARMViz-0.1.4-py2.py3-none-any.whl"
 BENCH_KEY = b"bench-key-0123456789abcdef"
@@ -93,6 +93,17 @@ def load_texts(n: int) -> tuple[list[str], str]:
     return synthetic_titles(n or 2000), f"synthetic product titles (no {WHEEL} in {cache})"
 
 
+def top_k_overlap(a: np.ndarray, b: np.ndarray, k: int = 10) -> float:
+    """Share of each item's k nearest neighbours (by cosine, itself excluded) that two embeddings agree on."""
+    def neighbours(v: np.ndarray) -> np.ndarray:
+        sims = v @ v.T
+        np.fill_diagonal(sims, -np.inf)
+        return np.argpartition(-sims, k, axis=1)[:, :k]
+
+    na, nb = neighbours(a), neighbours(b)
+    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(na, nb)]))
+
+
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
     start = time.perf_counter()
     result = fn()
@@ -107,6 +118,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=256, help="token limit for both encoders (256: the model's sentence-transformers default)")
     ap.add_argument("--changed", type=float, default=0.01, help="share of texts changed before the cached re-embed")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"], help="our encoder's precision (auto: bf16 where the CPU has it natively)")
     args = ap.parse_args()
 
     started = time.perf_counter()
@@ -127,11 +139,14 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers import __version__ as st_version
 
-    ours = TextEncoder(path, EncoderConfig(device="cpu", max_length=args.max_length, batch_size=bs))
+    ours = TextEncoder(path, EncoderConfig(device="cpu", max_length=args.max_length, batch_size=bs, precision=args.precision))
+    ours32 = TextEncoder(path, EncoderConfig(device="cpu", max_length=args.max_length, batch_size=bs, precision="float32"))
+    print(f"our precision: {args.precision} -> {ours.inference_precision} (CPU with native bf16: {cpu_has_native_bf16()})")
     st = SentenceTransformer(path, device="cpu")
     st.max_seq_length = args.max_length
     warm = texts[: 2 * bs]
     ours.encode(warm, batch_size=bs, progress=False)
+    ours32.encode(warm, batch_size=bs, progress=False)
     st.encode(warm, batch_size=bs, normalize_embeddings=True, show_progress_bar=False)
 
     def run_ours() -> np.ndarray:
@@ -143,13 +158,15 @@ def main() -> None:
     # --- a), b), c): interleaved per repeat, so a change in background load hits all alike ----------
     n_changed = max(1, round(args.changed * n))
     fp = model_fingerprint(ours)
-    t_ours, t_st, cold, warm_t, warm_fp, ok = [], [], [], [], [], True
+    t_ours, t_st, t_32, cold, warm_t, warm_fp, ok = [], [], [], [], [], [], True
     with tempfile.TemporaryDirectory(prefix="bench-embedding-") as tmp:
         for r in range(args.repeats):
             s, v_ours = timed(run_ours)
             t_ours.append(s)
             s, v_st = timed(run_st)
             t_st.append(s)
+            s, v_32 = timed(lambda: ours32.encode(texts, batch_size=bs, progress=False))
+            t_32.append(s)
             # c) a cold full pass through an empty cache, then the same texts with 1% changed
             cache = EmbeddingCache(Path(tmp) / f"run{r}")
             s, (full, stats) = timed(lambda: encode_with_cache(ours, texts, cache, batch_size=bs, progress=False))
@@ -176,8 +193,11 @@ def main() -> None:
         cos = float((v_ours * v_st).sum(axis=1).min())
         print(f"a) TextEncoder.encode          {n / m_ours:8.1f} items/s  ({m_ours:.2f} s; runs {runs(t_ours)})")
         print(f"b) SentenceTransformer.encode  {n / m_st:8.1f} items/s  ({m_st:.2f} s; runs {runs(t_st)}; sentence-transformers {st_version})")
+        m_32 = statistics.median(t_32)
         print(f"   ratio ours / sentence-transformers: {m_st / m_ours:.2f}x the speed")
-        print(f"   outputs: max |difference| {diff:.2e}, lowest cosine {cos:.7f}")
+        print(f"   outputs: max |difference| {diff:.2e}, lowest cosine {cos:.7f}; top-10 neighbours shared with "
+              f"sentence-transformers' {top_k_overlap(v_ours, np.asarray(v_st, dtype=np.float32)):.1%}")
+        print(f"a') TextEncoder.encode, float32 {n / m_32:8.1f} items/s  ({m_32:.2f} s; runs {runs(t_32)}): {m_st / m_32:.2f}x sentence-transformers")
         m_cold, m_warm, m_warm_fp = statistics.median(cold), statistics.median(warm_t), statistics.median(warm_fp)
         print(f"c) cache, cold full pass       {m_cold:8.2f} s  ({n / m_cold:.1f} items/s; runs {runs(cold)}; {stats['computed']} computed; "
               f"{m_cold / m_ours:.2f}x the plain encode, fingerprint and writes included)")

@@ -63,7 +63,9 @@ def encoder():
     # one torch thread: tiny batches, and 2 threads on a busy 2-core machine spin rather than work
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield TextEncoder(config=EncoderConfig(device="cpu"))
+    # float32: these tests compare vectors across batch compositions at 1e-5; bf16 autocast (the default
+    # on CPUs with native bf16) moves them by ~1e-3 with the padding (tested on its own below / in test_encoder_serving)
+    yield TextEncoder(config=EncoderConfig(device="cpu", precision="float32"))
     torch.set_num_threads(threads)
 
 
@@ -104,7 +106,7 @@ def test_document_hash_is_sha256_of_utf8_truncated():
 
 
 def test_fingerprint_is_stable_across_two_loads(encoder, fingerprint):
-    again = TextEncoder(config=EncoderConfig(device="cpu"))
+    again = TextEncoder(config=EncoderConfig(device="cpu", precision="float32"))
     assert model_fingerprint(again) == fingerprint
     assert model_fingerprint(encoder) == fingerprint  # recomputing does not change it
 
@@ -130,18 +132,23 @@ def test_fingerprint_covers_weights_max_length_and_precision(encoder, fingerprin
     assert model_fingerprint(encoder) == fingerprint  # the original is untouched
 
     def like(**changes):  # the same model and tokenizer, other settings
-        return SimpleNamespace(**{"model": encoder.model, "tokenizer": encoder.tokenizer, "device": encoder.device, "config": encoder.config, **changes})
+        fields = {"model": encoder.model, "tokenizer": encoder.tokenizer, "device": encoder.device, "config": encoder.config, "inference_precision": encoder.inference_precision}
+        return SimpleNamespace(**(fields | changes))
 
     assert model_fingerprint(like()) == fingerprint
     assert model_fingerprint(like(config=dataclasses.replace(encoder.config, max_length=32))) != fingerprint
-    on_gpu = like(device=torch.device("cuda"))
+    # bf16-autocast vectors (a GPU, or a CPU with native bf16) are cached apart from float32 ones
+    fp32, bf16 = like(inference_precision="float32"), like(inference_precision="bf16-autocast")
+    assert fingerprint_parts(fp32)["precision"] == "float32" and fingerprint_parts(bf16)["precision"] == "bf16-autocast"
+    assert model_fingerprint(fp32) != model_fingerprint(bf16)
+    # an encoder-like object that does not say: CUDA means bf16 autocast
+    on_gpu = like(device=torch.device("cuda"), inference_precision=None)
     assert fingerprint_parts(on_gpu)["precision"] == "bf16-autocast"
-    assert model_fingerprint(on_gpu) != fingerprint
 
 
 def test_saved_and_reloaded_encoder_keeps_its_fingerprint(encoder, fingerprint, tmp_path):
     encoder.save(tmp_path / "enc")
-    reloaded = TextEncoder(str(tmp_path / "enc"), config=EncoderConfig(device="cpu"))
+    reloaded = TextEncoder(str(tmp_path / "enc"), config=EncoderConfig(device="cpu", precision="float32"))
     assert model_fingerprint(reloaded) == fingerprint  # content, not the path
 
 

@@ -25,7 +25,9 @@ def encoder():
     # one torch thread: tiny batches, and 2 threads on a busy 2-core machine spin rather than work
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield TextEncoder(config=EncoderConfig(device="cpu"))
+    # float32: these tests compare vectors across batch compositions at 1e-5; bf16 autocast (the default
+    # on CPUs with native bf16) moves them by ~1e-3 with the padding (tested on its own below / in test_encoder_serving)
+    yield TextEncoder(config=EncoderConfig(device="cpu", precision="float32"))
     torch.set_num_threads(threads)
 
 
@@ -105,7 +107,7 @@ def test_encode_restores_training_mode(encoder):
 
 def test_save_and_reload_gives_the_same_vectors(encoder, tmp_path):
     encoder.save(tmp_path / "enc")
-    reloaded = TextEncoder(str(tmp_path / "enc"), EncoderConfig(device="cpu"))
+    reloaded = TextEncoder(str(tmp_path / "enc"), EncoderConfig(device="cpu", precision="float32"))
     texts = [MUG, TRAIN]
     np.testing.assert_allclose(reloaded.encode(texts, progress=False), encoder.encode(texts, progress=False), atol=1e-6)
 
@@ -191,7 +193,8 @@ def test_text_query_is_embedded_by_the_encoder(hand_model, encoder):
     text = "A red ceramic mug"
     out = hand_model.predict(None, pd.DataFrame({"item_id": [None], "text": [text]}), params={"k": 4})
     # scores = the encoder's vector of the text against the catalog, nothing excluded
-    expected = (encoder.encode([text], progress=False) @ _hand_vectors().T)[0]
+    served = TextEncoder(config=EncoderConfig(device="cpu"))  # the served model's precision: "auto"
+    expected = (served.encode([text], progress=False) @ _hand_vectors().T)[0]
     order = np.argsort(-expected, kind="stable")
     assert out["item_id"].tolist() == [IDS[j] for j in order]
     np.testing.assert_allclose(out["score"], expected[order], atol=1e-5)
@@ -208,3 +211,30 @@ def test_unknown_item_with_text_falls_back_to_the_text(tmp_path, encoder):
     # row 0: unknown id -> its text -> nearest item the mug; row 1: the train item by id, itself excluded
     assert out["item_id"].tolist()[0] == "m"
     assert out["request"].tolist() == [0, 1] and out["item_id"].tolist()[1] != "t"
+
+
+# --- precision ------------------------------------------------------------------------------------
+
+
+def test_precision_choice_follows_the_device_and_the_cpu():
+    from recsys.encoder import cpu_has_native_bf16, use_bf16
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert use_bf16(cuda, "auto") is True and use_bf16(cuda, "float32") is False
+    assert use_bf16(cpu, "bfloat16") is True and use_bf16(cpu, "float32") is False
+    assert use_bf16(cpu, "auto") is cpu_has_native_bf16()  # emulated bf16 is slower than float32: not chosen
+    with pytest.raises(ValueError, match="precision must be one of"):
+        use_bf16(cpu, "fp16")
+
+
+def test_bf16_vectors_match_float32_ones(encoder):
+    """bf16 autocast changes the vectors by ~1e-5 in cosine: the same neighbours, a separate cache entry."""
+    fp32 = TextEncoder(config=EncoderConfig(device="cpu", precision="float32"))
+    bf16 = TextEncoder(config=EncoderConfig(device="cpu", precision="bfloat16"))
+    assert fp32.inference_precision == "float32" and bf16.inference_precision == "bf16-autocast"
+    texts = ["red retrospot lunch bag", "set of 3 cake tins pantry design", "white hanging heart t-light holder", "jumbo bag red retrospot"]
+    a, b = fp32.encode(texts, progress=False), bf16.encode(texts, progress=False)
+    assert a.dtype == b.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    assert float((a * b).sum(axis=1).min()) > 0.999
+    assert np.array_equal(np.argsort(-(a @ a.T), axis=1), np.argsort(-(b @ b.T), axis=1))
