@@ -330,9 +330,10 @@ def test_concurrent_readers_see_the_old_or_the_new_version_never_a_mix(url, hybr
         stmt = select(t.c.model_version, func.count()).where(t.c.model_name == "recs").group_by(t.c.model_version).order_by(t.c.model_version)
         with reader_engine.connect() as conn:
             while True:
+                final = done.is_set()  # set only after the publish committed: this read must see version 2
                 seen.append(tuple(tuple(r) for r in conn.execute(stmt).all()))
                 conn.commit()  # a fresh snapshot per read (READ COMMITTED autobegin)
-                if done.is_set():
+                if final:
                     break
 
     th = threading.Thread(target=reader)
