@@ -18,12 +18,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from deploy.localcluster import AirflowApi
 from recsys import tracking
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
@@ -40,24 +39,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class Api:
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.token: str | None = None
-
-    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-        headers = {"Content-Type": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, headers=headers, method=method)
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.status, json.loads(r.read() or b"{}")
-        except urllib.error.HTTPError as err:
-            return err.code, {"error": err.read().decode(errors="replace")}
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return 0, {}
+class Api(AirflowApi):
+    """The project's REST client (deploy/localcluster.py), with waiting that fails the test."""
 
     def wait(self, what: str, check, timeout: float, every: float = 3.0):
         deadline = time.monotonic() + timeout
