@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.localcluster import AirflowApi
+from deploy.localcluster import AirflowApi, ClusterError, wait_until
 from recsys import tracking
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
@@ -43,13 +43,10 @@ class Api(AirflowApi):
     """The project's REST client (deploy/localcluster.py), with waiting that fails the test."""
 
     def wait(self, what: str, check, timeout: float, every: float = 3.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = check()
-            if value:
-                return value
-            time.sleep(every)
-        raise AssertionError(f"timed out waiting for {what}")
+        try:
+            return wait_until(what, check, timeout, every)
+        except ClusterError as err:
+            raise AssertionError(str(err)) from err
 
 
 @pytest.fixture(scope="module")
