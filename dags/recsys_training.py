@@ -12,22 +12,25 @@ Trains the LLM-based item encoder on a shop's data and registers it in MLflow.
 4. **finetune** / **finetune_gpu** — fine-tune the encoder on co-interaction pairs. With
    `finetune_on_gpu` the run takes `finetune_gpu`, which runs on the Celery queue `gpu` (served by a
    worker on a GPU node); otherwise `finetune` runs on the default queue (GPU when present, else CPU).
-5. **fit_model** — fit the hybrid recommender: EASE with the item text as side information, plus
+5. **fuse_signals** — fuse the text vectors with the numeric signals (sales, price, rating) through a
+   small learned projection plus a residual text adaptor, trained over the cached vectors in about a
+   minute; kept only when it beats the text vectors on validation.
+6. **fit_model** — fit the hybrid recommender: EASE with the item text as side information, plus
    cold-start propagation, its weights tuned on validation.
-6. **evaluate** — full-ranking Recall/NDCG@k of the hybrid vs EASE, item-kNN, the fine-tuned and the
+7. **evaluate** — full-ranking Recall/NDCG@k of the hybrid vs EASE, item-kNN, the fine-tuned and the
    frozen encoder, and popularity, on the same split.
-7. **package** — log the model (pyfunc) and register a new version, pending the gate.
-8. **score_champion** — score the current champion on the SAME test split (old numbers on old data
+8. **package** — log the model (pyfunc) and register a new version, pending the gate.
+9. **score_champion** — score the current champion on the SAME test split (old numbers on old data
    are not comparable).
-9. **decide** — the promotion gate: the primary metric (default NDCG@k) must improve on the champion
+10. **decide** — the promotion gate: the primary metric (default NDCG@k) must improve on the champion
    by the margin, no guardrail (cold-start recall, coverage, Recall@k) may regress beyond its
    tolerance; the first model ever must beat every baseline. Writes the report (JSON, HTML, plots)
    and the version's description and tags. Decided once per version: a rerun reads it back.
-10. **review** (only with `require_approval`) — pauses for a reviewer (Airflow's Required Actions):
+11. **review** (only with `require_approval`) — pauses for a reviewer (Airflow's Required Actions):
     Approve → promote, Reject (or no answer in 7 days) → reject.
-11. **promote** / **reject** — move the `champion` alias (the last step; idempotent), or give the
+12. **promote** / **reject** — move the `champion` alias (the last step; idempotent), or give the
     refused version the `challenger` alias; the champion is untouched.
-12. **publish** — after a promotion, write top-k related items and a bundle for every catalog item
+13. **publish** — after a promotion, write top-k related items and a bundle for every catalog item
     to the warehouse table `published_recommendations`, tagged with the version, in one transaction.
 
 Every run is one MLflow run (tag `recsys.run_key` = this DAG run). Trigger from the UI with the form's
@@ -93,6 +96,9 @@ def _run_inputs():
             description="Parts of each item's document, in order (numeric signals as bands; sales_band is available but off: it hurts new items)",
         ),
         "min_text_share": Param(0.9, type="number", minimum=0, maximum=1, description="Share of items that must have a title"),
+        "fusion": Param(True, type="boolean", description="Fuse the text vectors with the numeric signals through a learned projection (kept only if it wins on validation)"),
+        "fusion_signals": Param("sales", type="string", description="Numeric signals the fusion projection reads (comma-separated: price, sales, rating; those the data has)"),
+        "fusion_text_adaptor": Param(True, type="boolean", description="Fusion also learns a residual linear adaptor on the text vector"),
         "candidate": Param("hybrid", enum=["hybrid", "text"], description="Model put to the gate: hybrid (text + behaviour) or the fine-tuned text model alone"),
         "gate_primary_metric": Param("ndcg", enum=["ndcg", "recall", "mrr", "hit_rate"], description="Gate: the metric (at k) that must improve"),
         "gate_min_relative_gain": Param(0.01, type="number", minimum=0, maximum=1, description="Gate: required relative improvement over the champion"),
@@ -158,7 +164,14 @@ def recsys_training():
         return _finetune(validated)
 
     @task(trigger_rule="none_failed_min_one_success")
-    def fit_model(validated: dict) -> dict:
+    def fuse_signals(validated: dict) -> dict:
+        from recsys import pipeline
+
+        cfg, ctx = _run_inputs()
+        return pipeline.fuse(cfg, ctx, validated["mlflow_run_id"])
+
+    @task
+    def fit_model(validated: dict, _fused: dict) -> dict:
         from recsys import pipeline
 
         cfg, ctx = _run_inputs()
@@ -237,8 +250,9 @@ def recsys_training():
     trained_cpu = finetune(validated, embedded)
     trained_gpu = finetune_gpu(validated, embedded)
     device >> [trained_cpu, trained_gpu]
-    fitted = fit_model(validated)
-    [trained_cpu, trained_gpu] >> fitted
+    fused = fuse_signals(validated)
+    [trained_cpu, trained_gpu] >> fused
+    fitted = fit_model(validated, fused)
     evaluated = evaluate(validated, fitted)
     packaged = package(validated, evaluated)
     scored = score_champion(validated, packaged)

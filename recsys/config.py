@@ -63,6 +63,34 @@ GPU_RECIPE = {"batch_size": 2048, "learning_rate": 2e-4, "max_steps": 130, "epoc
 TRAIN_PROFILES = ("auto", "params")
 
 
+SIGNALS = ("price", "sales", "rating")  # numeric item signals the fusion projection can read
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """What is fused and how the projection is trained (defaults measured in scripts/bench_fusion.py)."""
+
+    enabled: bool = True
+    signals: tuple[str, ...] = ("price", "sales", "rating")  # numeric signals fed to the projection (those the data has)
+    text_adaptor: bool = True  # also learn the residual linear map A on the text vector
+    hidden: int = 64  # width of the feature projection's hidden layer
+    steps: int = 600
+    batch_size: int = 1024
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    temperature: float = 0.05
+    eval_every: int = 50
+    patience: int = 4  # validations without improvement before stopping
+    new_item_dropout: float = 0.2  # share of training items shown to the projection with the 0-sales value
+    pseudo_cold_share: float = 0.1  # warm items held out of the pairs: each step is scored on placing them
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.signals if s not in SIGNALS]
+        if unknown:
+            raise ValueError(f"unknown fusion signals {unknown} (known: {', '.join(SIGNALS)})")
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     k: int = 10
@@ -105,6 +133,7 @@ class PipelineConfig:
     documents: DocumentConfig = field(default_factory=DocumentConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     # the model packaged and put to the gate: "hybrid" (text + behaviour) or "text" (the fine-tuned
@@ -154,6 +183,9 @@ class PipelineConfig:
         encoder = replace(cfg.encoder, model_path=p.get("model_path"), precision=str(p.get("encoder_precision", EncoderConfig.precision)))
         if encoder.precision not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"encoder_precision must be auto, float32 or bfloat16, got {encoder.precision!r}")
+        fusion = replace(cfg.fusion, seed=seed, enabled=_as_bool(p.get("fusion", FusionConfig.enabled)), text_adaptor=_as_bool(p.get("fusion_text_adaptor", FusionConfig.text_adaptor)))
+        if "fusion_signals" in p:
+            fusion = replace(fusion, signals=tuple(s.strip() for s in str(p["fusion_signals"]).split(",") if s.strip()))
         ev = replace(cfg.eval, k=int(p.get("k", EvalConfig.k)))
         documents = cfg.documents
         if p.get("document_template"):
@@ -177,7 +209,7 @@ class PipelineConfig:
         profile = str(p.get("train_profile", cls.train_profile))
         if profile not in TRAIN_PROFILES:
             raise ValueError(f"train_profile must be one of {TRAIN_PROFILES}, got {profile!r}")
-        return replace(cfg, split=split, train=train, encoder=encoder, eval=ev, documents=documents, gate=gate, candidate=candidate, train_profile=profile)
+        return replace(cfg, split=split, train=train, fusion=fusion, encoder=encoder, eval=ev, documents=documents, gate=gate, candidate=candidate, train_profile=profile)
 
     def train_for(self, device_type: str) -> TrainConfig:
         """The training settings for a device ("cuda" or "cpu")."""

@@ -19,11 +19,11 @@ import pandas as pd
 
 from recsys import schema as S
 from recsys.config import PipelineConfig
-from recsys.pipeline import RunContext, _load_split, _mlflow, _read_json, _write_json, bundle_catalog, evaluation_context
+from recsys.pipeline import RunContext, _load_split, _mlflow, _read_json, _write_json, bundle_catalog, evaluation_context, item_vectors
 
 log = logging.getLogger(__name__)
 
-BASELINE_MODELS = ("ease", "itemknn", "frozen", "finetuned", "popularity")
+BASELINE_MODELS = ("ease", "itemknn", "frozen", "finetuned", "fused", "popularity")
 DECISION_TAG = "gate.decision"
 STATUS_PENDING = "pending"
 
@@ -33,8 +33,9 @@ def _now() -> str:
 
 
 def candidate_model(cfg: PipelineConfig) -> str:
-    """The row of metrics.json that is the candidate: the hybrid, or the fine-tuned text model alone."""
-    return "hybrid" if cfg.candidate == "hybrid" else "finetuned"
+    """The row of metrics.json that is the candidate: the hybrid, or the text model alone (the fine-tuned
+    text vectors fused with the numeric signals: what the packaged catalog holds)."""
+    return "hybrid" if cfg.candidate == "hybrid" else "fused"
 
 
 def package(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
@@ -46,7 +47,7 @@ def package(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[st
     split, catalog = _load_split(ctx.run_dir)
     titles = catalog[S.TITLE].fillna(catalog[S.ITEM_ID]).astype(str).tolist()
     model_dir = ctx.run_dir / "model"
-    vectors = np.load(ctx.run_dir / "embeddings" / "finetuned.npy")
+    vectors = item_vectors(ctx)
     save_catalog(model_dir / "catalog.npz", catalog[S.ITEM_ID].tolist(), titles, vectors)
     save_behaviour(model_dir / "behaviour.npz", bundle_catalog(split, catalog, vectors))
     identity = _read_json(ctx.run_dir / "split" / "identity.json")

@@ -31,6 +31,7 @@ ENCODER_ARTIFACT = "encoder"
 BEHAVIOUR_ARTIFACT = "behaviour"  # co-purchase counts, prices, categories: bundles and reasons
 REFERENCE_ARTIFACT = "reference"  # the training data's reference statistics, for the drift monitor
 CONFIG_ARTIFACT = "config"  # the run's configuration (document template etc.)
+FUSION_ARTIFACT = "fusion"  # the learned fusion of text vectors with numeric signals (absent when not kept)
 REASON_SEP = " | "
 
 
@@ -91,6 +92,7 @@ MODEL_DIR_FILES = {
     ENCODER_ARTIFACT: "encoder",
     REFERENCE_ARTIFACT: "reference",
     CONFIG_ARTIFACT: "config.json",
+    FUSION_ARTIFACT: "fusion",
 }
 
 
@@ -145,14 +147,23 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
             template = run_config.get("pipeline", {}).get("documents.template")
             self.document_template = tuple(template) if template else None
         self._encoder_path = context.artifacts.get(ENCODER_ARTIFACT)
+        self._fusion_path = context.artifacts.get(FUSION_ARTIFACT)
         self._encoder = None  # loaded on the first text request only: id requests need no torch
+        self._fusion = None
 
     def _embed_text(self, texts: list[str]) -> np.ndarray:
         if self._encoder is None:
             from recsys.encoder import TextEncoder
 
             self._encoder = TextEncoder(self._encoder_path)
-        return self._encoder.encode(texts, progress=False)
+            if self._fusion_path is not None:
+                from recsys.fusion import FusedEncoder
+
+                self._fusion = FusedEncoder.load(self._fusion_path)
+        vectors = self._encoder.encode(texts, progress=False)
+        # catalog vectors are fused with the items' numeric signals: a text known only by its words
+        # enters the same space as a new item (unknown price and rating, no sales yet)
+        return self._fusion.fuse_new(vectors) if self._fusion is not None else vectors
 
     def _ids(self, value: Any) -> list[str]:
         return [i.strip() for i in str(value).split(",") if i.strip()] if _present(value) else []

@@ -49,6 +49,7 @@ def main() -> None:
     pipeline.load_and_split(cfg, ctx, run_id)
     pipeline.embed(cfg, ctx, run_id)
     trained = pipeline.finetune(cfg, ctx, run_id)
+    fused = pipeline.fuse(cfg, ctx, run_id)
     fitted = pipeline.fit_model(cfg, ctx, run_id)
     report = pipeline.evaluate(cfg, ctx, run_id)["test"]
     seconds = time.perf_counter() - start
@@ -57,6 +58,7 @@ def main() -> None:
     cols = [f"recall_at_{k}", f"ndcg_at_{k}", f"cold_recall_at_{k}"]
     print(f"\n{args.dataset} {args.param}: test split, full ranking over the catalog ({int(report['hybrid']['n_queries'])} queries)")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; pipeline {seconds:.0f} s")
+    print(f"fusion: {'kept, step ' + str(fused['best_step']) + ', signals ' + ','.join(fused['signals']) if fused['kept'] else 'not kept'}")
     print(f"fine-tuning: {trained['steps']} steps, best step {trained['best_step']}; hybrid chose {json.dumps(fitted['chosen'])}, EASE l2 {fitted['ease_l2']:g}")
     print(f"{'model':<12}" + "".join(f"{c:>20}" for c in cols))
     for name, row in report.items():

@@ -36,7 +36,7 @@ def test_training_dag_shape(dagbag: DagBag) -> None:
     dag = dagbag.dags["recsys_training"]
     assert type(dag.timetable).__name__ == "NullTimetable"  # triggered (UI, REST, drift monitor), not scheduled
     assert dag.max_active_runs == 1
-    order = ["validate", "load_and_split", "plan_embedding", "embed_shard", "merge_embeddings", "choose_device", "finetune", "fit_model", "evaluate", "package", "score_champion", "decide", "route"]
+    order = ["validate", "load_and_split", "plan_embedding", "embed_shard", "merge_embeddings", "choose_device", "finetune", "fuse_signals", "fit_model", "evaluate", "package", "score_champion", "decide", "route"]
     assert set(dag.task_ids) == set(order) | {"finetune_gpu", "apply_gate", "review", "promote", "reject", "publish"}
     for upstream, downstream in zip(order, order[1:]):
         assert downstream in dag.get_task(upstream).downstream_task_ids
@@ -45,8 +45,9 @@ def test_training_dag_shape(dagbag: DagBag) -> None:
     assert dag.get_task("choose_device").downstream_task_ids == {"finetune", "finetune_gpu"}
     assert dag.get_task("finetune_gpu").queue == "gpu"
     assert dag.get_task("finetune").queue == "default"
-    assert dag.get_task("fit_model").upstream_task_ids == {"validate", "finetune", "finetune_gpu"}
-    assert dag.get_task("fit_model").trigger_rule == "none_failed_min_one_success"
+    assert dag.get_task("fuse_signals").upstream_task_ids == {"validate", "finetune", "finetune_gpu"}
+    assert dag.get_task("fuse_signals").trigger_rule == "none_failed_min_one_success"  # after whichever fine-tuning ran
+    assert dag.get_task("fit_model").upstream_task_ids == {"validate", "fuse_signals"}
     # the gate's two ways to the alias: straight on, or through a reviewer; both can promote or reject
     assert dag.get_task("route").downstream_task_ids == {"review", "apply_gate"}
     for via in ("review", "apply_gate"):
@@ -55,7 +56,7 @@ def test_training_dag_shape(dagbag: DagBag) -> None:
     assert dag.get_task("publish").upstream_task_ids == {"promote"}
     assert type(dag.get_task("review")).__name__ == "PromotionReviewOperator"
     params = dag.params
-    for name in ("dataset", "max_train_steps", "k", "sample_users", "items_path", "interactions_path", "require_approval", "gate_min_relative_gain", "candidate", "embed_shard_size", "finetune_on_gpu"):
+    for name in ("dataset", "max_train_steps", "k", "sample_users", "items_path", "interactions_path", "require_approval", "gate_min_relative_gain", "candidate", "embed_shard_size", "finetune_on_gpu", "fusion", "fusion_signals", "fusion_text_adaptor"):
         assert name in params
 
 

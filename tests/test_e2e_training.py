@@ -67,7 +67,7 @@ def test_training_dag_trains_registers_and_serves(first_run: dict) -> None:
     run = c.search_runs([exp.experiment_id], filter_string=f"tags.`{tracking.RUN_KEY_TAG}` = 'recsys_training__{first_run['run_id']}'")[0]
     m = run.data.metrics
     # the three models were scored on the same test queries, in the same run
-    for model in ("hybrid", "ease", "itemknn", "finetuned", "frozen", "popularity"):
+    for model in ("hybrid", "ease", "itemknn", "fused", "finetuned", "frozen", "popularity"):
         assert 0.0 <= m[f"test.{model}.recall_at_10"] <= 1.0
         assert m[f"test.{model}.n_queries"] == m["test.popularity.n_queries"] > 100
     assert run.info.status == "FINISHED"
@@ -148,7 +148,7 @@ def test_bad_file_stops_the_dag_at_validation(first_run: dict, tmp_path: Path) -
     assert "Validation failed for table 'items'" in out and "expect_column_values_to_be_unique(item_id)" in out
     states = _task_states(run_id)
     assert states["validate"] == "failed"  # no retry either: bad data is not a transient error
-    assert all(states[t] == "upstream_failed" for t in ("load_and_split", "merge_embeddings", "finetune", "fit_model", "evaluate", "package", "decide", "promote"))
+    assert all(states[t] == "upstream_failed" for t in ("load_and_split", "merge_embeddings", "finetune", "fuse_signals", "fit_model", "evaluate", "package", "decide", "promote"))
     assert tracking.champion_version(c, MODEL) == champion
     assert len(c.search_model_versions(f"name = '{MODEL}'")) == n_versions
     assert items.read_text().startswith("item_id,title,price\nA1")  # the raw file is kept as it was

@@ -238,3 +238,37 @@ def test_bf16_vectors_match_float32_ones(encoder):
     np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
     assert float((a * b).sum(axis=1).min()) > 0.999
     assert np.array_equal(np.argsort(-(a @ a.T), axis=1), np.argsort(-(b @ b.T), axis=1))
+
+
+def test_text_query_goes_through_the_models_fusion_as_a_new_item(tmp_path, encoder):
+    """With a fusion artifact, catalog vectors live in the fused space: a free-text query is embedded,
+    then fused as a new item (unknown price, no sales), and scored in that space."""
+    import torch
+
+    from recsys.fusion import FusedEncoder, FusionAdaptor, SignalScaler
+    from recsys.serving import FUSION_ARTIFACT
+
+    adaptor = FusionAdaptor(384, 1, 2, text_adaptor=False)
+    with torch.no_grad():  # a projection that adds a large push along axis 5 for an item with no sales
+        adaptor.features[0].weight.fill_(0.0)
+        adaptor.features[0].bias.fill_(1.0)
+        adaptor.features[2].weight.zero_()
+        adaptor.features[2].bias.zero_()
+        adaptor.features[2].bias[5] = 3.0
+    scaler = SignalScaler.fit({"sales": np.array([0.0, 10.0, 100.0])})
+    fusion_dir = tmp_path / "model" / "fusion"
+    FusedEncoder(adaptor, scaler).save(fusion_dir)
+    catalog = _hand_vectors()
+    catalog[3] = 0.0
+    catalog[3, 5] = 1.0  # one catalog item sits where fused new items land
+    path = save_catalog(tmp_path / "model" / "catalog.npz", IDS, TITLES, catalog)
+    model = ItemRecommender()
+    model.load_context(SimpleNamespace(artifacts={CATALOG_ARTIFACT: str(path), ENCODER_ARTIFACT: default_model_path(), FUSION_ARTIFACT: str(fusion_dir)}))
+    text = "A red ceramic mug"
+    out = model.predict(None, pd.DataFrame({"item_id": [None], "text": [text]}), params={"k": 4})
+    served = TextEncoder(default_model_path())
+    fused = FusedEncoder.load(fusion_dir).fuse_new(served.encode([text], progress=False))
+    expected = (fused @ catalog.T)[0]
+    assert out["item_id"].tolist() == [IDS[i] for i in np.argsort(-expected)]
+    assert out["item_id"].iloc[0] == "i3"
+    assert out["score"].to_numpy() == pytest.approx(np.sort(expected)[::-1], abs=1e-4)

@@ -33,7 +33,7 @@ def trained() -> tuple[RunContext, str]:
     cfg = PipelineConfig.from_params(BASE)
     ctx = _ctx("gate-trained")
     run_id = pipeline.validate(cfg, ctx)["mlflow_run_id"]
-    for stage in (pipeline.load_and_split, pipeline.embed, pipeline.finetune, pipeline.fit_model, pipeline.evaluate):
+    for stage in (pipeline.load_and_split, pipeline.embed, pipeline.finetune, pipeline.fuse, pipeline.fit_model, pipeline.evaluate):
         stage(cfg, ctx, run_id)
     return ctx, run_id
 

@@ -1,0 +1,89 @@
+"""Does the learned numeric projection help? Fusion variants on a finished run's split and vectors.
+
+Loads a run folder (its split, catalog and fine-tuned item vectors), trains the fusion adaptor
+(`recsys/fusion.py`) in several variants over the same vectors and pairs, and prints, for each, the text
+model alone (cosine to the basket's mean vector) and the hybrid built on those vectors (tuned on
+validation exactly as `fit_model` does): test Recall@10, NDCG@10 and the cold slice.
+
+    .venv/bin/python scripts/bench_fusion.py RUN_DIR [--variants none,text,features,both,both-no-sales]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from recsys.config import FusionConfig, TrainConfig
+from recsys.evaluate import evaluate_models, evaluate_scorers
+from recsys.finetune import training_pairs
+from recsys.hybrid import HybridConfig, tune_hybrid
+from recsys.pipeline import _baseline_inputs, _load_split, item_features, item_signals, train_run_fusion
+from recsys.splits import TRAIN
+
+VARIANTS = {
+    "none": None,
+    "text": FusionConfig(signals=()),
+    "features": FusionConfig(text_adaptor=False),
+    "features-no-sales": FusionConfig(text_adaptor=False, signals=("price", "rating")),
+    "both": FusionConfig(),
+    "both-no-sales": FusionConfig(signals=("price", "rating")),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--no-hybrid", action="store_true", help="text model only (skips the hybrid's tuning)")
+    args = parser.parse_args()
+    k = args.k
+
+    split, catalog = _load_split(args.run_dir)
+    ctx = SimpleNamespace(run_dir=args.run_dir)
+    item_ids, x, is_cold, popularity = _baseline_inputs(split, catalog)
+    vectors = np.load(args.run_dir / "embeddings" / "finetuned.npy")
+    pairs = training_pairs(split.part(TRAIN), {item: i for i, item in enumerate(item_ids)}, TrainConfig())  # before the fold's hold-out
+    signals = item_signals(ctx, catalog, split)
+    hybrid_features = item_features(ctx, catalog, split)
+    print(f"{args.run_dir.name}: {len(item_ids)} items ({int(is_cold.sum())} cold), {len(pairs)} training pairs")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
+
+    cols = [f"recall_at_{k}", f"ndcg_at_{k}", f"cold_recall_at_{k}"]
+    header = f"{'variant':<18}{'kept@step':>10}{'secs':>6}" + "".join(f"{'text ' + c.replace('_at_', '@'):>18}" for c in cols)
+    if not args.no_hybrid:
+        header += "".join(f"{'hybrid ' + c.replace('_at_', '@'):>20}" for c in cols)
+    rows = []
+    for name in args.variants.split(","):
+        config = VARIANTS[name]
+        start = time.perf_counter()
+        if config is None:
+            fused, step = vectors, 0
+        else:
+            result, _, feats, _ = train_run_fusion(config, TrainConfig(), split, catalog, vectors, signals, k)
+            fused, step = (result.adaptor.apply(vectors, feats) if result.kept else vectors), result.best_step
+        seconds = time.perf_counter() - start
+        text = evaluate_models(item_ids, {"m": fused}, popularity, split, "test", k)["m"]
+        line = f"{name:<18}{step:>10}{seconds:>6.0f}" + "".join(f"{text[c]:>18.4f}" for c in cols)
+        if not args.no_hybrid:
+
+            def score(model, hidden: np.ndarray) -> float:
+                return evaluate_scorers(item_ids, {"m": model.scores}, split, "val", k, extra_cold=np.flatnonzero(hidden))["m"][f"ndcg_at_{k}"]
+
+            model, record = tune_hybrid(x, fused, is_cold, score, HybridConfig(), hybrid_features)
+            hybrid = evaluate_scorers(item_ids, {"m": model.scores}, split, "test", k)["m"]
+            line += "".join(f"{hybrid[c]:>20.4f}" for c in cols)
+        rows.append(line)
+        print(header if len(rows) == 1 else "", end="\n" if len(rows) == 1 else "")
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
