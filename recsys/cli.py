@@ -55,6 +55,11 @@ def summary(experiment: str, model_name: str) -> int:
         best = int(m.get("train.best_step", 0))
         kept = "the frozen encoder was kept: fine-tuning did not beat it on validation" if best == 0 else f"weights of step {best} kept"
         print(f"fine-tuning: {int(m['train.steps'])} steps on {int(m.get('train.pairs', 0))} pairs in {m.get('train.seconds', 0):.0f} s; {kept}")
+    if "fusion.kept" in run.data.params:
+        p = run.data.params
+        kept = p["fusion.kept"] == "True"
+        how = f"kept the weights of step {int(m.get('fusion.best_step', 0))}" if kept else "not kept: it did not beat the text vectors"
+        print(f"fusion with numeric signals ({p.get('fusion.signals_used', 'none')}; judged on {p.get('fusion.selected_on', '-')}): {how}")
     version = run.data.tags.get("registered_version")
     print(f"registered: {model_name} version {version} — gate: {run.data.tags.get('decision')}")
     if run.data.tags.get("gate.reasons"):

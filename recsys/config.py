@@ -82,10 +82,17 @@ class FusionConfig:
     eval_every: int = 50
     patience: int = 4  # validations without improvement before stopping
     new_item_dropout: float = 0.2  # share of training items shown to the projection with the 0-sales value
-    pseudo_cold_share: float = 0.1  # warm items held out of the pairs: each step is scored on placing them
+    # how a step is judged: "pseudo_cold" = validation Recall@k on warm items held out of the pairs and shown
+    # as new (what the hybrid needs from vectors: its EASE part knows the warm items); "validation" = plain
+    # validation Recall@k (what the text model alone needs); "auto" = pseudo_cold for the hybrid candidate,
+    # validation for the text candidate
+    select_on: str = "auto"
+    pseudo_cold_share: float = 0.1  # "pseudo_cold": share of warm items held out
     seed: int = 42
 
     def __post_init__(self) -> None:
+        if self.select_on not in ("auto", "pseudo_cold", "validation"):
+            raise ValueError(f"fusion select_on must be auto, pseudo_cold or validation, got {self.select_on!r}")
         unknown = [s for s in self.signals if s not in SIGNALS]
         if unknown:
             raise ValueError(f"unknown fusion signals {unknown} (known: {', '.join(SIGNALS)})")
@@ -148,6 +155,9 @@ class PipelineConfig:
     embed_shard_size: int = 2000
     # route fine-tuning to the `gpu` Celery queue (a worker on a GPU node serves it)
     finetune_on_gpu: bool = False
+    # catalogs with at least this many items are packaged with a FAISS index (recsys.ann) that serving
+    # uses for nearest-vector searches; smaller ones are searched exactly (see AnnConfig for why 50k)
+    ann_min_items: int = 50_000
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "PipelineConfig":
@@ -165,7 +175,10 @@ class PipelineConfig:
             min_text_share=float(p.get("min_text_share", cls.min_text_share)),
             embed_shard_size=int(p.get("embed_shard_size", cls.embed_shard_size)),
             finetune_on_gpu=_as_bool(p.get("finetune_on_gpu", cls.finetune_on_gpu)),
+            ann_min_items=int(p.get("ann_min_items", cls.ann_min_items)),
         )
+        if cfg.ann_min_items < 1:
+            raise ValueError(f"ann_min_items must be >= 1, got {cfg.ann_min_items}")
         if cfg.embed_shard_size < 0:
             raise ValueError(f"embed_shard_size must be >= 0 (0 = one shard), got {cfg.embed_shard_size}")
         seed = int(p.get("seed", SplitConfig.seed))
@@ -184,6 +197,8 @@ class PipelineConfig:
         if encoder.precision not in ("auto", "float32", "bfloat16"):
             raise ValueError(f"encoder_precision must be auto, float32 or bfloat16, got {encoder.precision!r}")
         fusion = replace(cfg.fusion, seed=seed, enabled=_as_bool(p.get("fusion", FusionConfig.enabled)), text_adaptor=_as_bool(p.get("fusion_text_adaptor", FusionConfig.text_adaptor)))
+        if "fusion_select_on" in p:
+            fusion = replace(fusion, select_on=str(p["fusion_select_on"]))
         if "fusion_signals" in p:
             fusion = replace(fusion, signals=tuple(s.strip() for s in str(p["fusion_signals"]).split(",") if s.strip()))
         ev = replace(cfg.eval, k=int(p.get("k", EvalConfig.k)))

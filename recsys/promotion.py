@@ -10,6 +10,7 @@ Safety properties (tested):
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,10 @@ def package(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[st
     save_behaviour(model_dir / "behaviour.npz", bundle_catalog(split, catalog, vectors))
     identity = _read_json(ctx.run_dir / "split" / "identity.json")
     _save_reference(cfg, ctx, split, catalog, vectors, identity)
+    ann = _save_ann_index(cfg, model_dir, vectors)
+    if ann:
+        tracking.log_params(c, mlflow_run_id, {"ann.kind": ann["kind"], "ann.nlist": ann["nlist"]})
+        tracking.log_metrics(c, mlflow_run_id, {f"ann.recall_at_{cfg.eval.k}": ann["recall"], "ann.build_seconds": ann["seconds"]})
     # every request kind in the example, so the signature accepts ids, carts and free text (cold start)
     first, second = catalog[S.ITEM_ID].iloc[0], catalog[S.ITEM_ID].iloc[min(1, len(catalog) - 1)]
     example = pd.DataFrame(
@@ -108,10 +113,32 @@ def _save_reference(cfg: PipelineConfig, ctx: RunContext, split, catalog: pd.Dat
     reference_for_model(ctx.run_dir / "model", train, catalog, catalog[S.ITEM_ID].tolist(), vectors, recall, identity["name"], identity["digest"])
 
 
+def _save_ann_index(cfg: PipelineConfig, model_dir: Path, vectors: np.ndarray) -> dict[str, Any] | None:
+    """For a catalog of at least `cfg.ann_min_items` items, build the FAISS index serving searches with,
+    measure its recall@k against exact search (1,000 catalog items as queries) and save it with the model."""
+    import shutil
+
+    out = model_dir / "ann"
+    shutil.rmtree(out, ignore_errors=True)  # a rerun, or a catalog that shrank below the threshold: no stale index
+    if len(vectors) < cfg.ann_min_items:
+        return None
+    from recsys.ann import AnnConfig, VectorIndex, recall_against_exact
+
+    start = time.perf_counter()
+    index = VectorIndex.build(vectors, AnnConfig(min_items_for_ann=cfg.ann_min_items))
+    seconds = time.perf_counter() - start
+    rng = np.random.default_rng(cfg.split.seed)
+    queries = vectors[np.sort(rng.choice(len(vectors), size=min(1000, len(vectors)), replace=False))]
+    recall = recall_against_exact(index, vectors, queries, cfg.eval.k)
+    index.save(out)
+    log.info("ANN index %r over %d items: recall@%d %.3f against exact search, built in %.1f s", index, len(vectors), cfg.eval.k, recall, seconds)
+    return {"kind": index.kind, "nlist": index.nlist, "recall": recall, "seconds": seconds}
+
+
 def _model_requirements() -> list[str]:
     from importlib.metadata import version
 
-    return [f"{p}=={version(p)}" for p in ("mlflow", "numpy", "pandas", "scipy", "torch", "transformers")]
+    return [f"{p}=={version(p)}" for p in ("mlflow", "numpy", "pandas", "scipy", "torch", "transformers", "faiss-cpu")]
 
 
 def score_champion(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:

@@ -32,6 +32,10 @@ BEHAVIOUR_ARTIFACT = "behaviour"  # co-purchase counts, prices, categories: bund
 REFERENCE_ARTIFACT = "reference"  # the training data's reference statistics, for the drift monitor
 CONFIG_ARTIFACT = "config"  # the run's configuration (document template etc.)
 FUSION_ARTIFACT = "fusion"  # the learned fusion of text vectors with numeric signals (absent when not kept)
+ANN_ARTIFACT = "ann"  # FAISS index over the item vectors (large catalogs only: PipelineConfig.ann_min_items)
+# with an ANN index, a vector query takes this many candidates (plus the excluded items) from the index
+# and ranks only those: enough room for the diversity re-ranking to lift less popular items
+ANN_CANDIDATES = 200
 REASON_SEP = " | "
 
 
@@ -93,6 +97,7 @@ MODEL_DIR_FILES = {
     REFERENCE_ARTIFACT: "reference",
     CONFIG_ARTIFACT: "config.json",
     FUSION_ARTIFACT: "fusion",
+    ANN_ARTIFACT: "ann",
 }
 
 
@@ -150,6 +155,8 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
         self._fusion_path = context.artifacts.get(FUSION_ARTIFACT)
         self._encoder = None  # loaded on the first text request only: id requests need no torch
         self._fusion = None
+        self._ann_path = context.artifacts.get(ANN_ARTIFACT)
+        self._ann = None  # loaded on the first vector search
 
     def _embed_text(self, texts: list[str]) -> np.ndarray:
         if self._encoder is None:
@@ -164,6 +171,25 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
         # catalog vectors are fused with the items' numeric signals: a text known only by its words
         # enters the same space as a new item (unknown price and rating, no sales yet)
         return self._fusion.fuse_new(vectors) if self._fusion is not None else vectors
+
+    def _nearest(self, query: np.ndarray, m: int, exclude: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The m catalog items closest to a unit query vector (scores, indices), `exclude` left out:
+        through the FAISS index where the model has one (large catalogs), else an exact matrix product."""
+        m = min(m, len(self.item_ids) - len(set(exclude)))
+        if m <= 0:
+            return np.zeros(0), np.zeros(0, dtype=np.int64)
+        if self._ann_path is not None:
+            if self._ann is None:
+                from recsys.ann import VectorIndex
+
+                self._ann = VectorIndex.load(self._ann_path)
+            scores, ids = self._ann.search(query[None, :].astype(np.float32), m, [np.asarray(exclude, dtype=np.int64)])
+            keep = ids[0] >= 0
+            return scores[0][keep].astype(np.float64), ids[0][keep]
+        sims = self.vectors @ query
+        sims[exclude] = -np.inf
+        top = np.argpartition(-sims, m - 1)[:m]
+        return sims[top].astype(np.float64), top
 
     def _ids(self, value: Any) -> list[str]:
         return [i.strip() for i in str(value).split(",") if i.strip()] if _present(value) else []
@@ -190,23 +216,29 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
     def _popularity(self) -> np.ndarray:
         return self.behaviour.item_counts if self.behaviour is not None else np.zeros(len(self.item_ids))
 
-    def _scores(self, idx: Any, vec: np.ndarray | None) -> np.ndarray:
+    def _scores(self, idx: Any, vec: np.ndarray | None, k: int = 10, exclude: list[int] | None = None) -> np.ndarray:
+        """Scores over the catalog; with an ANN index, vector queries score only the index's candidates
+        (everything else -inf)."""
         if idx is None and vec is None:  # a new user: the most popular items
             return np.array(self._popularity(), dtype=np.float64)
         dense = isinstance(idx, np.ndarray) and idx.dtype != np.int64  # a weighted history query
         if self.model is None:  # text-only model: cosine to the (weighted) mean vector
             q = (idx @ self.vectors if dense else self.vectors[idx].mean(axis=0)) if idx is not None else vec
-            return self.vectors @ (q / max(np.linalg.norm(q), 1e-12))
+            q = (q / max(np.linalg.norm(q), 1e-12)).astype(np.float32)
+            if self._ann_path is None:
+                return self.vectors @ q
+            out = np.full(len(self.item_ids), -np.inf)
+            scores, top = self._nearest(q, max(k, ANN_CANDIDATES), exclude or [])
+            out[top] = scores
+            return out
         if dense:
             return self.model.scores_from_dense(idx[None, :])[0]
         if idx is not None:
             return self.model.scores([idx])[0]
         # a new item: a soft query over its nearest catalog items in text space
-        sims = self.vectors @ vec
-        m = min(self.model.config.cold_neighbours, len(sims))
-        top = np.argpartition(-sims, m - 1)[:m]
-        w = np.exp((sims[top] - sims[top].max()) / self.model.config.cold_temperature)
-        q = np.zeros(len(sims), dtype=np.float32)
+        sims, top = self._nearest(vec.astype(np.float32), self.model.config.cold_neighbours, [])
+        w = np.exp((sims - sims.max()) / self.model.config.cold_temperature)
+        q = np.zeros(len(self.item_ids), dtype=np.float32)
         q[top] = w / w.sum()
         return self.model.scores_from_dense(q[None, :])[0]
 
@@ -286,7 +318,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
             if mode == "bundle":
                 rows += self._bundle_rows(row, exclude, k, budget)
                 continue
-            scores = np.array(self._scores(idx, vec), dtype=np.float64)
+            scores = np.array(self._scores(idx, vec, k, exclude), dtype=np.float64)
             scores[exclude] = -np.inf
             if diversity and self.behaviour is not None:
                 from recsys.recommend import diversify

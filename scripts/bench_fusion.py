@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--no-hybrid", action="store_true", help="text model only (skips the hybrid's tuning)")
+    parser.add_argument("--select-on", default="pseudo_cold", choices=["pseudo_cold", "validation"], help="how fusion steps are judged")
     args = parser.parse_args()
     k = args.k
 
@@ -53,6 +54,7 @@ def main() -> None:
     pairs = training_pairs(split.part(TRAIN), {item: i for i, item in enumerate(item_ids)}, TrainConfig())  # before the fold's hold-out
     signals = item_signals(ctx, catalog, split)
     hybrid_features = item_features(ctx, catalog, split)
+    print(f"fusion steps judged on: {args.select_on}")
     print(f"{args.run_dir.name}: {len(item_ids)} items ({int(is_cold.sum())} cold), {len(pairs)} training pairs")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
 
@@ -67,7 +69,7 @@ def main() -> None:
         if config is None:
             fused, step = vectors, 0
         else:
-            result, _, feats, _ = train_run_fusion(config, TrainConfig(), split, catalog, vectors, signals, k)
+            result, _, feats, _ = train_run_fusion(config, TrainConfig(), split, catalog, vectors, signals, k, args.select_on)
             fused, step = (result.adaptor.apply(vectors, feats) if result.kept else vectors), result.best_step
         seconds = time.perf_counter() - start
         text = evaluate_models(item_ids, {"m": fused}, popularity, split, "test", k)["m"]

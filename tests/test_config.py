@@ -8,7 +8,7 @@ from recsys.documents import DocumentConfig
 
 import pytest
 
-from recsys.config import EncoderConfig, EvalConfig, GateConfig, PipelineConfig, SplitConfig, TrainConfig
+from recsys.config import FusionConfig, EncoderConfig, EvalConfig, GateConfig, PipelineConfig, SplitConfig, TrainConfig
 
 
 def test_defaults():
@@ -129,8 +129,9 @@ def test_flat_keys():
     assert flat["encoder.model_path"] is None
     assert flat["dataset"] == "online-retail"
     # one key per top-level scalar field and per field of each section, nothing else
-    expected = {"dataset", "items_path", "interactions_path", "sample_users", "model_name", "experiment", "min_text_share", "candidate", "train_profile", "warehouse_dataset", "trigger_reason", "embed_shard_size", "finetune_on_gpu"}
+    expected = {"dataset", "items_path", "interactions_path", "sample_users", "model_name", "experiment", "min_text_share", "candidate", "train_profile", "warehouse_dataset", "trigger_reason", "embed_shard_size", "finetune_on_gpu", "ann_min_items"}
     for section, cls in (
+        ("fusion", FusionConfig),
         ("split", SplitConfig),
         ("documents", DocumentConfig),
         ("encoder", EncoderConfig),
@@ -140,7 +141,7 @@ def test_flat_keys():
     ):
         expected |= {f"{section}.{f.name}" for f in dataclasses.fields(cls)}
     assert set(flat) == expected
-    assert all("." not in k or k.split(".")[0] in {"split", "documents", "encoder", "train", "eval", "gate"} for k in flat)
+    assert all("." not in k or k.split(".")[0] in {"split", "documents", "encoder", "train", "fusion", "eval", "gate"} for k in flat)
 
 
 def test_document_template_param():
@@ -161,3 +162,18 @@ def test_embedding_shards_and_gpu_routing_params():
     assert PipelineConfig.from_params({}).finetune_on_gpu is False
     with pytest.raises(ValueError, match="embed_shard_size"):
         PipelineConfig.from_params({"embed_shard_size": -1})
+
+
+def test_fusion_params():
+    cfg = PipelineConfig.from_params({"fusion": "false", "fusion_signals": "price, rating", "fusion_text_adaptor": False, "fusion_select_on": "validation", "seed": 5})
+    assert cfg.fusion == FusionConfig(enabled=False, signals=("price", "rating"), text_adaptor=False, select_on="validation", seed=5)
+    assert PipelineConfig().fusion.enabled and PipelineConfig().fusion.select_on == "auto"
+    with pytest.raises(ValueError, match="select_on"):
+        PipelineConfig.from_params({"fusion_select_on": "test"})
+
+
+def test_ann_min_items_param():
+    assert PipelineConfig().ann_min_items == 50_000
+    assert PipelineConfig.from_params({"ann_min_items": "1000"}).ann_min_items == 1000
+    with pytest.raises(ValueError, match="ann_min_items"):
+        PipelineConfig.from_params({"ann_min_items": 0})

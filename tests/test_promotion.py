@@ -17,6 +17,7 @@ import pytest
 from recsys import pipeline, promotion, tracking
 from recsys.config import PipelineConfig
 from recsys.pipeline import RunContext
+from recsys.serving import ItemRecommender
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
@@ -196,3 +197,47 @@ def test_crash_before_the_alias_move_leaves_the_champion_then_a_rerun_promotes(r
     # nothing earlier to go back to
     assert main(["--model-name", MODEL, "rollback", "--reason", "again"]) == 1
     assert tracking.champion_version(c, MODEL) == first["version"]
+
+
+def test_large_catalog_is_packaged_with_an_ann_index_that_serving_uses(trained) -> None:
+    """ann_min_items lowered to this small catalog: package builds the FAISS index, measures its recall
+    against exact search, ships it in the registered model, and the served model searches with it."""
+    import mlflow.pyfunc
+
+    cfg, ctx, run_id = _new_run(trained, "gate-ann", ann_min_items=50)
+    version = promotion.package(cfg, ctx, run_id)["version"]
+    meta = json.loads((ctx.run_dir / "model" / "ann" / "ann.json").read_text())
+    assert meta["kind"] == "ivf" and meta["n"] == len(pipeline.item_vectors(ctx))
+    _, c = pipeline._mlflow(ctx)
+    metrics = c.get_run(run_id).data.metrics
+    assert metrics["ann.recall_at_10"] >= 0.9
+    served = mlflow.pyfunc.load_model(f"models:/{MODEL}/{version}")
+    request = pd.DataFrame({"item_id": [None], "text": ["red retrospot lunch bag"]})
+    with_index = served.predict(request, params={"k": 5})
+    assert served.unwrap_python_model()._ann is not None  # the text request's neighbours came from the index
+    exact = ItemRecommender.load(ctx.run_dir / "model")
+    exact._ann_path = None
+    assert with_index["item_id"].tolist() == exact.predict(None, request, params={"k": 5})["item_id"].tolist()
+    # below the threshold (the default 50k) a rerun packages no index, and removes a stale one
+    promotion.package(PipelineConfig.from_params(BASE), ctx, run_id)
+    assert not (ctx.run_dir / "model" / "ann").exists()
+
+
+def test_fusion_stage_keeps_the_adaptor_only_when_it_wins_and_reruns_clean(trained) -> None:
+    import numpy as np
+
+    src, _ = trained
+    emb = src.run_dir / "embeddings"
+    finetuned, fused = np.load(emb / "finetuned.npy"), np.load(emb / "fused.npy")
+    info = json.loads((src.run_dir / "model" / "fusion" / "fusion.json").read_text()) if (src.run_dir / "model" / "fusion").exists() else None
+    if info is None:  # not kept: the model is built on the fine-tuned vectors themselves
+        assert np.array_equal(fused, finetuned)
+    else:  # kept: the chosen step beat step 0 (the text vectors) on the pseudo-cold fold
+        history = {int(k): v for k, v in info["val_history"].items()}
+        assert info["best_step"] > 0 and history[info["best_step"]] > history[0]
+        assert not np.allclose(fused, finetuned) and np.allclose(np.linalg.norm(fused, axis=1), 1.0, atol=1e-5)
+    # switched off on a rerun of the same folder: no adaptor survives, the vectors are the fine-tuned ones
+    cfg, ctx, run_id = _new_run(trained, "fusion-off", fusion=False)
+    assert pipeline.fuse(cfg, ctx, run_id) == {"kept": False, "enabled": False, "best_step": 0, "signals": []}
+    assert not (ctx.run_dir / "model" / "fusion").exists()
+    assert np.array_equal(np.load(ctx.run_dir / "embeddings" / "fused.npy"), finetuned)
