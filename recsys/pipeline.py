@@ -522,11 +522,16 @@ def train_run_fusion(fusion: FusionConfig, train: TrainConfig, split, catalog: p
 
 def fuse(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
     """Fuse the fine-tuned text vectors with the items' numeric signals through a small learned
-    projection (`recsys.fusion`), trained on the fine-tuning pairs over the cached vectors and kept only
-    when it places held-out items better than the text vectors do (`train_run_fusion`). Writes
-    `embeddings/fused.npy` and, when kept, the adaptor into the model directory (serving applies it to
-    new items' text)."""
-    from recsys.fusion import FusedEncoder
+    projection (`recsys.fusion`), trained on the fine-tuning pairs over the cached vectors.
+
+    Up to three variants are trained — the residual text adaptor alone, the signal projection alone, and
+    both — and the one whose best step scores highest on the selection criterion (`train_run_fusion`:
+    held-out items for the hybrid, plain validation for the text model) is kept; none is kept when none
+    beats the text vectors. Writes `embeddings/fused.npy` and, when kept, the adaptor into the model
+    directory (serving applies it to new items' text)."""
+    from dataclasses import replace
+
+    from recsys.fusion import FusedEncoder, available_signals
 
     tracking, c = _mlflow(ctx)
     split, catalog = _load_split(ctx.run_dir)
@@ -539,18 +544,43 @@ def fuse(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, 
         tracking.log_params(c, mlflow_run_id, {"fusion.kept": False})
         return {"kept": False, "enabled": False, "best_step": 0, "signals": []}
     select_on = cfg.fusion.select_on if cfg.fusion.select_on != "auto" else ("pseudo_cold" if cfg.candidate == "hybrid" else "validation")
-    result, scaler, features, hidden = train_run_fusion(cfg.fusion, cfg.train, split, catalog, vectors, item_signals(ctx, catalog, split), cfg.eval.k, select_on)
-    fused = result.adaptor.apply(vectors, features) if result.kept else vectors
-    np.save(out, fused.astype(np.float32))
-    signals = list(scaler.names) if scaler is not None else []
-    if result.kept:
-        FusedEncoder(result.adaptor, scaler).save(fusion_dir, {"best_step": result.best_step, "val_history": result.val_history, "selected_on": select_on, "held_out_items": len(hidden)})
-    for step, score in result.val_history.items():
-        tracking.log_metrics(c, mlflow_run_id, {f"fusion.val_{select_on}_recall_at_{cfg.eval.k}": score}, step=step)
-    tracking.log_params(c, mlflow_run_id, {"fusion.kept": result.kept, "fusion.signals_used": ",".join(signals) or "none", "fusion.selected_on": select_on})
-    tracking.log_metrics(c, mlflow_run_id, {"fusion.best_step": result.best_step, "fusion.seconds": result.seconds, "fusion.steps": len(result.losses)})
-    log.info("fusion: %s (best step %d, pseudo-cold validation %s) in %.1f s", "kept" if result.kept else "not kept", result.best_step, result.val_history, result.seconds)
-    return {"kept": result.kept, "enabled": True, "best_step": result.best_step, "signals": signals, "selected_on": select_on, "seconds": result.seconds, "val_history": result.val_history}
+    signals = item_signals(ctx, catalog, split)
+    present = tuple(available_signals(signals, cfg.fusion.signals))
+    variants = {}  # simplest first: on a tie the simpler one wins
+    if cfg.fusion.text_adaptor:
+        variants["text"] = replace(cfg.fusion, signals=())
+    if present:
+        variants["signals"] = replace(cfg.fusion, signals=present, text_adaptor=False)
+    if present and cfg.fusion.text_adaptor:
+        variants["signals+text"] = replace(cfg.fusion, signals=present)
+    trained = {}
+    for name, variant in variants.items():
+        log.info("fusion variant %r (signals: %s)", name, ",".join(variant.signals) or "none")
+        trained[name] = train_run_fusion(variant, cfg.train, split, catalog, vectors, signals, cfg.eval.k, select_on)
+    scores = {name: r[0].val_history[r[0].best_step] for name, r in trained.items()}
+    kept = [name for name in trained if trained[name][0].kept]
+    chosen = max(kept, key=lambda name: scores[name]) if kept else None  # max keeps the first of equals
+    metric = f"fusion.val_{select_on}_recall_at_{cfg.eval.k}"
+    for name, (result, *_rest) in trained.items():
+        for step, score in result.val_history.items():
+            tracking.log_metrics(c, mlflow_run_id, {f"{metric}.{name}": score}, step=step)
+        tracking.log_metrics(c, mlflow_run_id, {f"fusion.{name}.best_step": result.best_step, f"fusion.{name}.seconds": result.seconds})
+    if chosen is None:
+        np.save(out, vectors)
+        tracking.log_params(c, mlflow_run_id, {"fusion.kept": False, "fusion.signals_used": "none", "fusion.selected_on": select_on, "fusion.variant": "none"})
+        tracking.log_metrics(c, mlflow_run_id, {"fusion.best_step": 0})
+        log.info("fusion: not kept (no variant beat the text vectors on %s: %s)", select_on, scores)
+        return {"kept": False, "enabled": True, "best_step": 0, "signals": [], "selected_on": select_on, "variant": None, "scores": scores}
+    result, scaler, features, hidden = trained[chosen]
+    used = list(scaler.names) if scaler is not None and result.adaptor.features is not None else []
+    np.save(out, result.adaptor.apply(vectors, features).astype(np.float32))
+    FusedEncoder(result.adaptor, scaler if used else None).save(
+        fusion_dir, {"variant": chosen, "best_step": result.best_step, "val_history": result.val_history, "selected_on": select_on, "held_out_items": len(hidden), "variant_scores": scores}
+    )
+    tracking.log_params(c, mlflow_run_id, {"fusion.kept": True, "fusion.signals_used": ",".join(used) or "none", "fusion.selected_on": select_on, "fusion.variant": chosen})
+    tracking.log_metrics(c, mlflow_run_id, {"fusion.best_step": result.best_step})
+    log.info("fusion: kept %r at step %d (%s: %s)", chosen, result.best_step, select_on, scores)
+    return {"kept": True, "enabled": True, "best_step": result.best_step, "signals": used, "selected_on": select_on, "variant": chosen, "scores": scores}
 
 
 def _train_popularity(split, item_ids: list[str]) -> np.ndarray:

@@ -107,7 +107,8 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
     The model is one self-contained directory (`runs/<run>/model/`): the encoder's weights and
     tokenizer (`encoder/`), the item ids, titles and vectors (`catalog.npz`), the item-item weights and
     cold-start state (`hybrid.npz`, `hybrid.json`), the co-purchase statistics, prices and categories
-    (`behaviour.npz`) and the run's configuration (`config.json`). `ItemRecommender.load(path)` loads it
+    (`behaviour.npz`), the fusion adaptor when the run kept one (`fusion/`), a FAISS index over the item
+    vectors for large catalogs (`ann/`) and the run's configuration (`config.json`). `ItemRecommender.load(path)` loads it
     in one call; MLflow logs the same files as the pyfunc's artifacts.
     """
 

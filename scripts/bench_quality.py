@@ -28,6 +28,7 @@ def main() -> None:
     args = parser.parse_args()
 
     home = args.home or tempfile.mkdtemp(prefix="recsys-bench-")
+    os.makedirs(home, exist_ok=True)
     cache = os.path.join(os.environ.get("RECSYS_HOME", ".home"), "cache")
     if os.path.isdir(cache) and not os.path.exists(os.path.join(home, "cache")):
         os.symlink(os.path.abspath(cache), os.path.join(home, "cache"))
@@ -58,7 +59,7 @@ def main() -> None:
     cols = [f"recall_at_{k}", f"ndcg_at_{k}", f"cold_recall_at_{k}"]
     print(f"\n{args.dataset} {args.param}: test split, full ranking over the catalog ({int(report['hybrid']['n_queries'])} queries)")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; pipeline {seconds:.0f} s")
-    print(f"fusion: {'kept, step ' + str(fused['best_step']) + ', signals ' + ','.join(fused['signals']) if fused['kept'] else 'not kept'}")
+    print(f"fusion ({fused.get('selected_on')}): " + (f"kept {fused['variant']!r} at step {fused['best_step']}, signals {','.join(fused['signals']) or 'none'}" if fused["kept"] else "not kept") + f"; variant scores {fused.get('scores')}")
     print(f"fine-tuning: {trained['steps']} steps, best step {trained['best_step']}; hybrid chose {json.dumps(fitted['chosen'])}, EASE l2 {fitted['ease_l2']:g}")
     print(f"{'model':<12}" + "".join(f"{c:>20}" for c in cols))
     for name, row in report.items():

@@ -232,9 +232,10 @@ def test_fusion_stage_keeps_the_adaptor_only_when_it_wins_and_reruns_clean(train
     info = json.loads((src.run_dir / "model" / "fusion" / "fusion.json").read_text()) if (src.run_dir / "model" / "fusion").exists() else None
     if info is None:  # not kept: the model is built on the fine-tuned vectors themselves
         assert np.array_equal(fused, finetuned)
-    else:  # kept: the chosen step beat step 0 (the text vectors) on the pseudo-cold fold
+    else:  # kept: the chosen variant's step beat step 0 (the text vectors) on the pseudo-cold fold, and every other variant
         history = {int(k): v for k, v in info["val_history"].items()}
         assert info["best_step"] > 0 and history[info["best_step"]] > history[0]
+        assert info["selected_on"] == "pseudo_cold" and info["variant_scores"][info["variant"]] == max(info["variant_scores"].values())
         assert not np.allclose(fused, finetuned) and np.allclose(np.linalg.norm(fused, axis=1), 1.0, atol=1e-5)
     # switched off on a rerun of the same folder: no adaptor survives, the vectors are the fine-tuned ones
     cfg, ctx, run_id = _new_run(trained, "fusion-off", fusion=False)
