@@ -552,7 +552,7 @@ def fuse(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, 
     if present:
         variants["signals"] = replace(cfg.fusion, signals=present, text_adaptor=False)
     if present and cfg.fusion.text_adaptor:
-        variants["signals+text"] = replace(cfg.fusion, signals=present)
+        variants["both"] = replace(cfg.fusion, signals=present)
     trained = {}
     for name, variant in variants.items():
         log.info("fusion variant %r (signals: %s)", name, ",".join(variant.signals) or "none")
