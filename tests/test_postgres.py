@@ -34,6 +34,7 @@ from recsys import schema as S  # noqa: E402
 from recsys.publish import published_table, published_version, publish_recommendations, read_published  # noqa: E402
 from recsys.serving import ItemRecommender  # noqa: E402
 from recsys.warehouse import interactions_table, items_table, make_engine, read_dataset, table_counts, upsert_dataset  # noqa: E402
+from published_rows import published_rows
 # the tiny hand-built data of the SQLite tests (tests/ is on sys.path: pytest's default import mode)
 from test_publish import EXPECTED_TOP3, IDS, W, _write_model  # noqa: E402
 from test_warehouse import _dataset, _interactions, _items  # noqa: E402
@@ -85,20 +86,6 @@ def _count(url: str, table, **where) -> int:
             for col, value in where.items():
                 stmt = stmt.where(table.c[col] == value)
             return int(conn.execute(stmt).scalar_one())
-    finally:
-        eng.dispose()
-
-
-def _rows(url: str, model_name: str | None = None) -> pd.DataFrame:
-    """Every published row (bar published_at), in primary-key order."""
-    t = published_table
-    stmt = select(*[c for c in t.columns if c.name != "published_at"]).order_by(t.c.model_name, t.c.item_id, t.c.kind, t.c.rank)
-    if model_name is not None:
-        stmt = stmt.where(t.c.model_name == model_name)
-    eng = create_engine(url)
-    try:
-        with eng.connect() as conn:
-            return pd.read_sql(stmt, conn)
     finally:
         eng.dispose()
 
@@ -264,21 +251,21 @@ def test_a_large_load_in_several_statements(engine, monkeypatch):
 
 def test_publish_v1_then_v2_holds_only_v2(url, hybrid):
     r1 = _publish(url, hybrid, "1", chunk_size=4)  # two chunks, the second one short
-    rows1 = _rows(url, "recs")
+    rows1 = published_rows(url, "recs")
     related = rows1[rows1["kind"] == "related"]
     assert {a: g.sort_values("rank")["recommended_item_id"].tolist() for a, g in related.groupby("item_id")} == EXPECTED_TOP3
     assert len(rows1) == r1.rows
     publish_recommendations(url, hybrid, "other", "7", k=1, progress=False)
-    other_before = _rows(url, "other")
+    other_before = published_rows(url, "other")
     n_bundle = int((rows1["kind"] == "bundle").sum())
     r2 = _publish(url, hybrid, "2", k=2, chunk_size=2)
-    rows2 = _rows(url, "recs")
+    rows2 = published_rows(url, "recs")
     assert set(rows2["model_version"]) == {"2"}
     assert (rows2["kind"] == "related").sum() == 6 * 2
     assert (rows2["kind"] == "bundle").sum() == n_bundle
     assert len(rows2) == r2.rows == 12 + n_bundle
     assert published_version(url, "recs") == "2"
-    pd.testing.assert_frame_equal(_rows(url, "other"), other_before)
+    pd.testing.assert_frame_equal(published_rows(url, "other"), other_before)
     # the served lists and reasons are what was published
     for item in IDS:
         served = hybrid.predict(None, pd.DataFrame({"item_id": [item]}), params={"k": 2})
@@ -290,7 +277,7 @@ def test_publish_v1_then_v2_holds_only_v2(url, hybrid):
 
 def test_a_failure_part_way_through_v2_leaves_exactly_v1(url, hybrid, monkeypatch):
     _publish(url, hybrid, "1")
-    before = _rows(url)
+    before = published_rows(url)
     real = publish._chunk_scores
     calls = {"n": 0, "seen_by_reader": None}
 
@@ -298,7 +285,7 @@ def test_a_failure_part_way_through_v2_leaves_exactly_v1(url, hybrid, monkeypatc
         calls["n"] += 1
         if calls["n"] == 3:
             # chunks 1 and 2 are inserted and v1 deleted, all uncommitted: another connection sees v1
-            calls["seen_by_reader"] = _rows(url)
+            calls["seen_by_reader"] = published_rows(url)
             raise RuntimeError("scoring failed on chunk 3")
         return real(recommender, idx)
 
@@ -307,13 +294,13 @@ def test_a_failure_part_way_through_v2_leaves_exactly_v1(url, hybrid, monkeypatc
         _publish(url, hybrid, "2", chunk_size=2)
     assert calls["n"] == 3
     pd.testing.assert_frame_equal(calls["seen_by_reader"], before)
-    pd.testing.assert_frame_equal(_rows(url), before)
+    pd.testing.assert_frame_equal(published_rows(url), before)
     assert published_version(url, "recs") == "1"
 
 
 def test_concurrent_readers_see_the_old_or_the_new_version_never_a_mix(url, hybrid, monkeypatch):
     _publish(url, hybrid, "1")
-    n1 = len(_rows(url, "recs"))
+    n1 = len(published_rows(url, "recs"))
     real = publish._chunk_scores
 
     def slow(recommender, idx):
@@ -376,12 +363,12 @@ def test_two_concurrent_publishes_of_one_name_serialise(url, hybrid, monkeypatch
     # whichever committed last holds the table, whole: one version, its exact row count
     final = published_version(url, "recs")
     assert final in {"2", "3"}
-    assert len(_rows(url, "recs")) == results[final].rows
+    assert len(published_rows(url, "recs")) == results[final].rows
 
 
 def test_publish_checks_lengths_before_touching_the_old_rows(url, hybrid):
     _publish(url, hybrid, "1")
-    before = _rows(url)
+    before = published_rows(url)
     with pytest.raises(ValueError, match=r"model_version.*64"):
         _publish(url, hybrid, "v" * 65)
-    pd.testing.assert_frame_equal(_rows(url), before)
+    pd.testing.assert_frame_equal(published_rows(url), before)

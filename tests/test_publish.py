@@ -24,6 +24,7 @@ from recsys.publish import (
     read_published,
 )
 from recsys.serving import REASON_SEP, ItemRecommender, save_behaviour, save_catalog
+from published_rows import published_rows
 
 IDS = ["mug", "saucer", "spoon", "candle", "tea", "gift"]
 TITLES = ["Mug", "Saucer", "Tea spoon", "Candle", "Green tea", "Gift card"]
@@ -89,26 +90,13 @@ def url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'warehouse.db'}"
 
 
-def _rows(url: str, model_name: str | None = None) -> pd.DataFrame:
-    """Every row (bar published_at), in primary-key order."""
-    t = published_table
-    stmt = select(*[c for c in t.columns if c.name != "published_at"]).order_by(t.c.model_name, t.c.item_id, t.c.kind, t.c.rank)
-    if model_name is not None:
-        stmt = stmt.where(t.c.model_name == model_name)
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        frame = pd.read_sql(stmt, conn)
-    engine.dispose()
-    return frame
-
-
 def _publish(url, rec, version, **kw) -> PublishResult:
     return publish_recommendations(url, rec, "recs", version, progress=False, **{"k": 3, **kw})
 
 
 def test_related_items_are_the_exact_top_k_of_the_hand_weights(url, hybrid):
     res = _publish(url, hybrid, "1", chunk_size=4)  # two chunks, the second one short
-    rows = _rows(url, "recs")
+    rows = published_rows(url, "recs")
     related = rows[rows["kind"] == "related"]
     assert {a: g.sort_values("rank")["recommended_item_id"].tolist() for a, g in related.groupby("item_id")} == EXPECTED_TOP3
     assert (related["item_id"] != related["recommended_item_id"]).all()  # never the item itself (mug's own 5.0)
@@ -144,7 +132,7 @@ def test_published_lists_scores_and_reasons_are_the_served_ones(url, hybrid):
 
 def test_bundle_rows_ranked_from_one_and_empty_bundles_write_nothing(url, hybrid):
     _publish(url, hybrid, "1", bundle_size=2)
-    bundles = _rows(url, "recs").query("kind == 'bundle'")
+    bundles = published_rows(url, "recs").query("kind == 'bundle'")
     assert set(bundles["item_id"]) == set(IDS) - {"gift"}  # the gift card's bundle is empty: no rows
     for anchor, g in bundles.groupby("item_id"):
         assert g["rank"].tolist() == list(range(1, len(g) + 1))
@@ -156,22 +144,22 @@ def test_bundle_rows_ranked_from_one_and_empty_bundles_write_nothing(url, hybrid
 def test_v2_replaces_every_v1_row(url, hybrid):
     _publish(url, hybrid, "1")
     publish_recommendations(url, hybrid, "other", "7", k=1, progress=False)
-    n_bundle = len(_rows(url, "recs").query("kind == 'bundle'"))
-    other_before = _rows(url, "other")
+    n_bundle = len(published_rows(url, "recs").query("kind == 'bundle'"))
+    other_before = published_rows(url, "other")
     res = _publish(url, hybrid, "2", k=2, chunk_size=2)
-    rows = _rows(url, "recs")
+    rows = published_rows(url, "recs")
     assert set(rows["model_version"]) == {"2"}
     assert (rows["kind"] == "related").sum() == 6 * 2  # k=2 now, not v1's 3
     assert (rows["kind"] == "bundle").sum() == n_bundle
     assert len(rows) == res.rows == 12 + n_bundle
     assert published_version(url, "recs") == "2"
-    pd.testing.assert_frame_equal(_rows(url, "other"), other_before)  # another model name is untouched
+    pd.testing.assert_frame_equal(published_rows(url, "other"), other_before)  # another model name is untouched
     assert published_version(url, "other") == "7"
 
 
 def test_a_failure_part_way_leaves_exactly_the_old_rows(url, hybrid, monkeypatch):
     _publish(url, hybrid, "1")
-    before = _rows(url)
+    before = published_rows(url)
     real = publish.compose_bundle
     calls = {"n": 0, "seen_by_reader": None}
 
@@ -180,7 +168,7 @@ def test_a_failure_part_way_leaves_exactly_the_old_rows(url, hybrid, monkeypatch
         if calls["n"] == 3:
             # items 0 and 1 were inserted (chunk_size=1) and the old rows deleted, all uncommitted:
             # a reader on another connection still sees the whole old version
-            calls["seen_by_reader"] = _rows(url)
+            calls["seen_by_reader"] = published_rows(url)
             raise RuntimeError("boom on the 3rd item")
         return real(catalog, cart, config)
 
@@ -189,17 +177,17 @@ def test_a_failure_part_way_leaves_exactly_the_old_rows(url, hybrid, monkeypatch
         _publish(url, hybrid, "2", chunk_size=1)
     assert calls["n"] == 3
     pd.testing.assert_frame_equal(calls["seen_by_reader"], before)
-    pd.testing.assert_frame_equal(_rows(url), before)
+    pd.testing.assert_frame_equal(published_rows(url), before)
     assert published_version(url, "recs") == "1"
 
 
 def test_publishing_the_same_version_twice_gives_identical_rows(url, hybrid):
     first = _publish(url, hybrid, "1", chunk_size=2)
-    rows = _rows(url)
+    rows = published_rows(url)
     engine = create_engine(url)  # an Engine works as well as a URL
     second = publish_recommendations(engine, hybrid, "recs", "1", k=3, chunk_size=512, progress=False)
     engine.dispose()
-    pd.testing.assert_frame_equal(_rows(url), rows)
+    pd.testing.assert_frame_equal(published_rows(url), rows)
     assert first.rows == second.rows == len(rows)
 
 
@@ -207,7 +195,7 @@ def test_text_only_model_without_behaviour_publishes_cosine_related_items_only(u
     with caplog.at_level(logging.WARNING, logger="recsys.publish"):
         res = publish_recommendations(url, text_only, "text", "3", k=2, chunk_size=4, progress=False)
     assert "no bundles" in caplog.text
-    rows = _rows(url, "text")
+    rows = published_rows(url, "text")
     assert set(rows["kind"]) == {"related"} and len(rows) == res.rows == 12
     assert (rows["reasons"] == "").all()
     v = _vectors().astype(np.float64)
