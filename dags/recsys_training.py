@@ -97,7 +97,7 @@ def _run_inputs():
         ),
         "min_text_share": Param(0.9, type="number", minimum=0, maximum=1, description="Share of items that must have a title"),
         "fusion": Param(True, type="boolean", description="Fuse the text vectors with the numeric signals through a learned projection (kept only if it wins on validation)"),
-        "fusion_signals": Param("sales", type="string", description="Numeric signals the fusion projection reads (comma-separated: price, sales, rating; those the data has)"),
+        "fusion_signals": Param("price,sales,rating", type="string", description="Numeric signals the fusion projection reads (comma-separated: price, sales, rating; those the data has)"),
         "fusion_text_adaptor": Param(True, type="boolean", description="Fusion also learns a residual linear adaptor on the text vector"),
         "candidate": Param("hybrid", enum=["hybrid", "text"], description="Model put to the gate: hybrid (text + behaviour) or the fine-tuned text model alone"),
         "gate_primary_metric": Param("ndcg", enum=["ndcg", "recall", "mrr", "hit_rate"], description="Gate: the metric (at k) that must improve"),
