@@ -68,6 +68,11 @@ def champion_dataset(model_name: str, tracking_uri: str) -> tuple[str | None, st
 
 # the champion's training settings (MLflow params of its run) -> the training DAG's Params: a retraining
 # follows the champion's recipe on the new data
+def _bool(value: str) -> bool:
+    """An MLflow param logged from a bool ("True"/"False") back to a bool (the DAG's boolean Params reject strings)."""
+    return str(value).strip().lower() in ("true", "1", "yes")
+
+
 RECIPE_PARAMS = {
     "train.max_steps": ("max_train_steps", int),
     "train.batch_size": ("train_batch_size", int),
@@ -78,6 +83,8 @@ RECIPE_PARAMS = {
     "sample_users": ("sample_users", int),
     "candidate": ("candidate", str),
     "train_profile": ("train_profile", str),
+    "fusion.enabled": ("fusion", _bool),
+    "fusion.text_adaptor": ("fusion_text_adaptor", _bool),
 }
 
 

@@ -37,6 +37,7 @@ CONF = {
     "finetune_on_gpu": True,
     "model_name": MODEL,
     "gate_baselines": "popularity",
+    "fusion": False,  # this test is about the topology; the fusion stage is tested in test_e2e_training / test_promotion
 }
 
 

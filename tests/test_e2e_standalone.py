@@ -29,7 +29,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.network]
 
 MODEL = "review-test-model"
 DAG = "recsys_training"
-CONF = {"dataset": "online-retail", "sample_users": 250, "max_train_steps": 6, "train_batch_size": 16, "model_name": MODEL, "require_approval": True}
+# the review flow is under test here, not the model: the fusion stage is off (tested in test_e2e_training)
+CONF = {"dataset": "online-retail", "sample_users": 250, "max_train_steps": 6, "train_batch_size": 16, "model_name": MODEL, "require_approval": True, "fusion": False}
 USER, PASSWORD = "reviewer", "review-password-for-tests"
 
 
@@ -192,7 +193,7 @@ def test_replayed_drift_triggers_a_training_run_that_says_why(airflow_server: Ap
     _ingested(api, DRIFT_MODEL, sum(sizes[:REFERENCE_WEEKS]))
     # the champion: trained on what the warehouse holds (no fine-tuning: this test is about the flow; on 12
     # weeks of movielens EASE leads the hybrid, so this first model only has to beat popularity)
-    conf = {"dataset": "warehouse", "warehouse_dataset": DRIFT_MODEL, "model_name": DRIFT_MODEL, "max_train_steps": 0, "gate_baselines": "popularity"}
+    conf = {"dataset": "warehouse", "warehouse_dataset": DRIFT_MODEL, "model_name": DRIFT_MODEL, "max_train_steps": 0, "gate_baselines": "popularity", "fusion": False}
     _run_dag(api, "recsys_training", conf)
     c = tracking.client(os.environ["MLFLOW_TRACKING_URI"])
     champion = tracking.champion_version(c, DRIFT_MODEL)

@@ -141,5 +141,8 @@ def test_retraining_follows_the_champions_recipe(champion) -> None:
     tracking.log_params(c, run_id, {"train.max_steps": 0, "train.learning_rate": 5e-05, "sample_users": None, "eval.k": 10, "dataset": "x"})
     recipe = ops.champion_recipe(MODEL, os.environ["MLFLOW_TRACKING_URI"])
     assert recipe == {"max_train_steps": 0, "learning_rate": 5e-05, "k": 10}  # None / unrelated params are not carried
+    tracking.log_params(c, run_id, {"fusion.enabled": False, "fusion.text_adaptor": True})
+    recipe = ops.champion_recipe(MODEL, os.environ["MLFLOW_TRACKING_URI"])
+    assert recipe["fusion"] is False and recipe["fusion_text_adaptor"] is True  # bools again, as the DAG's Params want
     conf = ops.scheduled_retrain_check(MODEL)["training_conf"]
     assert conf["max_train_steps"] == 0 and conf["dataset"] == "warehouse" and conf["model_name"] == MODEL
