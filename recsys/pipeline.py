@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from recsys import schema as S
-from recsys.config import FusionConfig, PipelineConfig, TrainConfig
+from recsys.config import FusionConfig, PipelineConfig
 from recsys.paths import ProjectPaths, project_paths
 
 log = logging.getLogger(__name__)
@@ -472,7 +472,7 @@ def item_signals(ctx: RunContext, catalog: pd.DataFrame, split) -> dict[str, np.
     return {"price": price, "sales": _train_popularity(split, catalog[S.ITEM_ID].tolist()).astype(np.float64), "rating": rating}
 
 
-def train_run_fusion(fusion: FusionConfig, train: TrainConfig, split, catalog: pd.DataFrame, vectors: np.ndarray, signals: dict, k: int, select_on: str = "pseudo_cold"):
+def train_run_fusion(fusion: FusionConfig, pairs: np.ndarray, split, catalog: pd.DataFrame, vectors: np.ndarray, signals: dict, k: int, select_on: str = "pseudo_cold"):
     """Train the fusion adaptor on a run's split, judging each step as `select_on` says.
 
     "pseudo_cold": fusion is there for the items behaviour cannot reach. A projection that sharpens warm
@@ -483,12 +483,12 @@ def train_run_fusion(fusion: FusionConfig, train: TrainConfig, split, catalog: p
     and a step is scored by validation Recall@k on those items. "validation": plain validation Recall@k
     (the text model served alone). Either way the text vectors (step 0) stay a candidate.
 
-    Returns (FusionResult, SignalScaler or None, features or None, held-out item indices).
+    `pairs` are the fine-tuning pairs (`recsys.finetune.training_pairs`). Returns (FusionResult,
+    SignalScaler or None, features or None, held-out item indices).
     """
     from recsys.evaluate import evaluate_scorers, vector_scorer
-    from recsys.finetune import training_pairs
-    from recsys.fusion import SignalScaler, available_signals, train_fusion
-    from recsys.splits import TRAIN
+    from recsys.fusion import train_fusion
+    from recsys.signals import SignalScaler, available_signals
 
     if select_on not in ("pseudo_cold", "validation"):
         raise ValueError(f"select_on must be pseudo_cold or validation, got {select_on!r}")
@@ -496,7 +496,6 @@ def train_run_fusion(fusion: FusionConfig, train: TrainConfig, split, catalog: p
     raw = available_signals(signals, fusion.signals)
     scaler = SignalScaler.fit(raw) if raw else None
     features = scaler.transform(raw) if scaler is not None else None
-    pairs = training_pairs(split.part(TRAIN), {item: i for i, item in enumerate(item_ids)}, train)
     hidden = np.zeros(0, dtype=np.int64)
     fold_features = features
     metric = f"recall_at_{k}"
@@ -531,7 +530,10 @@ def fuse(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, 
     directory (serving applies it to new items' text)."""
     from dataclasses import replace
 
-    from recsys.fusion import FusedEncoder, available_signals
+    from recsys.finetune import training_pairs
+    from recsys.fusion import FusedEncoder
+    from recsys.signals import available_signals
+    from recsys.splits import TRAIN
 
     tracking, c = _mlflow(ctx)
     split, catalog = _load_split(ctx.run_dir)
@@ -553,10 +555,11 @@ def fuse(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, 
         variants["signals"] = replace(cfg.fusion, signals=present, text_adaptor=False)
     if present and cfg.fusion.text_adaptor:
         variants["both"] = replace(cfg.fusion, signals=present)
+    pairs = training_pairs(split.part(TRAIN), {item: i for i, item in enumerate(catalog[S.ITEM_ID])}, cfg.train)
     trained = {}
     for name, variant in variants.items():
         log.info("fusion variant %r (signals: %s)", name, ",".join(variant.signals) or "none")
-        trained[name] = train_run_fusion(variant, cfg.train, split, catalog, vectors, signals, cfg.eval.k, select_on)
+        trained[name] = train_run_fusion(variant, pairs, split, catalog, vectors, signals, cfg.eval.k, select_on)
     scores = {name: r[0].val_history[r[0].best_step] for name, r in trained.items()}
     kept = [name for name in trained if trained[name][0].kept]
     chosen = max(kept, key=lambda name: scores[name]) if kept else None  # max keeps the first of equals
@@ -625,19 +628,10 @@ def bundle_catalog(split, catalog: pd.DataFrame, vectors: np.ndarray):
 def item_features(ctx: RunContext, catalog: pd.DataFrame, split) -> np.ndarray | None:
     """Standardised numeric item features for the hybrid: log price and the mean training rating
     (0 where unknown). Sales are left out on purpose: they would only say which items are new."""
-    cols = []
-    price = pd.to_numeric(catalog[S.PRICE], errors="coerce").astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
-    if np.isfinite(price).sum() >= 2:
-        cols.append(np.log1p(np.clip(price, 0, None)))
-    mean_rating = _train_mean_rating(ctx, split)
-    if mean_rating is not None:
-        cols.append(catalog[S.ITEM_ID].map(mean_rating).to_numpy(dtype=np.float64, na_value=np.nan))
-    if not cols:
-        return None
-    f = np.stack(cols, axis=1)
-    mean, std = np.nanmean(f, axis=0), np.nanstd(f, axis=0)
-    z = (f - mean) / np.where(std > 0, std, 1.0)
-    return np.nan_to_num(z, nan=0.0).astype(np.float32)
+    from recsys.signals import SignalScaler, available_signals
+
+    raw = available_signals(item_signals(ctx, catalog, split), ("price", "rating"))
+    return SignalScaler.fit(raw).transform(raw) if raw else None
 
 
 def fit_model(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:

@@ -51,7 +51,7 @@ def main() -> None:
     ctx = SimpleNamespace(run_dir=args.run_dir)
     item_ids, x, is_cold, popularity = _baseline_inputs(split, catalog)
     vectors = np.load(args.run_dir / "embeddings" / "finetuned.npy")
-    pairs = training_pairs(split.part(TRAIN), {item: i for i, item in enumerate(item_ids)}, TrainConfig())  # before the fold's hold-out
+    pairs = training_pairs(split.part(TRAIN), {item: i for i, item in enumerate(item_ids)}, TrainConfig())
     signals = item_signals(ctx, catalog, split)
     hybrid_features = item_features(ctx, catalog, split)
     print(f"fusion steps judged on: {args.select_on}")
@@ -69,7 +69,7 @@ def main() -> None:
         if config is None:
             fused, step = vectors, 0
         else:
-            result, _, feats, _ = train_run_fusion(config, TrainConfig(), split, catalog, vectors, signals, k, args.select_on)
+            result, _, feats, _ = train_run_fusion(config, pairs, split, catalog, vectors, signals, k, args.select_on)
             fused, step = (result.adaptor.apply(vectors, feats) if result.kept else vectors), result.best_step
         seconds = time.perf_counter() - start
         text = evaluate_models(item_ids, {"m": fused}, popularity, split, "test", k)["m"]

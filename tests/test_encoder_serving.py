@@ -245,7 +245,8 @@ def test_text_query_goes_through_the_models_fusion_as_a_new_item(tmp_path, encod
     then fused as a new item (unknown price, no sales), and scored in that space."""
     import torch
 
-    from recsys.fusion import FusedEncoder, FusionAdaptor, SignalScaler
+    from recsys.fusion import FusedEncoder, FusionAdaptor
+    from recsys.signals import SignalScaler
     from recsys.serving import FUSION_ARTIFACT
 
     adaptor = FusionAdaptor(384, 1, 2, text_adaptor=False)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from recsys.config import FusionConfig, PipelineConfig
-from recsys.fusion import FusedEncoder, FusionAdaptor, SignalScaler, available_signals, train_fusion
+from recsys.fusion import FusedEncoder, FusionAdaptor, train_fusion
+from recsys.signals import SignalScaler, available_signals
 
 
 def test_scaler_logs_amounts_standardises_and_maps_unknown_to_the_mean() -> None:
