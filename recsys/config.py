@@ -71,7 +71,7 @@ class FusionConfig:
     """What is fused and how the projection is trained (defaults measured in scripts/bench_fusion.py)."""
 
     enabled: bool = True
-    signals: tuple[str, ...] = ("price", "sales", "rating")  # numeric signals fed to the projection (those the data has)
+    signals: tuple[str, ...] = SIGNALS  # numeric signals fed to the projection (those the data has)
     text_adaptor: bool = True  # also learn the residual linear map A on the text vector
     hidden: int = 64  # width of the feature projection's hidden layer
     steps: int = 600
