@@ -105,6 +105,18 @@ def _run_inputs():
         "gate_tolerance_cold_recall": Param(0.05, type="number", minimum=0, maximum=1, description="Gate: tolerated relative drop of cold-start recall"),
         "gate_tolerance_coverage": Param(0.10, type="number", minimum=0, maximum=1, description="Gate: tolerated relative drop of catalog coverage"),
         "gate_tolerance_recall": Param(0.02, type="number", minimum=0, maximum=1, description="Gate: tolerated relative drop of Recall@k"),
+        "gate_confidence": Param(
+            0.95, type="number", minimum=0.5, exclusiveMaximum=1, description="Gate: confidence of the paired-bootstrap interval (the gain's lower bound must be above 0)"
+        ),
+        "gate_min_test_users": Param(
+            50, type="integer", minimum=1, description="Gate: fewest test users a champion comparison may rest on, after excluding what the champion trained on"
+        ),
+        "gate_not_applicable": Param(
+            "", type="string", description="Gate: guardrails with no evidence expected, skipped and reported (comma-separated bases, e.g. cold_recall)"
+        ),
+        "split_salt": Param(
+            "", type="string", description="Re-draw the stable split with a new salt (empty = the data set's stored salt). On purpose only: the gate sees it"
+        ),
         "gate_baselines": Param(
             "popularity,itemknn,ease,frozen",
             type="string",

@@ -13,7 +13,11 @@ from recsys.documents import DocumentConfig
 
 @dataclass(frozen=True)
 class SplitConfig:
-    seed: int = 42
+    seed: int = 42  # the training seed: it never changes which part a pair falls in (the salt does)
+    # keyed-hash salt of the stable split assignment; "" = the data set's stored salt (`recsys.splits.default_salt`
+    # the first time). Changing it re-draws every part: do it on purpose only (the gate sees it in the lineage)
+    salt: str = ""
+    tuning_share: float = 0.10  # share of warm items in the tuning fold (pseudo-cold; out of fine-tuning pairs)
     min_items_per_user: int = 4  # users with fewer items carry too little signal to hold any out
     cold_item_share: float = 0.10  # share of items hidden from training to measure cold start
     holdout_share: float = 0.20  # share of each user's items held out as targets
@@ -86,8 +90,7 @@ class FusionConfig:
     # as new (what the hybrid needs from vectors: its EASE part knows the warm items); "validation" = plain
     # validation Recall@k (what the text model alone needs); "auto" = pseudo_cold for the hybrid candidate,
     # validation for the text candidate
-    select_on: str = "auto"
-    pseudo_cold_share: float = 0.1  # "pseudo_cold": share of warm items held out
+    select_on: str = "auto"  # "pseudo_cold" holds out the split's tuning fold (SplitConfig.tuning_share)
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -124,6 +127,11 @@ class GateConfig:
     # the first model ever must beat each of these on the primary metric
     baselines: tuple[str, ...] = ("popularity", "itemknn", "ease", "frozen")
     require_approval: bool = False  # pause for a reviewer (Airflow human-in-the-loop) before moving the alias
+    confidence: float = 0.95  # paired-bootstrap interval of a relative change against the champion
+    bootstrap_samples: int = 2000
+    # fewest test users a champion comparison may rest on (after excluding what the champion trained on)
+    min_test_users: int = 50
+    not_applicable: tuple[str, ...] = ()  # guardrail bases with no evidence expected (e.g. cold_recall without cold items)
 
 
 @dataclass(frozen=True)
@@ -211,6 +219,16 @@ class PipelineConfig:
             min_relative_gain=float(p.get("gate_min_relative_gain", GateConfig.min_relative_gain)),
             require_approval=_as_bool(p.get("require_approval", GateConfig.require_approval)),
         )
+        if "gate_min_test_users" in p:
+            gate = replace(gate, min_test_users=int(p["gate_min_test_users"]))
+        if "gate_confidence" in p:
+            gate = replace(gate, confidence=float(p["gate_confidence"]))
+        if not 0.5 <= gate.confidence < 1:
+            raise ValueError(f"gate_confidence must be in [0.5, 1), got {gate.confidence}")
+        if p.get("gate_not_applicable"):
+            gate = replace(gate, not_applicable=tuple(b.strip() for b in str(p["gate_not_applicable"]).split(",") if b.strip()))
+        if p.get("split_salt"):
+            split = replace(split, salt=str(p["split_salt"]))
         if p.get("gate_baselines"):
             gate = replace(gate, baselines=tuple(b.strip() for b in str(p["gate_baselines"]).split(",") if b.strip()))
         tolerances = dict(GateConfig.guardrails)

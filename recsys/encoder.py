@@ -36,13 +36,26 @@ def pick_device(requested: str = "auto") -> torch.device:
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): then bf16 matmuls beat float32;
-    elsewhere bf16 is emulated and slower."""
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # the CPU instructions that compute bf16 themselves
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags as the kernel reports them (empty where there is no /proc/cpuinfo)."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+        text = open(cpuinfo, encoding="utf-8", errors="replace").read()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags") and ":" in line:
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_has_native_bf16(flags: frozenset[str] | None = None) -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16): then bf16 matmuls beat float32;
+    elsewhere bf16 is emulated and slower. The flags themselves are checked: oneDNN's own test
+    (`torch.ops.mkldnn._is_mkldnn_bf16_supported`) is also true on plain AVX-512 CPUs, which emulate it."""
+    return bool(NATIVE_BF16_FLAGS & (cpu_flags() if flags is None else flags))
 
 
 def use_bf16(device: torch.device, precision: str = "auto") -> bool:

@@ -40,7 +40,9 @@ def popularity_top_k(popularity: np.ndarray, queries: Sequence[np.ndarray], k: i
 
 
 def ranking_report(topk: np.ndarray, targets: Sequence[np.ndarray], k: int) -> dict[str, float]:
-    """Recall, NDCG and hit rate at k, plus how many queries were scored."""
+    """Recall, NDCG and hit rate at k, plus how many queries were scored (NaN, i.e. missing, with no query)."""
+    if not len(targets):
+        return {f"recall_at_{k}": float("nan"), f"ndcg_at_{k}": float("nan"), f"hit_rate_at_{k}": float("nan"), "n_queries": 0.0}
     return {
         f"recall_at_{k}": metrics.recall_at_k(topk, targets, k),
         f"ndcg_at_{k}": metrics.ndcg_at_k(topk, targets, k),
@@ -107,6 +109,7 @@ def evaluate_scorers(
     extra_cold: np.ndarray | None = None,
     context: EvaluationContext | None = None,
     topk_out: dict[str, np.ndarray] | None = None,
+    per_query_out: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Score every model on the same queries and targets of `stage`.
 
@@ -114,7 +117,11 @@ def evaluate_scorers(
     `context.ks`), `cold_recall_at_k` over the targets that are cold-start items (users with at least
     one such target; `extra_cold` adds items made cold on purpose for tuning), and, with a context,
     the beyond-accuracy metrics at k and the head / tail / per-category recall slices.
-    `topk_out`, when given, receives each model's top-k item indices per query.
+    `topk_out`, when given, receives each model's top-k item indices per query; `per_query_out` each
+    model's per-query recall, NDCG and cold recall at k (NaN where a query has no such target), in the
+    same query order for every model: what the gate's paired bootstrap resamples.
+
+    A metric with no target to measure it on (e.g. no cold target in the stage) is NaN: missing, not 0.
     """
     from recsys import beyond_accuracy as ba
 
@@ -139,7 +146,13 @@ def evaluate_scorers(
         row = ranking_report(topk, targets, k)
         if len(targets):
             row.update(metrics.ranking_metrics(topk, targets, ks))
-        row[f"cold_recall_at_{k}"] = metrics.recall_at_k(topk[cold_rows], [cold_targets[j] for j in cold_rows], k) if cold_rows else 0.0
+        row[f"cold_recall_at_{k}"] = metrics.recall_at_k(topk[cold_rows], [cold_targets[j] for j in cold_rows], k) if cold_rows else float("nan")
+        if per_query_out is not None:
+            per_query_out[name] = {
+                f"recall_at_{k}": metrics.per_query_recall(topk, targets, k),
+                f"ndcg_at_{k}": metrics.per_query_ndcg(topk, targets, k),
+                f"cold_recall_at_{k}": metrics.per_query_recall(topk, cold_targets, k),
+            }
         if context is not None and len(targets):
             row.update(
                 ba.beyond_accuracy_report(

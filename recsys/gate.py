@@ -2,10 +2,16 @@
 may replace the champion. Pure functions: no MLflow, no I/O.
 
 Rules (thresholds in `recsys.config.GateConfig`):
-- with a champion: the primary metric must improve by at least `min_relative_gain` (relative), and
-  no guardrail metric may drop by more than its tolerance (relative);
-- without one (the first model ever): the primary metric must beat every baseline.
-A metric the candidate lacks, or that is NaN, fails its check: the gate never promotes on missing evidence.
+- with a champion: both are scored on the same test users, minus the pairs the champion has seen
+  (`recsys.lineage`); too few users left and the gate refuses to decide. The primary metric's relative
+  gain must reach `min_relative_gain` AND the lower bound of its paired-bootstrap interval
+  (`recsys.bootstrap`) must be above zero. A guardrail blocks when its relative drop exceeds its
+  tolerance and the drop is significant (the interval's upper bound is below zero), so noise alone
+  never blocks; a guardrail without per-user values (catalog coverage) is judged on its point value;
+- without one (the first model ever): the primary metric must beat every configured baseline.
+A metric that is missing or NaN (e.g. no cold target to measure cold recall on) fails its check, and a
+configured baseline that was not scored fails the first-model check: the gate never promotes on missing
+evidence. A check listed in `not_applicable` is skipped and reported as not applicable.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from recsys.bootstrap import Interval
 from recsys.config import GateConfig
 
 PROMOTED = "promoted"
@@ -31,6 +38,10 @@ class Check:
     reference_model: str
     rule: str
     passed: bool
+    # the relative change's bootstrap interval (None: judged on the point value) and the users it rests on
+    low: float | None = None
+    high: float | None = None
+    n: int | None = None
 
 
 @dataclass(frozen=True)
@@ -90,8 +101,14 @@ def decide(
     baselines: dict[str, dict[str, float]],
     config: GateConfig,
     k: int,
+    intervals: dict[str, Interval | None] | None = None,
+    test_users: int | None = None,
 ) -> GateDecision:
-    """The gate's decision for `candidate`, given the champion's and the baselines' metrics on the same split."""
+    """The gate's decision for `candidate`, given the champion's and the baselines' metrics on the same split.
+
+    `intervals` holds, per metric name, the candidate's relative change against the champion with its
+    paired-bootstrap interval (None where it could not be formed); without an entry a metric is judged on
+    its point value. `test_users` is how many test users the champion comparison rests on."""
     primary = metric_name(config.primary_metric, k)
     cand = _value(candidate, primary)
     checks: list[Check] = []
@@ -99,52 +116,93 @@ def decide(
     if champion is None:
         for name in config.baselines:
             ref = _value(baselines.get(name), primary)
-            if name not in baselines:
-                continue  # a baseline this run did not score (e.g. not applicable to the data)
             passed = cand is not None and ref is not None and cand > ref
             checks.append(Check("baseline", primary, cand, ref, name, "> baseline", passed))
-            if not passed:
+            if name not in baselines:
+                reasons.append(f"first model: baseline {name} was configured but not scored: missing evidence")
+            elif not passed:
                 reasons.append(f"first model: {primary} {_fmt(cand)} does not beat {name} {_fmt(ref)}")
         if not checks:
-            reasons.append("first model: no baseline was scored, nothing to prove it is better than trivial")
+            reasons.append("first model: no baseline was configured, nothing to prove it is better than trivial")
         promote = bool(checks) and all(c.passed for c in checks)
         if promote:
             best = max(checks, key=lambda c: c.reference or 0.0)
             reasons.insert(0, f"first model: {primary} {_fmt(cand)} beats every baseline (best: {best.reference_model} {_fmt(best.reference)})")
         return GateDecision(promote, primary, "baselines", tuple(checks), tuple(reasons))
 
+    intervals = intervals or {}
+    if test_users is not None:
+        enough = test_users >= config.min_test_users
+        checks.append(Check("evidence", "test_users", float(test_users), float(config.min_test_users), "champion", ">= min_test_users", enough))
+        if not enough:
+            reasons.append(
+                f"not enough test data to decide: {test_users} test user(s) left after excluding what the champion trained on,"
+                f" {config.min_test_users} needed; the champion stays"
+            )
     ref = _value(champion, primary)
     need = config.min_relative_gain
-    passed = cand is not None and ref is not None and (cand >= ref * (1 + need) - 1e-12 if ref > 0 else cand > 0)
-    checks.append(Check("primary", primary, cand, ref, "champion", f">= {_pct(need)} relative", passed))
+    ci = intervals.get(primary)
+    confident = primary not in intervals or (ci is not None and ci.low > 0)
+    big_enough = cand is not None and ref is not None and (cand >= ref * (1 + need) - 1e-12 if ref > 0 else cand > 0)
+    passed = big_enough and confident
+    rule = f">= {_pct(need)} relative" + (f", {ci_label(config)} lower bound > 0" if primary in intervals else "")
+    checks.append(_check("primary", primary, cand, ref, rule, passed, ci))
     if cand is not None and ref is not None:
         verdict = "improves on" if passed else "does not improve enough on"
-        reasons.append(f"{primary} {_fmt(cand)} {verdict} champion {_fmt(ref)}: {_pct(_relative_change(cand, ref))}, required {_pct(need)}")
+        interval = f" ({ci_label(config)} {_pct(ci.low)} to {_pct(ci.high)} over {ci.n} users)" if ci is not None else ""
+        why = "" if passed or not big_enough else ": the interval includes no gain" if ci is not None else ": no interval could be formed"
+        reasons.append(f"{primary} {_fmt(cand)} {verdict} champion {_fmt(ref)}: {_pct(_relative_change(cand, ref))}{interval}, required {_pct(need)}{why}")
     else:
         reasons.append(f"{primary} missing: candidate {_fmt(cand)}, champion {_fmt(ref)}")
     for base, tolerance in config.guardrails:
         name = metric_name(base, k)
         c_val, r_val = _value(candidate, name), _value(champion, name)
-        if r_val is None:
-            continue  # the champion was never measured on it: nothing to regress from
-        ok = c_val is not None and c_val >= r_val * (1 - tolerance) - 1e-12
-        checks.append(Check("guardrail", name, c_val, r_val, "champion", f">= -{tolerance * 100:.1f}% relative", ok))
-        if not ok:
-            change = _pct(_relative_change(c_val, r_val)) if c_val is not None else "missing"
-            reasons.append(f"guardrail {name} regressed: {_fmt(c_val)} vs champion {_fmt(r_val)} ({change}, tolerated -{tolerance * 100:.1f}%)")
+        if base in config.not_applicable:
+            checks.append(Check("guardrail", name, c_val, r_val, "champion", "not applicable (configured)", True))
+            continue
+        ci = intervals.get(name)
+        drop = c_val is not None and r_val is not None and c_val < r_val * (1 - tolerance) - 1e-12
+        significant = name not in intervals or ci is None or ci.high < 0
+        ok = c_val is not None and r_val is not None and not (drop and significant)
+        rule = f">= -{tolerance * 100:.1f}% relative" + (f" unless the drop is within noise ({ci_label(config)} upper bound >= 0)" if name in intervals else "")
+        checks.append(_check("guardrail", name, c_val, r_val, rule, ok, ci))
+        if c_val is None or r_val is None:
+            reasons.append(f"guardrail {name} missing: candidate {_fmt(c_val)}, champion {_fmt(r_val)} (no target to measure it on; list it in not_applicable if that is expected)")
+        elif not ok:
+            interval = f", {ci_label(config)} {_pct(ci.low)} to {_pct(ci.high)}" if ci is not None else ""
+            reasons.append(f"guardrail {name} regressed: {_fmt(c_val)} vs champion {_fmt(r_val)} ({_pct(_relative_change(c_val, r_val))}{interval}, tolerated -{tolerance * 100:.1f}%)")
     promote = all(c.passed for c in checks)
     return GateDecision(promote, primary, "champion", tuple(checks), tuple(reasons))
+
+
+def ci_label(config: GateConfig) -> str:
+    return f"{config.confidence * 100:g}% CI"
+
+
+def _check(kind: str, metric: str, cand: float | None, ref: float | None, rule: str, passed: bool, ci: Interval | None) -> Check:
+    if ci is None:
+        return Check(kind, metric, cand, ref, "champion", rule, passed)
+    return Check(kind, metric, cand, ref, "champion", rule, passed, ci.low, ci.high, ci.n)
 
 
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.4f}"
 
 
+def _change(c: Check) -> str:
+    if c.kind == "evidence" or c.candidate is None or c.reference is None or c.reference == 0:
+        return ""
+    point = _pct(c.candidate / c.reference - 1.0)
+    return point if c.low is None else f"{point} [{_pct(c.low)}, {_pct(c.high)}] n={c.n}"
+
+
 def summary_markdown(decision: GateDecision) -> str:
     """A short Markdown summary of the decision (the human review step shows it)."""
     lines = [f"**Gate: {decision.status}** (primary metric `{decision.primary_metric}`, against {decision.reference})", ""]
     lines += [f"- {r}" for r in decision.reasons]
-    lines += ["", "| check | metric | candidate | reference | rule | passed |", "|---|---|---|---|---|---|"]
+    lines += ["", "| check | metric | candidate | reference | relative change (interval) | rule | passed |", "|---|---|---|---|---|---|---|"]
     for c in decision.checks:
-        lines.append(f"| {c.kind} | {c.metric} | {_fmt(c.candidate)} | {c.reference_model} {_fmt(c.reference)} | {c.rule} | {'yes' if c.passed else 'NO'} |")
+        lines.append(
+            f"| {c.kind} | {c.metric} | {_fmt(c.candidate)} | {c.reference_model} {_fmt(c.reference)} | {_change(c)} | {c.rule} | {'yes' if c.passed else 'NO'} |"
+        )
     return "\n".join(lines)

@@ -14,18 +14,24 @@ a smaller scale than warm items'. They are put back on the warm scale by propaga
 scores like its `cold_neighbours` nearest warm items in text space (softmax of similarity /
 `cold_temperature`), times `cold_weight`. The weights are tuned on a validation fold where some
 warm items are made cold on purpose, because the real validation split has no cold targets.
+
+Tuning follows the same rule as the baselines (recsys.tuning): l2, text_weight and feature_weight
+are searched coordinate-wise over grids extended until the chosen value is bracketed, and the record
+says for every tuned parameter whether an edge was still hit.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from recsys.baselines import query_matrix
+from recsys.tuning import Grid, coordinate_search, format_value, judged_result
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +44,9 @@ class HybridConfig:
     cold_neighbours: int = 5
     cold_temperature: float = 0.1
     cold_weight: float = 1.0
-    l2_grid: tuple[float, ...] = (200.0, 500.0)
+    # l2, text_weight and feature_weight grids are starting grids: a best value at an edge extends the
+    # grid in its edge step (geometric) up to the bounds below (recsys.tuning.bracketed_search)
+    l2_grid: tuple[float, ...] = (100.0, 300.0, 1000.0)
     text_weight_grid: tuple[float, ...] = (0.0, 50.0, 200.0, 800.0)
     feature_weight: float = 0.0  # weight of F F' (standardised numeric item features: price, rating)
     feature_weight_grid: tuple[float, ...] = (0.0, 20.0, 100.0)
@@ -48,11 +56,40 @@ class HybridConfig:
     cold_tolerance: float = 0.01
     pseudo_cold_share: float = 0.1  # warm items made cold to tune cold_weight
     seed: int = 42
+    # hard bounds of the extended grids. A weight's lower bound 0 (the term switched off) is natural:
+    # a best value of 0 there is a real answer, not an edge hit. Every other bound is a search limit.
+    l2_bounds: tuple[float, float] = (0.1, 1e6)
+    text_weight_bounds: tuple[float, float] = (0.0, 1e5)
+    feature_weight_bounds: tuple[float, float] = (0.0, 1e5)
+    # coordinate rounds over (l2, text_weight[, feature_weight]); each evaluation inverts an n x n matrix
+    max_rounds: int = 2
 
     @classmethod
     def from_dict(cls, data: dict) -> "HybridConfig":
-        """Rebuild from its JSON form (lists back to tuples)."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        """Rebuild from its JSON form (lists back to tuples). Older models lack the newer fields (their
+        defaults apply); fields this version does not know are dropped."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            log.warning("HybridConfig: ignoring unknown fields %s", unknown)
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known})
+
+    def search_grids(self, with_features: bool) -> dict[str, Grid]:
+        """The bracketed grids of the validation search, in search order."""
+
+        def grid(values: tuple[float, ...], bounds: tuple[float, float]) -> Grid:
+            return Grid(values=values, lower=bounds[0], upper=bounds[1], log=True, natural_lower=bounds[0] == 0.0)
+
+        grids = {"l2": grid(self.l2_grid, self.l2_bounds), "text_weight": grid(self.text_weight_grid, self.text_weight_bounds)}
+        if with_features:
+            grids["feature_weight"] = grid(self.feature_weight_grid, self.feature_weight_bounds)
+        return grids
+
+    def cold_grid(self) -> Grid:
+        """cold_weight keeps its fixed grid (the tolerance rule picks from it); edges are judged the same
+        way, 0 (no propagation) being a natural lower bound."""
+        values = tuple(sorted(self.cold_weight_grid))
+        return Grid(values=values, lower=values[0], upper=values[-1], log=False, natural_lower=values[0] == 0.0)
 
 
 @dataclass
@@ -144,55 +181,65 @@ def fit_hybrid(x: sp.csr_matrix, vectors: np.ndarray, is_cold: np.ndarray, confi
     return HybridModel(weights=b, vectors=vectors, is_cold=is_cold, config=config)
 
 
+ValidationScore = Callable[[HybridModel, np.ndarray], float]  # (model, hidden-items mask) -> score, higher is better
+
+
 def tune_hybrid(
     x: sp.csr_matrix,
     vectors: np.ndarray,
     is_cold: np.ndarray,
-    evaluate: "callable",
+    evaluate: ValidationScore,
     config: HybridConfig,
     features: np.ndarray | None = None,
-) -> tuple[HybridModel, dict]:
-    """Pick l2 and text_weight on validation, then cold_weight on a pseudo-cold fold (the largest
-    within `cold_tolerance` of the best fold score); refit.
+    pseudo_cold: np.ndarray | None = None,
+) -> tuple[HybridModel, dict[str, Any]]:
+    """Pick l2, text_weight (and feature_weight) on validation, coordinate-wise over bracketed grids
+    starting from the config's values; then cold_weight on a pseudo-cold fold (the largest within
+    `cold_tolerance` of the best fold score); refit.
+
+    Edges: a value is bracketed when values on both sides of it were scored; text_weight = 0 or
+    feature_weight = 0 (the term off) sits on a natural bound and counts as bracketed from below,
+    as long as the bound is 0 - any other bound, and the top of the fixed cold_weight grid, is an edge.
+
+    Cost: one n x n inversion per (l2, text_weight, feature_weight) point scored - about the sum of
+    the grid sizes (plus extensions) per round, `config.max_rounds` rounds at most - plus one for the
+    fold and one for the final refit; cold_weight only rescores the fold model.
 
     Args:
         x: binary user x item training matrix.
         vectors: item text vectors.
         is_cold: items with no training interaction.
-        evaluate: (model, hidden_items) -> validation score (higher is better); `hidden_items` are
-            warm items made cold for the fold (empty for the plain validation).
-        config: starting configuration and the grids.
-        features: optional [n_items, f] standardised numeric item features (their weight is tuned
-            after l2 and text_weight; skipped when None).
+        evaluate: (model, hidden_items) -> validation score (higher is better); `hidden_items` is a bool
+            mask of the warm items made cold for the fold (all False for the plain validation).
+        config: starting configuration, the grids and their bounds.
+        features: optional [n_items, f] standardised numeric item features (feature_weight is tuned with
+            the others; skipped when None).
+        pseudo_cold: optional indices of warm items to hide for the cold_weight fold (e.g. items held
+            out from fine-tuning); None draws `pseudo_cold_share` of the warm items with `config.seed`.
 
     Returns:
-        The refitted model and a record of every configuration tried with its score.
+        The refitted model and its record: chosen {l2, text_weight, feature_weight, cold_weight}, score
+        (plain validation at the chosen point), cold_score (fold score at the chosen cold_weight),
+        edge_hit {parameter: bool} for every tuned parameter, converged, rounds, tried (flat
+        {"l2_<v>.text_weight_<v>[.feature_weight_<v>]": score, "pseudo_cold.cold_weight_<v>": score}),
+        searches {parameter: SearchResult.to_dict()} and pseudo_cold (the hidden item indices).
     """
-    tried: dict[str, float] = {}
-    best_cfg, best = config, -np.inf
+    with_features = features is not None and features.size > 0
     no_cold = np.zeros_like(is_cold)
-    for l2 in config.l2_grid:
-        for tw in config.text_weight_grid:
-            cfg = replace(config, l2=l2, text_weight=tw, cold_weight=0.0)
-            score = evaluate(fit_hybrid(x, vectors, is_cold, cfg), no_cold)
-            tried[f"l2_{l2:g}.text_weight_{tw:g}"] = score
-            log.info("hybrid l2=%g text_weight=%g: validation %.4f", l2, tw, score)
-            if score > best:
-                best, best_cfg = score, cfg
-    if features is not None and features.size:
-        best_feature = -np.inf
-        for fw in config.feature_weight_grid:
-            cfg = replace(best_cfg, feature_weight=fw)
-            score = evaluate(fit_hybrid(x, vectors, is_cold, cfg, features), no_cold)
-            tried[f"feature_weight_{fw:g}"] = score
-            log.info("hybrid feature_weight=%g: validation %.4f", fw, score)
-            if score > best_feature:
-                best_feature, feature_cfg = score, cfg
-        best_cfg = feature_cfg
+
+    def validation(point: dict[str, float]) -> float:
+        cfg = replace(config, **point, cold_weight=0.0)
+        score = float(evaluate(fit_hybrid(x, vectors, is_cold, cfg, features), no_cold))
+        log.info("hybrid %s: validation %.4f", " ".join(f"{k}={v:g}" for k, v in point.items()), score)
+        return score
+
+    grids = config.search_grids(with_features)
+    search = coordinate_search(validation, grids, start={n: getattr(config, n) for n in grids}, max_rounds=config.max_rounds)
+    best_cfg = replace(config, **search.chosen)
+    tried = search.to_record()["tried"]
+
     # pseudo-cold fold: hide some warm items' history, see which cold_weight ranks them best
-    rng = np.random.default_rng(config.seed)
-    warm = np.flatnonzero(~is_cold & (np.asarray(x.sum(axis=0)).ravel() > 0))
-    hidden = rng.choice(warm, size=max(1, int(round(config.pseudo_cold_share * len(warm)))), replace=False)
+    hidden = _pseudo_cold_items(x, is_cold, config, pseudo_cold)
     keep = np.ones(x.shape[1], dtype=np.float32)
     keep[hidden] = 0.0
     x_fold = (x @ sp.diags(keep)).tocsr()
@@ -205,11 +252,43 @@ def tune_hybrid(
         cfg = replace(best_cfg, cold_weight=cw)
         # only the hidden items are propagated: the real cold items can never be validation targets,
         # so boosting them here would only measure a loss that the test split does not have
-        score = evaluate(HybridModel(weights=fold_b, vectors=vectors, is_cold=hidden_mask, config=cfg), hidden_mask)
-        tried[f"pseudo_cold.cold_weight_{cw:g}"] = fold_scores[cw] = score
+        score = float(evaluate(HybridModel(weights=fold_b, vectors=vectors, is_cold=hidden_mask, config=cfg), hidden_mask))
+        tried[f"pseudo_cold.cold_weight_{format_value(cw)}"] = fold_scores[float(cw)] = score
         log.info("hybrid cold_weight=%g on the pseudo-cold fold: %.4f", cw, score)
+    del fold_b
     top = max(fold_scores.values())
     best_cold = max(cw for cw, score in fold_scores.items() if score >= top - config.cold_tolerance * abs(top))
+    cold = judged_result("cold_weight", fold_scores, best_cold, config.cold_grid())
     final = replace(best_cfg, cold_weight=best_cold)
-    chosen = {"l2": final.l2, "text_weight": final.text_weight, "feature_weight": final.feature_weight, "cold_weight": final.cold_weight}
-    return fit_hybrid(x, vectors, is_cold, final, features), {"tried": tried, "chosen": chosen}
+    searches = {n: r.to_dict() for n, r in search.searches.items()} | {"cold_weight": cold.to_dict()}
+    record = {
+        "chosen": {"l2": float(final.l2), "text_weight": float(final.text_weight), "feature_weight": float(final.feature_weight), "cold_weight": float(final.cold_weight)},
+        "score": float(search.score),
+        "cold_score": float(cold.score),
+        "edge_hit": search.edge_hit | {"cold_weight": cold.edge_hit},
+        "converged": bool(search.converged),
+        "rounds": int(search.rounds),
+        "tried": tried,
+        "searches": searches,
+        "pseudo_cold": [int(i) for i in hidden],
+    }
+    for name, hit in record["edge_hit"].items():
+        if hit:
+            log.warning("hybrid %s=%g sits on the %s edge of what was tried", name, record["chosen"][name], searches[name]["edge"])
+    return fit_hybrid(x, vectors, is_cold, final, features), record
+
+
+def _pseudo_cold_items(x: sp.csr_matrix, is_cold: np.ndarray, config: HybridConfig, pseudo_cold: np.ndarray | None) -> np.ndarray:
+    """The warm items hidden for the cold_weight fold, sorted: the caller's, checked, or a seeded draw."""
+    if pseudo_cold is not None:
+        hidden = np.unique(np.asarray(pseudo_cold, dtype=np.int64))
+        if hidden.size == 0:
+            raise ValueError("pseudo_cold is empty: the cold_weight fold needs at least one hidden item")
+        if hidden[0] < 0 or hidden[-1] >= x.shape[1]:
+            raise ValueError(f"pseudo_cold indices must lie in [0, {x.shape[1]})")
+        if is_cold[hidden].any():
+            raise ValueError(f"pseudo_cold must name warm items only; cold: {hidden[is_cold[hidden]].tolist()}")
+        return hidden
+    rng = np.random.default_rng(config.seed)
+    warm = np.flatnonzero(~is_cold & (np.asarray(x.sum(axis=0)).ravel() > 0))
+    return np.sort(rng.choice(warm, size=max(1, int(round(config.pseudo_cold_share * len(warm)))), replace=False))

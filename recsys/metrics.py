@@ -93,3 +93,18 @@ def ranking_metrics(
         out[f"hit_rate_at_{k}"] = hit_rate_at_k(topk, targets, k)
         out[f"precision_at_{k}"] = precision_at_k(topk, targets, k)
     return out
+
+
+def per_query_recall(topk: np.ndarray, targets: Sequence[np.ndarray], k: int) -> np.ndarray:
+    """Recall@k of each query (NaN where a query has no target): what a paired bootstrap resamples."""
+    return np.array([h.sum() / len(t) if len(t) else np.nan for h, t in zip(_hits(topk, targets, k), targets, strict=True)], dtype=np.float64)
+
+
+def per_query_ndcg(topk: np.ndarray, targets: Sequence[np.ndarray], k: int) -> np.ndarray:
+    """NDCG@k of each query (NaN where a query has no target)."""
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    out = np.full(len(targets), np.nan)
+    for j, (h, t) in enumerate(zip(_hits(topk, targets, k), targets, strict=True)):
+        if len(t):
+            out[j] = float((h * discounts[: len(h)]).sum()) / float(discounts[: min(len(t), k)].sum())
+    return out

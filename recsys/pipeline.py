@@ -211,8 +211,10 @@ def _load_validated(run_dir: Path) -> S.Dataset:
 
 def load_and_split(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
     """Upsert the validated data into the warehouse, read the data set back, and split it."""
+    from dataclasses import replace
+
     from recsys import warehouse
-    from recsys.splits import make_split
+    from recsys.splits import default_salt, make_split
 
     tracking, c = _mlflow(ctx)
     validated = _load_validated(ctx.run_dir)
@@ -225,13 +227,22 @@ def load_and_split(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> 
         items = items[items[S.ITEM_ID].isin(keep)].reset_index(drop=True)
         inter = inter[inter[S.USER_ID].isin(set(validated.interactions[S.USER_ID]))].reset_index(drop=True)
     dataset = S.Dataset(validated.name, items, inter, validated.has_time, validated.has_text, validated.source)
-    split = make_split(dataset, cfg.split)
+    # the data set's split salt: stored in the warehouse beside the data, changed only on request
+    engine = warehouse.make_engine(ctx.warehouse_url)
+    try:
+        salt, replaced = warehouse.split_salt(engine, validated.name, cfg.split.salt, default_salt(validated.name))
+    finally:
+        engine.dispose()
+    split = make_split(dataset, replace(cfg.split, salt=salt))
 
     split_dir = ctx.run_dir / "split"
     split_dir.mkdir(parents=True, exist_ok=True)
     items.sort_values(S.ITEM_ID).reset_index(drop=True).to_parquet(split_dir / "catalog.parquet", index=False)
     split.pairs.to_parquet(split_dir / "pairs.parquet", index=False)
-    _write_json(split_dir / "split.json", {"protocol": split.protocol, "cold_items": sorted(split.cold_items)})
+    _write_json(
+        split_dir / "split.json",
+        {"protocol": split.protocol, "cold_items": sorted(split.cold_items), "salt": split.salt, "tuning_items": sorted(split.tuning_items), "salt_replaced": replaced},
+    )
     summary = split.summary()
     from recsys.provenance import frame_digest
 
@@ -245,7 +256,7 @@ def load_and_split(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> 
         "items": int(len(items)),
         "users": int(inter[S.USER_ID].nunique()),
         "interactions": int(len(inter)),
-        "split": {"protocol": split.protocol, **{k: v for k, v in summary.items() if k != "protocol"}},
+        "split": {"protocol": split.protocol, "salt": split.salt, "tuning_items": len(split.tuning_items), **{k: v for k, v in summary.items() if k != "protocol"}},
     }
     _write_json(split_dir / "identity.json", identity)
     tracking.log_dataset(c, mlflow_run_id, inter, f"{dataset.name}-interactions", str(dataset.source), identity["interactions_digest"], "training")
@@ -253,7 +264,7 @@ def load_and_split(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> 
     tracking.set_tags(c, mlflow_run_id, {"data.digest": identity["digest"]})
     tracking.log_metrics(c, mlflow_run_id, {f"split.{k}": v for k, v in summary.items() if k != "protocol"})
     tracking.log_metrics(c, mlflow_run_id, {f"warehouse.{k}": v for k, v in counts.items()})
-    tracking.set_tags(c, mlflow_run_id, {"split.protocol": split.protocol})
+    tracking.set_tags(c, mlflow_run_id, {"split.protocol": split.protocol, "split.salt": split.salt} | ({"split.salt_replaced": replaced} if replaced else {}))
     return {"warehouse": counts, **summary}
 
 
@@ -262,7 +273,13 @@ def _load_split(run_dir: Path):
 
     split_dir = run_dir / "split"
     info = _read_json(split_dir / "split.json")
-    split = Split(pairs=pd.read_parquet(split_dir / "pairs.parquet"), cold_items=frozenset(info["cold_items"]), protocol=info["protocol"])
+    split = Split(
+        pairs=pd.read_parquet(split_dir / "pairs.parquet"),
+        cold_items=frozenset(info["cold_items"]),
+        protocol=info["protocol"],
+        salt=info.get("salt", ""),
+        tuning_items=frozenset(info.get("tuning_items", ())),
+    )
     catalog = pd.read_parquet(split_dir / "catalog.parquet")
     return split, S.to_canonical_items(catalog)
 
@@ -390,14 +407,13 @@ def finetune(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
     from recsys.encoder import TextEncoder
     from recsys.evaluate import evaluate_models
     from recsys.finetune import finetune_encoder, training_pairs
-    from recsys.splits import TRAIN
 
     tracking, c = _mlflow(ctx)
     split, catalog = _load_split(ctx.run_dir)
     item_ids = catalog[S.ITEM_ID].tolist()
     index = {item: i for i, item in enumerate(item_ids)}
     docs = catalog_documents(cfg, ctx)
-    pairs = training_pairs(split.part(TRAIN), index, cfg.train)
+    pairs = training_pairs(fine_tuning_part(split), index, cfg.train)
     popularity = _train_popularity(split, item_ids)
     encoder = TextEncoder(config=cfg.encoder)
     scored: list[np.ndarray] = []  # item vectors at each validation, in order
@@ -454,6 +470,21 @@ def finetune(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
     return {"encoder_dir": str(encoder_dir), "steps": steps, "best_step": result.best_step, "pairs": int(len(pairs)), "val_history": result.val_history, "seconds": train_seconds}
 
 
+def tuning_fold(split, catalog: pd.DataFrame) -> np.ndarray:
+    """Catalog indices of the split's tuning-fold items (sorted)."""
+    return np.flatnonzero(catalog[S.ITEM_ID].isin(split.tuning_items).to_numpy())
+
+
+def fine_tuning_part(split) -> pd.DataFrame:
+    """The training pairs the encoder and the fusion projection learn from: the training part without the
+    tuning fold's items, so cold-start choices (`cold_weight`, the fusion variant) are judged on items the
+    vectors have never learned, as real new items will be."""
+    from recsys.splits import TRAIN
+
+    train = split.part(TRAIN)
+    return train[~train[S.ITEM_ID].isin(split.tuning_items)]
+
+
 FUSED_EMBEDDINGS = "fused.npy"  # the item vectors every later stage uses (the fine-tuned ones when fusion is off or not kept)
 
 
@@ -478,9 +509,10 @@ def train_run_fusion(fusion: FusionConfig, pairs: np.ndarray, split, catalog: pd
     "pseudo_cold": fusion is there for the items behaviour cannot reach. A projection that sharpens warm
     items but misplaces new ones is worse for the hybrid, whose EASE part already knows the warm items
     (measured on online-retail, scripts/bench_fusion.py: sales fused in and judged on plain validation
-    lift the text model's Recall@10 +57% but halve its cold-slice recall). So `fusion.pseudo_cold_share`
-    of the warm items are held out of the training pairs and shown to the projection as new (0 sales),
-    and a step is scored by validation Recall@k on those items. "validation": plain validation Recall@k
+    lift the text model's Recall@10 +57% but halve its cold-slice recall). So the split's tuning fold
+    (`Split.tuning_items`: warm items kept out of the fine-tuning pairs too) is held out of the training
+    pairs and shown to the projection as new (0 sales), and a step is scored by validation Recall@k on
+    those items. "validation": plain validation Recall@k
     (the text model served alone). Either way the text vectors (step 0) stay a candidate.
 
     `pairs` are the fine-tuning pairs (`recsys.finetune.training_pairs`). Returns (FusionResult,
@@ -501,10 +533,7 @@ def train_run_fusion(fusion: FusionConfig, pairs: np.ndarray, split, catalog: pd
     metric = f"recall_at_{k}"
     if select_on == "pseudo_cold":
         metric = f"cold_recall_at_{k}"
-        warm = np.flatnonzero(np.asarray(signals["sales"]) > 0)
-        if len(warm):
-            rng = np.random.default_rng(fusion.seed)
-            hidden = np.sort(rng.choice(warm, size=max(1, int(round(fusion.pseudo_cold_share * len(warm)))), replace=False))
+        hidden = tuning_fold(split, catalog)
         pairs = pairs[~np.isin(pairs, hidden).any(axis=1)]
         if scaler is not None and scaler.new_item_sales() is not None:
             col, unsold = scaler.new_item_sales()
@@ -533,7 +562,6 @@ def fuse(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, 
     from recsys.finetune import training_pairs
     from recsys.fusion import FusedEncoder
     from recsys.signals import available_signals
-    from recsys.splits import TRAIN
 
     tracking, c = _mlflow(ctx)
     split, catalog = _load_split(ctx.run_dir)
@@ -555,7 +583,7 @@ def fuse(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, 
         variants["signals"] = replace(cfg.fusion, signals=present, text_adaptor=False)
     if present and cfg.fusion.text_adaptor:
         variants["both"] = replace(cfg.fusion, signals=present)
-    pairs = training_pairs(split.part(TRAIN), {item: i for i, item in enumerate(catalog[S.ITEM_ID])}, cfg.train)
+    pairs = training_pairs(fine_tuning_part(split), {item: i for i, item in enumerate(catalog[S.ITEM_ID])}, cfg.train)
     trained = {}
     for name, variant in variants.items():
         log.info("fusion variant %r (signals: %s)", name, ",".join(variant.signals) or "none")
@@ -636,35 +664,60 @@ def item_features(ctx: RunContext, catalog: pd.DataFrame, split) -> np.ndarray |
 
 def fit_model(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
     """Fit the hybrid recommender (EASE + text side information + cold propagation) on the fine-tuned
-    item vectors, tuning its weights on validation; also fit the EASE baseline the same way."""
+    item vectors, tuning its weights on validation (its pseudo-cold fold is the split's tuning fold, which
+    fine-tuning never saw); tune the EASE and item-kNN baselines on validation on their own, with the same
+    bracketed-grid rule (`recsys.tuning`), so the candidate is compared with baselines as well tuned as it."""
+    from recsys import baselines
     from recsys.evaluate import evaluate_scorers
+    from recsys.gate import metric_name
     from recsys.hybrid import HybridConfig, tune_hybrid
 
     tracking, c = _mlflow(ctx)
     split, catalog = _load_split(ctx.run_dir)
     item_ids, x, is_cold, _ = _baseline_inputs(split, catalog)
     vectors = item_vectors(ctx)
-    from recsys.gate import metric_name
-
     metric = metric_name(cfg.gate.primary_metric, cfg.eval.k)
 
     def validation_score(model, hidden: np.ndarray) -> float:
         return evaluate_scorers(item_ids, {"m": model.scores}, split, "val", cfg.eval.k, extra_cold=np.flatnonzero(hidden))["m"][metric]
 
+    def weights_score(weights: np.ndarray) -> float:
+        return evaluate_scorers(item_ids, {"m": lambda q: baselines.item_item_scores(weights, q)}, split, "val", cfg.eval.k)["m"][metric]
+
     start = time.perf_counter()
     features = item_features(ctx, catalog, split)
-    model, record = tune_hybrid(x, vectors, is_cold, validation_score, HybridConfig(seed=cfg.split.seed), features)
+    model, record = tune_hybrid(x, vectors, is_cold, validation_score, HybridConfig(seed=cfg.split.seed), features, pseudo_cold=tuning_fold(split, catalog))
     seconds = time.perf_counter() - start
-    # the EASE baseline gets the same tuning budget: its best l2 on validation (text_weight 0)
-    ease_scores = {k: v for k, v in record["tried"].items() if k.startswith("l2_") and k.endswith(".text_weight_0")}
-    ease_l2 = float(max(ease_scores, key=ease_scores.get).split(".text_weight")[0].removeprefix("l2_")) if ease_scores else 500.0
+    start = time.perf_counter()
+    _, ease = baselines.tune_ease(x, weights_score)
+    _, knn = baselines.tune_itemknn(x, weights_score)
+    baseline_seconds = time.perf_counter() - start
+    tuned = {"ease": ease, "itemknn": knn}
+    for name, rec in {"hybrid": record, **tuned}.items():
+        hits = [p for p, hit in rec["edge_hit"].items() if hit]
+        if hits:
+            log.warning("%s: the best %s is at the edge of its grid, even after extending it: the optimum may lie beyond", name, ", ".join(hits))
     model_dir = ctx.run_dir / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
     np.savez(model_dir / "hybrid.npz", weights=model.weights, vectors=model.vectors, is_cold=model.is_cold)
-    _write_json(model_dir / "hybrid.json", {"config": model.config.__dict__, "ease_l2": ease_l2, **record})
-    tracking.log_params(c, mlflow_run_id, {f"hybrid.{k}": v for k, v in record["chosen"].items()} | {"baseline.ease_l2": ease_l2})
-    tracking.log_metrics(c, mlflow_run_id, {"hybrid.fit_seconds": seconds} | {f"hybrid.val.{k}": v for k, v in record["tried"].items()})
-    return {"model": str(model_dir / "hybrid.npz"), "chosen": record["chosen"], "ease_l2": ease_l2, "seconds": seconds}
+    _write_json(model_dir / "hybrid.json", {"config": model.config.__dict__, "ease_l2": ease["chosen"]["l2"], "baselines": tuned, **record})
+    tracking.log_params(
+        c,
+        mlflow_run_id,
+        {f"hybrid.{k}": v for k, v in record["chosen"].items()}
+        | {f"baseline.{name}.{p}": v for name, rec in tuned.items() for p, v in rec["chosen"].items()}
+        | {f"tuning.{name}.edge_hit.{p}": hit for name, rec in {"hybrid": record, **tuned}.items() for p, hit in rec["edge_hit"].items()},
+    )
+    tracking.log_metrics(
+        c,
+        mlflow_run_id,
+        {"hybrid.fit_seconds": seconds, "baselines.tune_seconds": baseline_seconds}
+        | {f"hybrid.val.{k}": v for k, v in record["tried"].items()}
+        | {f"baseline.{name}.val.{k}": v for name, rec in tuned.items() for k, v in rec["tried"].items()},
+    )
+    chosen = {name: rec["chosen"] for name, rec in tuned.items()}
+    edges = {name: rec["edge_hit"] for name, rec in {"hybrid": record, **tuned}.items()}
+    return {"model": str(model_dir / "hybrid.npz"), "chosen": record["chosen"], "baselines": chosen, "ease_l2": ease["chosen"]["l2"], "edge_hit": edges, "seconds": seconds}
 
 
 def load_hybrid(model_dir: Path):
@@ -703,8 +756,10 @@ def evaluate(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
     item_ids, x, _, popularity = _baseline_inputs(split, catalog)
     emb = ctx.run_dir / "embeddings"
     hybrid, info = load_hybrid(ctx.run_dir / "model")
+    # the baselines at the values chosen on validation (`fit_model`)
     ease = baselines.ease_weights(x, info["ease_l2"])
-    knn = baselines.cooccurrence_cosine(x)
+    knn_chosen = info.get("baselines", {}).get("itemknn", {}).get("chosen", {})
+    knn = baselines.itemknn_weights(x, knn_chosen.get("neighbours"), float(knn_chosen.get("shrink", 0.0)))
     scorers = {
         "hybrid": hybrid.scores,
         "ease": lambda q: baselines.item_item_scores(ease, q),

@@ -42,6 +42,7 @@ def candidate_model(cfg: PipelineConfig) -> str:
 def package(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
     """Write the self-contained model directory, log it as a pyfunc and register a version
     (pending the gate). A retried task reuses the version this run registered."""
+    from recsys import tracking as _t
     from recsys.serving import HYBRID_ARTIFACT, HYBRID_CONFIG_ARTIFACT, ItemRecommender, save_behaviour, save_catalog
 
     tracking, c = _mlflow(ctx)
@@ -93,9 +94,15 @@ def package(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[st
                 "dataset": identity["name"],
                 "data.digest": identity["digest"],
                 "data.interactions": str(identity["interactions"]),
+                "split.salt": split.salt,
                 "run_key": ctx.run_key,
             },
         )
+    # what this version was trained on: the gate checks the next candidate's test pairs against it
+    from recsys.lineage import lineage_of
+
+    lineage = lineage_of(split, identity["digest"]).save(ctx.run_dir / _t.LINEAGE_ARTIFACT)
+    tracking.log_artifacts(c, mlflow_run_id, lineage, _t.LINEAGE_ARTIFACT)
     _write_json(ctx.run_dir / "package.json", {"model_name": cfg.model_name, "version": version})
     tracking.set_tags(c, mlflow_run_id, {"registered_version": version})
     return {"model_name": cfg.model_name, "version": version}
@@ -142,13 +149,15 @@ def _model_requirements() -> list[str]:
 
 
 def score_champion(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
-    """Score the current champion on this run's test split, with the same evaluation as the candidate.
+    """Score the current champion and the candidate on this run's test split, like with like.
 
-    The champion scored is the one in place when this version was first put to the gate (kept in
-    champion.json), so a rerun after the alias moved compares against the same model."""
+    Both are loaded from the registry and scored through the same serving code. Test pairs the
+    champion learned from or was tuned on (its recorded lineage, `recsys.lineage`) are excluded for
+    both, and cold items it trained on leave the cold slice; the counts go into champion.json. Per
+    test user, the primary metric and the guardrails are compared with a paired bootstrap (the
+    intervals the gate decides with). The champion scored is the one in place when this version was
+    first put to the gate, so a rerun after the alias moved compares against the same model."""
     from recsys import tracking as _t
-    from recsys.champion import coverage_of, recommender_scorer
-    from recsys.evaluate import evaluate_scorers
 
     tracking, c = _mlflow(ctx)
     version = _read_json(ctx.run_dir / "package.json")["version"]
@@ -161,20 +170,52 @@ def score_champion(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> 
         champion = tracking.version_tags(c, cfg.model_name, version).get(_t.PREVIOUS_CHAMPION_TAG) or None
     result: dict[str, Any] = {"candidate_version": version, "champion_version": champion, "metrics": None}
     if champion is not None:
-        split, catalog = _load_split(ctx.run_dir)
-        item_ids = catalog[S.ITEM_ID].tolist()
-        recommender = tracking.load_recommender(cfg.model_name, champion)
-        topk: dict[str, np.ndarray] = {}
-        context = evaluation_context(ctx, split, catalog)
-        metrics = evaluate_scorers(item_ids, {"champion": recommender_scorer(recommender, item_ids)}, split, "test", cfg.eval.k, cfg.eval.batch_size, context=context, topk_out=topk)
-        from recsys.beyond_accuracy import exposure_by_popularity_bin
-
-        result["metrics"] = metrics["champion"]
-        result["catalog_coverage"] = coverage_of(recommender, item_ids)
-        result["exposure"] = exposure_by_popularity_bin(topk["champion"], context.popularity).tolist()
-        tracking.log_metrics(c, mlflow_run_id, {f"test.champion.{k}": v for k, v in metrics["champion"].items()})
+        result |= _score_against_champion(cfg, ctx, c, version, champion)
+        tracking.log_metrics(c, mlflow_run_id, {f"test.champion.{k}": v for k, v in result["metrics"].items()})
+        tracking.log_metrics(c, mlflow_run_id, {"gate.excluded_test_pairs": result["overlap"]["excluded_pairs"], "gate.test_users": result["test_users"]})
     _write_json(out, result)
     return {"champion_version": champion, "reused": False}
+
+
+def _score_against_champion(cfg: PipelineConfig, ctx: RunContext, c, version: str, champion: str) -> dict[str, Any]:
+    """Load both versions from the registry and the champion's lineage, and compare them (`recsys.comparison`)."""
+    from recsys import tracking
+    from recsys.beyond_accuracy import exposure_by_popularity_bin
+    from recsys.champion import coverage_of, recommender_scorer
+    from recsys.comparison import compare_with_champion
+
+    split, catalog = _load_split(ctx.run_dir)
+    item_ids = catalog[S.ITEM_ID].tolist()
+    lineage = tracking.version_lineage(c, cfg.model_name, champion, ctx.run_dir / "champion-lineage")
+    models = {"champion": tracking.load_recommender(cfg.model_name, champion), "candidate": tracking.load_recommender(cfg.model_name, version)}
+    context = evaluation_context(ctx, split, catalog)
+    topk: dict[str, np.ndarray] = {}
+    result = compare_with_champion(
+        item_ids,
+        recommender_scorer(models["candidate"], item_ids),
+        recommender_scorer(models["champion"], item_ids),
+        split,
+        lineage,
+        cfg.gate,
+        cfg.eval.k,
+        seed=cfg.split.seed,
+        batch_size=cfg.eval.batch_size,
+        context=context,
+        topk_out=topk,
+    )
+    overlap = result["overlap"]
+    if not overlap["lineage_known"]:
+        log.warning("champion version %s recorded no lineage: its overlap with today's test pairs cannot be checked", champion)
+    elif overlap["excluded_pairs"] or overlap["excluded_cold_items"]:
+        log.warning(
+            "champion version %s has seen %d of today's %d test pairs and trained on %d of %d cold items: excluded for both models",
+            champion, overlap["excluded_pairs"], overlap["test_pairs"], overlap["excluded_cold_items"], overlap["cold_items"],
+        )
+    return result | {
+        "lineage": {"champion_salt": lineage.salt if lineage else None, "salt": split.salt, "champion_data_digest": lineage.data_digest if lineage else None},
+        "catalog_coverage": coverage_of(models["champion"], item_ids),
+        "exposure": exposure_by_popularity_bin(topk["champion"], context.popularity).tolist(),
+    }
 
 
 def _decision_report(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str, version: str, decision: dict[str, Any]) -> dict[str, Any]:
@@ -183,8 +224,9 @@ def _decision_report(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str, v
     metrics = _read_json(ctx.run_dir / "metrics.json")["test"]
     champion = _read_json(ctx.run_dir / "champion.json")
     models: dict[str, dict[str, float]] = {"candidate": metrics[candidate_model(cfg)]}
-    if champion["metrics"] is not None:
-        models[f"champion"] = champion["metrics"]
+    if champion["metrics"] is not None:  # like with like: both on the test pairs the champion never saw
+        models["candidate"] = champion["candidate_metrics"]
+        models["champion"] = champion["metrics"]
     for name in BASELINE_MODELS:
         if name in metrics and name != candidate_model(cfg):
             models[name] = metrics[name]
@@ -202,9 +244,24 @@ def _decision_report(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str, v
         "dataset": _read_json(ctx.run_dir / "split" / "identity.json"),
         "code": {**code, "python": env["python"], "torch": env.get("torch", ""), "device": _device()},
         "decision": decision,
+        "evidence": _evidence_text(champion),
         "metrics": {"test": models},
         "slices": slices,
     }
+
+
+def _evidence_text(champion: dict[str, Any]) -> str:
+    """One line on what the champion comparison rests on (empty for the first model)."""
+    if champion.get("metrics") is None:
+        return ""
+    o = champion["overlap"]
+    if not o["lineage_known"]:
+        seen = "the champion recorded no lineage, so its overlap with the test pairs could not be checked"
+    else:
+        seen = f"{o['excluded_pairs']} of {o['test_pairs']} test pairs and {o['excluded_cold_items']} of {o['cold_items']} cold items excluded as seen by the champion"
+        if o["salt_changed"]:
+            seen += " (its split salt differs from today's)"
+    return f"Candidate and champion compared on {champion['test_users']} test users, {seen}; baselines on the whole test split."
 
 
 def _device() -> str:
@@ -261,8 +318,22 @@ def decide(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str
     metrics = _read_json(ctx.run_dir / "metrics.json")["test"]
     champion = _read_json(ctx.run_dir / "champion.json")
     baselines = {m: metrics[m] for m in cfg.gate.baselines if m in metrics and m != candidate_model(cfg)}
-    decision = gate.decide(metrics[candidate_model(cfg)], champion["metrics"], baselines, cfg.gate, cfg.eval.k)
-    record = decision.to_dict() | {"version": version, "champion_version": champion["champion_version"], "decided_at": _now(), "summary_markdown": gate.summary_markdown(decision)}
+    if champion["metrics"] is None:  # the first model: against the baselines on the whole test split
+        decision = gate.decide(metrics[candidate_model(cfg)], None, baselines, cfg.gate, cfg.eval.k)
+    else:  # against the champion: both scored on the test pairs the champion never saw, with intervals
+        from recsys.bootstrap import Interval
+
+        intervals = {m: Interval(**ci) if ci is not None else None for m, ci in champion["intervals"].items()}
+        decision = gate.decide(champion["candidate_metrics"], champion["metrics"], baselines, cfg.gate, cfg.eval.k, intervals, champion["test_users"])
+    evidence = {k: champion[k] for k in ("overlap", "lineage", "test_users", "intervals") if k in champion}
+    record = decision.to_dict() | {
+        "version": version,
+        "champion_version": champion["champion_version"],
+        "decided_at": _now(),
+        "summary_markdown": gate.summary_markdown(decision),
+        "not_applicable": list(cfg.gate.not_applicable),
+        **evidence,
+    }
     full = _decision_report(cfg, ctx, mlflow_run_id, version, record)
     full["plots"] = _plots(ctx, full, cfg)
     report.write_report(full, out)

@@ -178,8 +178,9 @@ dl { display: grid; grid-template-columns: max-content auto; gap: .2em 1em; } dt
 <h2>Decision</h2>
 {% if reasons %}<ul class="reasons">{% for r in reasons %}<li>{{ r }}</li>{% endfor %}</ul>{% else %}<p>No reasons given.</p>{% endif %}
 {% if checks %}
-<table class="checks"><tr><th class="name">check</th><th class="name">metric</th><th>candidate</th><th class="name">reference model</th><th>reference</th><th class="name">rule</th><th>result</th></tr>
-{% for c in checks %}<tr><td class="name">{{ c.name }}</td><td class="name">{{ c.metric }}</td><td>{{ c.candidate }}</td><td class="name">{{ c.reference_model }}</td><td>{{ c.reference }}</td><td class="name">{{ c.rule }}</td><td class="{{ c.cls }}">{{ c.result }}</td></tr>
+{% if evidence %}<p class="evidence">{{ evidence }}</p>{% endif %}
+<table class="checks"><tr><th class="name">check</th><th class="name">metric</th><th>candidate</th><th class="name">reference model</th><th>reference</th><th class="name">relative change [interval]</th><th class="name">rule</th><th>result</th></tr>
+{% for c in checks %}<tr><td class="name">{{ c.name }}</td><td class="name">{{ c.metric }}</td><td>{{ c.candidate }}</td><td class="name">{{ c.reference_model }}</td><td>{{ c.reference }}</td><td class="name">{{ c.change }}</td><td class="name">{{ c.rule }}</td><td class="{{ c.cls }}">{{ c.result }}</td></tr>
 {% endfor %}</table>{% endif %}
 
 {% for split, t in metric_tables %}
@@ -222,6 +223,16 @@ def _split_text(split: Mapping[str, Any]) -> str:
     return (f"{strategy}: " if strategy else "") + " / ".join(parts)
 
 
+def _check_change(c: Mapping[str, Any]) -> str:
+    """The candidate's relative change in a check, with its bootstrap interval when it has one."""
+    if c.get("kind") == "evidence":
+        return _DASH
+    change = _fmt_change(relative_change(c.get("candidate"), c.get("reference")))
+    if c.get("low") is not None and c.get("high") is not None:
+        change += f" [{c['low'] * 100:+.1f}%, {c['high'] * 100:+.1f}%] n={c.get('n')}"
+    return change
+
+
 def render_html(report: Mapping[str, Any], headline: Sequence[str] = HEADLINE_METRICS) -> str:
     """One self-contained HTML page (inline CSS, plots as base64 data URIs); all text is escaped."""
     from jinja2 import Environment
@@ -234,11 +245,12 @@ def render_html(report: Mapping[str, Any], headline: Sequence[str] = HEADLINE_ME
         passed = c.get("passed")
         checks.append(
             {
-                "name": c.get("name", ""),
+                "name": c.get("name") or c.get("kind", ""),
                 "metric": c.get("metric", ""),
                 "candidate": fmt_value(c.get("candidate")),
                 "reference_model": c.get("reference_model") or _DASH,
                 "reference": fmt_value(c.get("reference")),
+                "change": _check_change(c),
                 "rule": c.get("rule") or _DASH,
                 "result": "pass" if passed is True else "fail" if passed is False else _DASH,
                 "cls": "pass" if passed is True else "fail" if passed is False else "",
@@ -258,6 +270,7 @@ def render_html(report: Mapping[str, Any], headline: Sequence[str] = HEADLINE_ME
         primary_metric=decision.get("primary_metric"),
         reference=decision.get("reference"),
         reasons=_reasons(report),
+        evidence=report.get("evidence") or "",
         checks=checks,
         metric_tables=metric_tables,
         slice_table=slice_table,
@@ -304,6 +317,8 @@ def version_description(report: Mapping[str, Any], headline: Sequence[str] = HEA
     if shown:
         first += ": " + "; ".join(shown)
     lines = [first, ""]
+    if report.get("evidence"):
+        lines += [f"**Evidence:** {report['evidence']}", ""]
 
     models = _primary_models(report)
     if models:

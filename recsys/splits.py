@@ -5,11 +5,20 @@ A split is one frame of distinct (user_id, item_id, part) rows, where part is on
   val   - validation targets (query: the user's train items)
   held  - observed items kept out of training because they are cold (they are part of the test query)
   test  - test targets (query: the user's train + val + held items)
-plus the set of cold-start items (never seen in training).
+plus the set of cold-start items (never seen in training) and the tuning fold (warm items that tuning
+treats as new: kept out of fine-tuning so cold-start choices are judged on items the vectors never learned).
+
+Stable assignment (basket protocol): which part a (user, item) pair falls in, which items are cold and
+which are in the tuning fold are pure functions of the ids and the data set's split salt, through a keyed
+hash (BLAKE2b keyed with the salt). Adding users or interactions, sampling users or changing the training
+seed never moves an existing pair between training and test; only a new salt does (and the gate sees it:
+`recsys.lineage`). Time-split data keeps its time rule.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +36,9 @@ class Split:
     pairs: pd.DataFrame  # columns: user_id, item_id, part (+ timestamp for the time split)
     cold_items: frozenset[str]
     protocol: str  # "basket" or "time"
+    salt: str = ""  # the split salt the basket assignment was drawn with ("" for the time split)
+    # warm items the tuning steps treat as new (pseudo-cold): kept out of the fine-tuning pairs
+    tuning_items: frozenset[str] = frozenset()
 
     def part(self, name: str) -> pd.DataFrame:
         return self.pairs[self.pairs[PART] == name]
@@ -54,47 +66,52 @@ class Split:
         }
 
 
-def _holdout_mask(users: pd.Series, share: float, rng: np.random.Generator) -> np.ndarray:
-    """Per user, mark round(share * n) of the rows (at least 1) as held out, chosen at random."""
-    keys = rng.random(len(users))
-    order = pd.DataFrame({"u": users.to_numpy(), "k": keys}).sort_values(["u", "k"], kind="stable")
-    rank = order.groupby("u", sort=False).cumcount().to_numpy()
-    size = order.groupby("u", sort=False)["u"].transform("size").to_numpy()
-    n_out = np.maximum(1, np.rint(share * size)).astype(int)
-    mask = np.zeros(len(users), dtype=bool)
-    mask[order.index.to_numpy()] = rank < n_out
-    return mask
+_UNIT = float(2**64)
 
 
-def basket_split(interactions: pd.DataFrame, items: pd.Series, config: SplitConfig) -> Split:
-    """The basket-completion protocol for data without time (e.g. online-retail).
+def stable_unit(salt: str, purpose: str, keys: Iterable[str]) -> np.ndarray:
+    """A uniform number in [0, 1) per key: BLAKE2b keyed with (salt, purpose), so the same key always
+    gets the same number under the same salt, and an unrelated one under another salt or purpose."""
+    key = hashlib.blake2b(f"{salt}\x1f{purpose}".encode(), digest_size=32).digest()
+    digests = (hashlib.blake2b(k.encode(), key=key, digest_size=8).digest() for k in keys)
+    return np.fromiter((int.from_bytes(d, "little") / _UNIT for d in digests), dtype=np.float64)
 
-    Drop users with fewer than `min_items_per_user` distinct items; mark `cold_item_share` of the
-    catalog (seeded) as cold; hold out `holdout_share` of each user's items (at least 1, cold items
-    included) as test targets. The rest is the observed basket (the test query); training sees it
-    minus every cold item, and validation is carved out of training the same way.
+
+def pair_keys(users: pd.Series, items: pd.Series) -> list[str]:
+    """One string per (user, item) pair, unambiguous whatever the ids hold: the user id's length prefixes it."""
+    u = users.astype(str)
+    return (u.str.len().astype(str) + ":" + u + items.astype(str)).tolist()
+
+
+def basket_split(interactions: pd.DataFrame, items: pd.Series, config: SplitConfig, salt: str | None = None) -> Split:
+    """The basket-completion protocol for data without time (e.g. online-retail), with stable assignment.
+
+    Drop users with fewer than `min_items_per_user` distinct items. An item is cold when its keyed hash
+    falls below `cold_item_share`; a (user, item) pair is a test target when its keyed hash falls below
+    `holdout_share`, a validation target when it falls in the next `holdout_share` of the rest. Observed
+    cold items are held (in the test query, never in training). A user may have no test target (about
+    (1 - holdout_share)^n of users with n items): no quota per user, because a quota would let a new
+    purchase move an old pair between parts. `tuning_share` of the warm items form the tuning fold.
     """
-    rng = np.random.default_rng(config.seed)
+    salt = config.salt if salt is None else salt
     pairs = interactions[[S.USER_ID, S.ITEM_ID]].drop_duplicates().sort_values([S.USER_ID, S.ITEM_ID], kind="stable")
     sizes = pairs.groupby(S.USER_ID)[S.ITEM_ID].transform("size")
     pairs = pairs[sizes >= config.min_items_per_user].reset_index(drop=True)
 
     catalog = np.array(sorted(set(items.astype(str))))
-    n_cold = int(round(config.cold_item_share * len(catalog)))
-    cold = frozenset(rng.choice(catalog, size=n_cold, replace=False).tolist()) if n_cold else frozenset()
+    cold = frozenset(catalog[stable_unit(salt, "cold", catalog) < config.cold_item_share].tolist())
+    tuning = frozenset(catalog[stable_unit(salt, "tuning", catalog) < config.tuning_share].tolist()) - cold
 
+    u = stable_unit(salt, "part", pair_keys(pairs[S.USER_ID], pairs[S.ITEM_ID]))
+    share = config.holdout_share
     part = np.full(len(pairs), TRAIN, dtype=object)
-    is_test = _holdout_mask(pairs[S.USER_ID], config.holdout_share, rng)
-    part[is_test] = TEST
+    is_test = u < share
     is_cold = pairs[S.ITEM_ID].isin(cold).to_numpy()
+    part[is_test] = TEST
     part[~is_test & is_cold] = HELD
-
-    # validation: the same holdout, inside what training sees
-    train_idx = np.flatnonzero(part == TRAIN)
-    if len(train_idx):
-        is_val = _holdout_mask(pairs[S.USER_ID].iloc[train_idx].reset_index(drop=True), config.holdout_share, rng)
-        part[train_idx[is_val]] = VAL
-    return Split(pairs=pairs.assign(**{PART: part}), cold_items=cold, protocol="basket")
+    # validation: the same share of what training sees (u is uniform on [share, 1) there)
+    part[~is_test & ~is_cold & (u < share + share * (1 - share))] = VAL
+    return Split(pairs=pairs.assign(**{PART: part}), cold_items=cold, protocol="basket", salt=salt, tuning_items=tuning)
 
 
 def time_split(interactions: pd.DataFrame, items: pd.Series, config: SplitConfig) -> Split:
@@ -114,10 +131,18 @@ def time_split(interactions: pd.DataFrame, items: pd.Series, config: SplitConfig
     first = ev.drop_duplicates([S.USER_ID, S.ITEM_ID], keep="first")[[S.USER_ID, S.ITEM_ID, PART, S.TIMESTAMP]].reset_index(drop=True)
     trained = set(first.loc[first[PART] == TRAIN, S.ITEM_ID])
     cold = frozenset(set(items.astype(str)) - trained)
-    return Split(pairs=first, cold_items=cold, protocol="time")
+    # the tuning fold: trained items whose keyed hash falls below tuning_share (stable across runs)
+    warm = np.array(sorted(trained))
+    tuning = frozenset(warm[stable_unit(config.salt, "tuning", warm) < config.tuning_share].tolist()) if len(warm) else frozenset()
+    return Split(pairs=first, cold_items=cold, protocol="time", salt=config.salt, tuning_items=tuning)
 
 
 def make_split(dataset: S.Dataset, config: SplitConfig) -> Split:
     """The protocol that fits the data set: time split where time is meaningful, baskets otherwise."""
     fn = time_split if dataset.has_time else basket_split
     return fn(dataset.interactions, dataset.items[S.ITEM_ID], config)
+
+
+def default_salt(dataset_name: str) -> str:
+    """The salt a data set gets when none was chosen: fixed per data set, so every machine draws the same split."""
+    return f"recsys-split-v1:{dataset_name}"

@@ -165,6 +165,24 @@ def load_recommender(model_name: str, version: str):
     return mlflow.pyfunc.load_model(f"models:/{model_name}/{version}").unwrap_python_model()
 
 
+LINEAGE_ARTIFACT = "lineage"  # the run artifact folder holding a version's `recsys.lineage.Lineage`
+
+
+def version_lineage(c: MlflowClient, model_name: str, version: str, dst: Path):
+    """The registered version's training lineage (`recsys.lineage.Lineage`), or None for a version that
+    recorded none (registered before lineages existed)."""
+    from recsys.lineage import LINEAGE_INFO, Lineage
+
+    run_id = c.get_model_version(model_name, version).run_id
+    dst.mkdir(parents=True, exist_ok=True)
+    try:
+        local = Path(c.download_artifacts(run_id, LINEAGE_ARTIFACT, str(dst)))
+    except (mlflow.exceptions.MlflowException, OSError) as err:
+        log.warning("version %s of %s has no lineage artifact (%s)", version, model_name, err)
+        return None
+    return Lineage.load(local) if (local / LINEAGE_INFO).exists() else None
+
+
 def log_dataset(c: MlflowClient, run_id: str, frame: Any, name: str, source: str, digest: str, context: str = "training") -> None:
     """Record the data set a run trained on (MLflow dataset tracking: name, content digest, schema, profile)."""
     from mlflow.data.pandas_dataset import from_pandas

@@ -69,6 +69,39 @@ interactions_table = Table(
     Column(S.RATING, Float),
 )
 
+# one row per data set: the salt its stable split is drawn with (recsys.splits). Stored here, beside the
+# data, so every run on the data set draws the same partition until someone changes it on purpose.
+split_salts_table = Table(
+    "split_salts",
+    metadata,
+    Column("dataset", String(64), primary_key=True),
+    Column("salt", String(128), nullable=False),
+    Column("set_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def split_salt(engine: Engine, dataset: str, requested: str = "", default: str = "") -> tuple[str, str | None]:
+    """The data set's split salt, and the salt it replaced (None when unchanged).
+
+    `requested` (non-empty) sets it on purpose; otherwise the stored salt is used, and a data set without
+    one stores `default`."""
+    from datetime import datetime, timezone
+
+    with engine.begin() as conn:
+        stored = conn.execute(select(split_salts_table.c.salt).where(split_salts_table.c.dataset == dataset)).scalar_one_or_none()
+        wanted = requested or stored or default
+        if not wanted:
+            raise ValueError(f"data set {dataset!r} has no split salt and none was given")
+        if stored is None:
+            conn.execute(split_salts_table.insert().values(dataset=dataset, salt=wanted, set_at=datetime.now(timezone.utc)))
+        elif stored != wanted:
+            log.warning("split salt of data set %s changed on request: every part is re-drawn", dataset)
+            conn.execute(
+                split_salts_table.update().where(split_salts_table.c.dataset == dataset).values(salt=wanted, set_at=datetime.now(timezone.utc))
+            )
+    return wanted, (stored if stored is not None and stored != wanted else None)
+
+
 _CHUNK = 20_000  # rows per executemany: bounded memory, few round trips
 # PostgreSQL: rows per multi-row INSERT .. VALUES (..), (..) ON CONFLICT statement. SQLAlchemy sends an
 # ON CONFLICT executemany one row per round trip (its batching skips upserts), so we batch ourselves;

@@ -48,7 +48,7 @@ from recsys.config import EncoderConfig, PipelineConfig, TrainConfig  # noqa: E4
 from recsys.encoder import TextEncoder  # noqa: E402
 from recsys.evaluate import evaluate_scorers, scorer_top_k, split_queries, vector_scorer  # noqa: E402
 from recsys.finetune import finetune_encoder, training_pairs  # noqa: E402
-from recsys.splits import TRAIN, make_split  # noqa: E402
+from recsys.splits import default_salt, make_split  # noqa: E402
 
 BENCH_KEY = "benchmark-key-not-a-secret"  # the key scripts/bench_quality.py fixes: the same users, the same split
 PRESETS = {
@@ -103,10 +103,12 @@ def build_run(args) -> tuple[PipelineConfig, pipeline.RunContext, dict]:
     # as load_and_split: the warehouse hands back the canonical frames sorted by key
     items = S.to_canonical_items(ds.items.sort_values(S.ITEM_ID).reset_index(drop=True))
     inter = S.to_canonical_interactions(ds.interactions)
-    split = make_split(S.Dataset(ds.name, items, inter, ds.has_time, ds.has_text, ds.source), cfg.split)
+    split = make_split(S.Dataset(ds.name, items, inter, ds.has_time, ds.has_text, ds.source), replace(cfg.split, salt=default_salt(ds.name)))
     items.sort_values(S.ITEM_ID).reset_index(drop=True).to_parquet(split_dir / "catalog.parquet", index=False)
     split.pairs.to_parquet(split_dir / "pairs.parquet", index=False)
-    (split_dir / "split.json").write_text(json.dumps({"protocol": split.protocol, "cold_items": sorted(split.cold_items)}))
+    (split_dir / "split.json").write_text(
+        json.dumps({"protocol": split.protocol, "cold_items": sorted(split.cold_items), "salt": split.salt, "tuning_items": sorted(split.tuning_items)})
+    )
     return cfg, ctx, split.summary()
 
 
@@ -171,7 +173,7 @@ def main() -> None:
     item_ids, x, is_cold, popularity = pipeline._baseline_inputs(split, catalog)
     features = pipeline.item_features(ctx, catalog, split)
     index = {item: i for i, item in enumerate(item_ids)}
-    pairs = training_pairs(split.part(TRAIN), index, cfg.train)
+    pairs = training_pairs(pipeline.fine_tuning_part(split), index, cfg.train)  # the tuning fold held out, as the pipeline does
     k = cfg.eval.k
     res["data"] = {**summary, "items": len(item_ids), "train_pairs": int(len(pairs)), "features": None if features is None else list(features.shape), "doc_example": docs[0]}
     say(f"data: {summary}; {len(item_ids)} items, {len(pairs)} co-occurrence pairs; item features {res['data']['features']}")
@@ -215,7 +217,7 @@ def main() -> None:
         def validation_score(model, hidden: np.ndarray) -> float:
             return evaluate_scorers(item_ids, {"m": model.scores}, split, "val", k, extra_cold=np.flatnonzero(hidden))["m"][metric]
 
-        model, record = tune_hybrid(x, vectors, is_cold, validation_score, HybridConfig(seed=cfg.split.seed), features)
+        model, record = tune_hybrid(x, vectors, is_cold, validation_score, HybridConfig(seed=cfg.split.seed), features, pseudo_cold=pipeline.tuning_fold(split, catalog))
         rows = {st: pick(evaluate_scorers(item_ids, {"m": model.scores}, split, st, k, cfg.eval.batch_size)["m"]) for st in ("val", "test")}
         return {**rows, "chosen": record["chosen"], "tried": record["tried"]}, model
 
@@ -241,10 +243,11 @@ def main() -> None:
         say(f"frozen hybrid: val {res['frozen']['hybrid']['val']} test {res['frozen']['hybrid']['test']} chose {res['frozen']['hybrid']['chosen']}")
         from recsys import baselines
 
-        tried = res["frozen"]["hybrid"]["tried"]
-        ease_scores = {kk: v for kk, v in tried.items() if kk.startswith("l2_") and kk.endswith(".text_weight_0")}
-        ease_l2 = float(max(ease_scores, key=ease_scores.get).split(".text_weight")[0].removeprefix("l2_")) if ease_scores else 500.0
-        ease = baselines.ease_weights(x, ease_l2)
+        # EASE tuned on validation on its own, bracketed (as the pipeline's fit_model does)
+        ease, ease_record = baselines.tune_ease(
+            x, lambda w: evaluate_scorers(item_ids, {"m": lambda q: baselines.item_item_scores(w, q)}, split, "val", k)["m"][f"ndcg_at_{k}"]
+        )
+        ease_l2 = ease_record["chosen"]["l2"]
         res["ease"] = {"l2": ease_l2, "test": pick(evaluate_scorers(item_ids, {"m": lambda q: baselines.item_item_scores(ease, q)}, split, "test", k)["m"])}
         say(f"EASE l2 {ease_l2:g}: test {res['ease']['test']}")
     phase("frozen_eval", t)

@@ -60,7 +60,8 @@ def main() -> None:
     print(f"\n{args.dataset} {args.param}: test split, full ranking over the catalog ({int(report['hybrid']['n_queries'])} queries)")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; pipeline {seconds:.0f} s")
     print(f"fusion ({fused.get('selected_on')}): " + (f"kept {fused['variant']!r} at step {fused['best_step']}, signals {','.join(fused['signals']) or 'none'}" if fused["kept"] else "not kept") + f"; variant scores {fused.get('scores')}")
-    print(f"fine-tuning: {trained['steps']} steps, best step {trained['best_step']}; hybrid chose {json.dumps(fitted['chosen'])}, EASE l2 {fitted['ease_l2']:g}")
+    print(f"fine-tuning: {trained['steps']} steps, best step {trained['best_step']}; hybrid chose {json.dumps(fitted['chosen'])}; baselines chose {json.dumps(fitted['baselines'])}")
+    print(f"grid edge hit after extending (True = the optimum may lie beyond the searched range): {json.dumps(fitted['edge_hit'])}")
     print(f"{'model':<12}" + "".join(f"{c:>20}" for c in cols))
     for name, row in report.items():
         print(f"{name:<12}" + "".join(f"{row[c]:>20.4f}" for c in cols))

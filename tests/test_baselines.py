@@ -6,6 +6,7 @@ an independent, textbook numpy computation written out in the test.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -215,3 +216,141 @@ def test_item_item_scores_with_ease_weights():
     ref = _textbook_ease(GRAM, 1.0)
     s = baselines.item_item_scores(b, [np.array([0, 2])])
     np.testing.assert_allclose(s[0], ref[0] + ref[2], rtol=1e-5, atol=1e-7)
+
+
+# --- itemknn_weights: neighbourhood size and shrinkage ------------------------------------------------------
+
+AB, AC, BC = 2.0 / 3.0, 1.0 / math.sqrt(6.0), 2.0 / math.sqrt(6.0)  # the cosines of _x() (above)
+
+
+def test_itemknn_all_neighbours_no_shrink_is_the_cosine():
+    for neighbours in (None, 0, 3, 10):  # 3 = n - 1: every other item
+        np.testing.assert_array_equal(baselines.itemknn_weights(_x(), neighbours=neighbours), baselines.cooccurrence_cosine(_x()))
+
+
+def test_itemknn_shrinkage_exact():
+    # co / (sqrt(ci cj) + 1):  ab = 2 / (3 + 1) = .5;  ac = 1 / (sqrt6 + 1);  bc = 2 / (sqrt6 + 1);  d stays 0
+    s = baselines.itemknn_weights(_x(), shrink=1.0)
+    ab, ac, bc = 0.5, 1.0 / (math.sqrt(6.0) + 1.0), 2.0 / (math.sqrt(6.0) + 1.0)
+    expected = [[0, ab, ac, 0], [ab, 0, bc, 0], [ac, bc, 0, 0], [0, 0, 0, 0]]
+    np.testing.assert_allclose(s, expected, rtol=1e-6, atol=1e-7)
+    assert s.dtype == np.float32
+
+
+def test_itemknn_top_one_neighbour_per_row_exact():
+    # rows are the query side: a's nearest is b (2/3 > 1/sqrt6), b's is c (2/sqrt6 > 2/3), c's is b
+    s = baselines.itemknn_weights(_x(), neighbours=1)
+    expected = [[0, AB, 0, 0], [0, 0, BC, 0], [0, BC, 0, 0], [0, 0, 0, 0]]
+    np.testing.assert_allclose(s, expected, rtol=1e-6, atol=1e-7)
+    # two neighbours: every positive similarity of this data (each item has at most 2) survives
+    np.testing.assert_array_equal(baselines.itemknn_weights(_x(), neighbours=2), baselines.cooccurrence_cosine(_x()))
+
+
+def test_itemknn_ties_at_the_cut_are_kept():
+    # item 0 co-occurs once with 1 and once with 2 (each bought once) and once with 3 (bought twice):
+    # cos(0,1) = cos(0,2) = 1/sqrt3 > cos(0,3) = 1/sqrt6 -> one neighbour keeps both tied items
+    x = sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 0, 1], [0, 0, 0, 1]], dtype=np.float32))
+    s = baselines.itemknn_weights(x, neighbours=1)
+    np.testing.assert_allclose(s[0], [0, 1 / math.sqrt(3), 1 / math.sqrt(3), 0], rtol=1e-6)
+
+
+# 6 users x 3 items [a, b, c]:  u0: a b   u1, u2: a c   u3, u4, u5: c
+#   counts a=3, b=1, c=5;  co(a,b)=1, co(a,c)=2, co(b,c)=0
+#   row a: ab = 1/(sqrt3 + s), ac = 2/(sqrt15 + s): the cosine prefers b (.577 > .516), shrinkage s >= 1 prefers c
+SHRINK_X = np.array([[1, 1, 0], [1, 0, 1], [1, 0, 1], [0, 0, 1], [0, 0, 1], [0, 0, 1]], dtype=np.float32)
+R3, R15 = math.sqrt(3.0), math.sqrt(15.0)
+
+
+def test_itemknn_shrinkage_changes_the_nearest_neighbour():
+    x = sp.csr_matrix(SHRINK_X)
+    np.testing.assert_allclose(baselines.itemknn_weights(x, neighbours=1)[0], [0, 1 / R3, 0], rtol=1e-6)
+    np.testing.assert_allclose(baselines.itemknn_weights(x, neighbours=1, shrink=1.0)[0], [0, 0, 2 / (R15 + 1)], rtol=1e-6)
+
+
+def test_itemknn_rejects_negative_arguments():
+    with pytest.raises(ValueError):
+        baselines.itemknn_weights(_x(), neighbours=-1)
+    with pytest.raises(ValueError):
+        baselines.itemknn_weights(_x(), shrink=-1.0)
+
+
+# --- tune_ease / tune_itemknn ---------------------------------------------------------------------------------
+
+# X = [[1,1],[1,0],[1,0]]: G = [[3,1],[1,1]] + l2 I -> B[0,1] = -P01/P11 = 1/(3 + l2) (see test_ease_two_items_by_hand),
+# so a score function can read the l2 it was given off the weights: l2 = 1/B[0,1] - 3
+TWO_ITEMS = sp.csr_matrix(np.array([[1, 1], [1, 0], [1, 0]], dtype=np.float32))
+
+
+def _l2_of(weights: np.ndarray) -> float:
+    return 1.0 / float(weights[0, 1]) - 3.0
+
+
+def test_tune_ease_interior_peak():
+    seen: list[float] = []
+
+    def score(w):
+        seen.append(_l2_of(w))
+        return -abs(math.log10(_l2_of(w)) - 2.0)  # best l2 = 100
+
+    weights, record = baselines.tune_ease(TWO_ITEMS, score)
+    assert record["chosen"] == {"l2": 100.0}
+    assert record["edge_hit"] == {"l2": False} and record["searches"]["l2"]["extended"] == 0
+    assert list(record["tried"]) == [f"l2_{v}" for v in ("1", "3", "10", "30", "100", "300", "1000", "3000", "10000")]
+    np.testing.assert_allclose(seen, [1, 3, 10, 30, 100, 300, 1000, 3000, 10000], rtol=1e-4)  # each l2 scored once
+    np.testing.assert_array_equal(weights, baselines.ease_weights(TWO_ITEMS, 100.0))  # the kept best, no refit needed
+    assert json.loads(json.dumps(record)) == record
+
+
+def test_tune_ease_peak_below_the_grid_is_bracketed():
+    # best l2 = 1/3: the grid (1, 3, ...) extends down by its bottom ratio 3: 0.3333, then 0.1111
+    weights, record = baselines.tune_ease(TWO_ITEMS, lambda w: -abs(math.log10(_l2_of(w)) - math.log10(1 / 3)))
+    assert record["chosen"] == {"l2": 0.3333} and record["edge_hit"] == {"l2": False}
+    assert [v for v, _ in record["searches"]["l2"]["tried"]][:3] == [0.1111, 0.3333, 1.0]
+    np.testing.assert_array_equal(weights, baselines.ease_weights(TWO_ITEMS, 0.3333))
+
+
+def test_tune_ease_monotone_hits_the_bound():
+    # smaller weights always score better: l2 runs up to the bound 10^6 and the record says so
+    weights, record = baselines.tune_ease(TWO_ITEMS, lambda w: -float(w[0, 1]))
+    assert record["chosen"] == {"l2": 1e6}
+    assert record["edge_hit"] == {"l2": True} and record["searches"]["l2"]["edge"] == "upper"
+    # above 10^4 the top ratio 10^4 / 3000 (4 significant digits kept), the last step clipped to the bound
+    assert list(record["tried"])[-5:] == ["l2_10000", "l2_33330", "l2_111100", "l2_370300", "l2_1000000"]
+    np.testing.assert_array_equal(weights, baselines.ease_weights(TWO_ITEMS, 1e6))
+
+
+def _row_a_score(w: np.ndarray) -> float:
+    """The validation score of a query {a} whose target is c: c's weight minus the decoy b's."""
+    return float(w[0, 2]) - float(w[0, 1])
+
+
+def test_tune_itemknn_exact_path():
+    # by hand (neighbours grid (1, 2), "all" = 2; shrink grid (0, 1, 3, 10, 30, 100)); scores of row a:
+    #   round 1, shrink 0: k=1 keeps b -> -.577; k=2 -> .516 - .577 = -.061 -> k = 2 (the natural top)
+    #            k=2: s=0 -.061, s=1 2/4.873 - 1/2.732 = .044, s=3 .291 - .211 = .080, s=10 .059 -> s = 3
+    #   round 2, s=3: k=1 keeps c (.291 > .211) -> .291 > .080 -> k = 1 (the natural bottom)
+    #            k=1: s=0 keeps b -> -.577, s=1 keeps c -> .410, s=3 -> .291 -> s = 1
+    #   round 3, s=1: k=1 (.410) > k=2 (.044) -> 1; shrink's context (k=1) unchanged -> converged
+    x = sp.csr_matrix(SHRINK_X)
+    cfg = baselines.ItemKNNTuning(neighbours=(1, 2), shrink=(0.0, 1.0, 3.0, 10.0, 30.0, 100.0), max_rounds=3)
+    weights, record = baselines.tune_itemknn(x, _row_a_score, cfg)
+    assert record["chosen"] == {"neighbours": 1, "shrink": 1.0} and type(record["chosen"]["neighbours"]) is int
+    assert record["score"] == pytest.approx(2 / (R15 + 1), rel=1e-6)
+    assert record["edge_hit"] == {"neighbours": False, "shrink": False}
+    assert (record["converged"], record["rounds"]) == (True, 3)
+    # row a keeps c, row b keeps a (its only co-occurrence: 1/(sqrt3 + 1)), row c keeps a (2/(sqrt15 + 1))
+    expected = [[0, 0, 2 / (R15 + 1)], [1 / (R3 + 1), 0, 0], [2 / (R15 + 1), 0, 0]]
+    np.testing.assert_allclose(weights, expected, rtol=1e-6, atol=1e-7)
+    assert record["tried"]["neighbours_2.shrink_3"] == pytest.approx(2 / (R15 + 3) - 1 / (R3 + 3), rel=1e-6)
+    assert json.loads(json.dumps(record)) == record
+    # two rounds stop one search short of converging, and say so
+    _, record = baselines.tune_itemknn(x, _row_a_score, baselines.ItemKNNTuning(neighbours=(1, 2), max_rounds=2))
+    assert record["chosen"] == {"neighbours": 1, "shrink": 1.0} and record["converged"] is False
+
+
+def test_itemknn_grids_clip_to_the_catalog():
+    grids = baselines.ItemKNNTuning().grids(n_items=60)
+    assert grids["neighbours"].values == (10.0, 20.0, 50.0, 59.0)  # 100, 200, 500 all mean "all" = 59
+    assert grids["neighbours"].natural_upper and grids["neighbours"].upper == 59
+    tiny = baselines.ItemKNNTuning().grids(n_items=4)["neighbours"]
+    assert tiny.values == (3.0,) and tiny.next_value(3.0, -1) == 2.0  # one size left: halve from there

@@ -111,16 +111,23 @@ def test_training_dag_trains_registers_and_serves(first_run: dict) -> None:
     assert all(r for r in bundle["reasons"])
 
 
-def test_weakened_second_run_is_refused_and_the_champion_stays(first_run: dict) -> None:
-    """Same data again, but a deliberately weaker model (no fine-tuning, text only): the gate scores
-    the champion on the same split, refuses, says why; nothing users see changes."""
+def test_weakened_second_run_is_refused_and_the_champion_stays(first_run: dict, tmp_path: Path) -> None:
+    """Grown data (more users) and another seed, and a deliberately weaker model (no fine-tuning, text
+    only): the gate scores the champion on the test pairs it never trained on (there are none to
+    exclude: the split is stable), refuses, says why; nothing users see changes."""
     engine = warehouse.make_engine(project_paths().warehouse_url)
     before = warehouse.table_counts(engine, "online-retail")
     c = tracking.client(os.environ["MLFLOW_TRACKING_URI"])
     champion = tracking.champion_version(c, MODEL)
-    state, run_id, out = _trigger(CONF | {"max_train_steps": 0, "candidate": "text"})
+    state, run_id, out = _trigger(CONF | {"max_train_steps": 0, "candidate": "text", "sample_users": 300, "seed": 7})
     assert state == "success", out[-6000:]
     assert warehouse.table_counts(engine, "online-retail") == before  # the reload was an upsert
+    exp = c.get_experiment_by_name("recsys-training")
+    run = c.search_runs([exp.experiment_id], filter_string=f"tags.`{tracking.RUN_KEY_TAG}` = 'recsys_training__{run_id}'")[0]
+    gate = json.loads(Path(c.download_artifacts(run.info.run_id, "evaluation/gate.json", str(tmp_path))).read_text())
+    assert gate["overlap"]["lineage_known"] and not gate["overlap"]["salt_changed"]
+    assert gate["overlap"]["excluded_pairs"] == 0 < gate["overlap"]["test_pairs"]  # grown data, another seed: no leak
+    assert gate["test_users"] > 100 and run.data.metrics["split.users"] > c.get_run(c.get_model_version(MODEL, champion).run_id).data.metrics["split.users"]
     versions = sorted(int(v.version) for v in c.search_model_versions(f"name = '{MODEL}'"))
     assert versions == [1, 2]
     assert tracking.champion_version(c, MODEL) == champion == "1"

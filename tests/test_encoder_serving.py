@@ -227,6 +227,18 @@ def test_precision_choice_follows_the_device_and_the_cpu():
         use_bf16(cpu, "fp16")
 
 
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
+    from recsys.encoder import cpu_flags, cpu_has_native_bf16
+
+    # plain AVX-512 emulates bf16 (slower than float32): not native; AVX512-BF16 or AMX-BF16 are
+    assert not cpu_has_native_bf16(frozenset({"avx512f", "avx512bw", "avx512_vnni"}))
+    assert cpu_has_native_bf16(frozenset({"avx512f", "avx512_bf16"})) and cpu_has_native_bf16(frozenset({"amx_tile", "amx_bf16"}))
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16\nbogomips\t: 1\n")
+    assert cpu_flags(str(info)) == frozenset({"fpu", "sse", "avx512f", "avx512_bf16"})
+    assert cpu_flags(str(tmp_path / "missing")) == frozenset()
+
+
 def test_bf16_vectors_match_float32_ones(encoder):
     """bf16 autocast changes the vectors by ~1e-5 in cosine: the same neighbours, a separate cache entry."""
     fp32 = TextEncoder(config=EncoderConfig(device="cpu", precision="float32"))

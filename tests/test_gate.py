@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from recsys.bootstrap import Interval
 from recsys.config import GateConfig, PipelineConfig
 from recsys.gate import GateDecision, decide, summary_markdown
 
@@ -68,10 +69,64 @@ def test_missing_or_nan_candidate_metric_never_promotes() -> None:
     assert not d.promote and d.checks[0].candidate is None
 
 
-def test_guardrail_the_champion_lacks_is_skipped() -> None:
-    champion = {"ndcg_at_10": 0.25, "recall_at_10": 0.2}
-    d = decide(_with(ndcg_at_10=0.26), champion, BASELINES, GateConfig(), k=10)
-    assert d.promote and [c.metric for c in d.checks] == ["ndcg_at_10", "recall_at_10"]
+def test_missing_evidence_fails_unless_declared_not_applicable() -> None:
+    # no cold target to measure cold recall on: NaN on both sides is missing evidence, not 0 >= 0
+    nan_cold = {"cold_recall_at_10": math.nan}
+    d = decide(_with(ndcg_at_10=0.26, **nan_cold), _with(**nan_cold), BASELINES, GateConfig(), k=10)
+    assert not d.promote
+    assert [c.metric for c in d.checks if not c.passed] == ["cold_recall_at_10"]
+    assert any(r.startswith("guardrail cold_recall_at_10 missing") and "not_applicable" in r for r in d.reasons)
+    # declared not applicable: skipped, and the report says so
+    d = decide(_with(ndcg_at_10=0.26, **nan_cold), _with(**nan_cold), BASELINES, GateConfig(not_applicable=("cold_recall",)), k=10)
+    assert d.promote
+    assert [c.rule for c in d.checks if c.metric == "cold_recall_at_10"] == ["not applicable (configured)"]
+    # the champion lacking a guardrail metric is missing evidence too
+    assert not decide(_with(ndcg_at_10=0.26), {"ndcg_at_10": 0.25, "recall_at_10": 0.2}, BASELINES, GateConfig(), k=10).promote
+
+
+def test_configured_baseline_that_was_not_scored_fails_the_first_model_check() -> None:
+    scored = {name: m for name, m in BASELINES.items() if name != "itemknn"}
+    d = decide({"ndcg_at_10": 0.26}, None, scored, GateConfig(), k=10)
+    assert not d.promote
+    assert "first model: baseline itemknn was configured but not scored: missing evidence" in d.reasons
+
+
+def _interval(point: float, low: float, high: float, n: int = 400) -> Interval:
+    return Interval(point, low, high, n, 0.95)
+
+
+def test_primary_gain_needs_an_interval_above_zero() -> None:
+    cand = _with(ndcg_at_10=0.260)  # +4%: enough on its point value
+    noisy = {"ndcg_at_10": _interval(0.04, -0.02, 0.10)}
+    d = decide(cand, CHAMPION, BASELINES, GateConfig(), k=10, intervals=noisy, test_users=400)
+    assert not d.promote
+    assert d.reasons[0] == "ndcg_at_10 0.2600 does not improve enough on champion 0.2500: +4.0% (95% CI -2.0% to +10.0% over 400 users), required +1.0%: the interval includes no gain"
+    primary = d.checks[1]
+    assert (primary.kind, primary.low, primary.high, primary.n) == ("primary", -0.02, 0.10, 400)
+    sure = {"ndcg_at_10": _interval(0.04, 0.01, 0.07)}
+    assert decide(cand, CHAMPION, BASELINES, GateConfig(), k=10, intervals=sure, test_users=400).promote
+    # a confident gain below the margin is still refused
+    assert not decide(_with(ndcg_at_10=0.252), CHAMPION, BASELINES, GateConfig(), k=10, intervals={"ndcg_at_10": _interval(0.008, 0.001, 0.015)}).promote
+    # an interval that could not be formed (e.g. the champion scored 0 everywhere) is missing evidence
+    assert not decide(cand, CHAMPION, BASELINES, GateConfig(), k=10, intervals={"ndcg_at_10": None}).promote
+
+
+def test_guardrail_blocks_only_a_significant_drop_beyond_its_tolerance() -> None:
+    cand = _with(ndcg_at_10=0.30, cold_recall_at_10=0.049)  # -30% cold recall
+    primary = {"ndcg_at_10": _interval(0.2, 0.1, 0.3)}
+    within_noise = primary | {"cold_recall_at_10": _interval(-0.3, -0.6, 0.05)}
+    assert decide(cand, CHAMPION, BASELINES, GateConfig(), k=10, intervals=within_noise).promote
+    significant = primary | {"cold_recall_at_10": _interval(-0.3, -0.5, -0.1)}
+    d = decide(cand, CHAMPION, BASELINES, GateConfig(), k=10, intervals=significant)
+    assert not d.promote
+    assert d.reasons[-1] == "guardrail cold_recall_at_10 regressed: 0.0490 vs champion 0.0700 (-30.0%, 95% CI -50.0% to -10.0%, tolerated -5.0%)"
+
+
+def test_too_few_test_users_left_is_no_decision() -> None:
+    d = decide(_with(ndcg_at_10=0.30), CHAMPION, BASELINES, GateConfig(min_test_users=50), k=10, test_users=12)
+    assert not d.promote
+    assert d.checks[0].kind == "evidence" and not d.checks[0].passed
+    assert d.reasons[0].startswith("not enough test data to decide: 12 test user(s) left")
 
 
 def test_first_model_must_beat_every_baseline() -> None:
@@ -100,7 +155,7 @@ def test_decision_round_trips_through_json_form() -> None:
     again = GateDecision.from_dict(d.to_dict())
     assert again == d and d.to_dict()["status"] == "rejected"
     md = summary_markdown(d)
-    assert "**Gate: rejected**" in md and "| guardrail | cold_recall_at_10 | 0.0000 | champion 0.0700 | >= -5.0% relative | NO |" in md
+    assert "**Gate: rejected**" in md and "| guardrail | cold_recall_at_10 | 0.0000 | champion 0.0700 | -100.0% | >= -5.0% relative | NO |" in md
 
 
 def test_gate_params_from_the_trigger_form() -> None:

@@ -7,7 +7,9 @@ textbook numpy computation written out in the test (never by calling the code un
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -304,9 +306,22 @@ def _tune(**kw):
         l2=123.0,
         text_weight=456.0,
     )
+    pseudo_cold = kw.pop("pseudo_cold", None)
     base.update(kw)
-    model, record = tune_hybrid(sp.csr_matrix(TUNE_X), TUNE_V, TUNE_COLD.copy(), evaluate, HybridConfig(**base))
+    model, record = tune_hybrid(sp.csr_matrix(TUNE_X), TUNE_V, TUNE_COLD.copy(), evaluate, HybridConfig(**base), pseudo_cold=pseudo_cold)
     return model, record, calls
+
+
+def _plain(l2: float, tw: float) -> float:
+    return -abs(math.log10(l2) - 1.0) - abs(tw - 2.0)
+
+
+# the coordinate search of _tune(), by hand (start: text_weight = 456 from the config):
+#   round 1: l2 at tw=456 over (1, 10): best 10 is the top edge -> extend x10 to 100 (worse): l2 = 10
+#            text_weight at l2=10 over (0, 2, 8): 2 (inside the grid)
+#   round 2: l2 at tw=2: (1, 2), (10, 2) cached, (100, 2) -> 10; text_weight's context (l2=10) is
+#            unchanged -> skipped; converged
+PLAIN_POINTS = [(1.0, 456.0), (10.0, 456.0), (100.0, 456.0), (10.0, 0.0), (10.0, 2.0), (10.0, 8.0), (1.0, 2.0), (100.0, 2.0)]
 
 
 def test_tune_picks_argmax_and_records_everything():
@@ -314,25 +329,27 @@ def test_tune_picks_argmax_and_records_everything():
     # plain validation: scores -|log10(l2) - 1| - |tw - 2|  -> argmax l2 = 10, text_weight = 2 (score 0)
     # pseudo-cold: -(cw - .25)^2 -> argmax cold_weight = .25
     assert record["chosen"] == {"l2": 10.0, "text_weight": 2.0, "feature_weight": 0.0, "cold_weight": 0.25}
-    expected_tried = {}
-    for l2 in (1.0, 10.0):
-        for tw in (0.0, 2.0, 8.0):
-            expected_tried[f"l2_{l2:g}.text_weight_{tw:g}"] = -abs(math.log10(l2) - 1.0) - abs(tw - 2.0)
+    expected_tried = {f"l2_{l2:g}.text_weight_{tw:g}": _plain(l2, tw) for l2, tw in PLAIN_POINTS}
     for cw in (0.0, 0.25, 1.0):
         expected_tried[f"pseudo_cold.cold_weight_{cw:g}"] = -((cw - 0.25) ** 2)
     assert record["tried"] == pytest.approx(expected_tried)
-    assert set(record["tried"]) == {
-        "l2_1.text_weight_0", "l2_1.text_weight_2", "l2_1.text_weight_8",
-        "l2_10.text_weight_0", "l2_10.text_weight_2", "l2_10.text_weight_8",
-        "pseudo_cold.cold_weight_0", "pseudo_cold.cold_weight_0.25", "pseudo_cold.cold_weight_1",
-    }  # fmt: skip
-    assert len(calls) == 6 + 3
+    assert len(calls) == len(PLAIN_POINTS) + 3  # never the 3 x 3 cross product plus extensions
+    assert record["score"] == 0.0 and record["cold_score"] == 0.0
+    assert record["edge_hit"] == {"l2": False, "text_weight": False, "cold_weight": False}
+    assert (record["converged"], record["rounds"]) == (True, 2)
+    l2 = record["searches"]["l2"]  # the last l2 search, at text_weight 2
+    assert (l2["chosen"], l2["edge"], l2["extended"]) == (10.0, None, 1)
+    assert l2["tried"] == [[1.0, -1.0], [10.0, 0.0], [100.0, -1.0]]  # exact: log10 of powers of 10
+    assert [v for v, _ in record["searches"]["text_weight"]["tried"]] == [0.0, 2.0, 8.0]
+    assert record["searches"]["cold_weight"]["tried"] == [[0.0, -0.0625], [0.25, 0.0], [1.0, -0.5625]]  # exact binary fractions
+    assert json.loads(json.dumps(record)) == record  # JSON-able as is (plain Python types)
+    assert all(re.fullmatch(r"[A-Za-z0-9_\-./]+", k) for k in record["tried"])  # valid MLflow metric names
 
 
 def test_tune_validation_models_are_plain_fits_without_propagation():
     _, _, calls = _tune()
     plain = [c for c in calls if not c["hidden"].any()]
-    assert [(c["cfg"].l2, c["cfg"].text_weight) for c in plain] == [(l2, tw) for l2 in (1.0, 10.0) for tw in (0.0, 2.0, 8.0)]
+    assert [(c["cfg"].l2, c["cfg"].text_weight) for c in plain] == PLAIN_POINTS
     for c in plain:
         assert c["hidden"].dtype == bool and c["hidden"].shape == (6,)
         assert c["cfg"].cold_weight == 0.0
@@ -441,4 +458,135 @@ def test_tune_tries_feature_weights_when_features_exist():
     cfg = HybridConfig(l2_grid=(1.0,), text_weight_grid=(0.0,), cold_weight_grid=(0.0,), feature_weight_grid=(0.0, 20.0, 100.0), pseudo_cold_share=0.4)
     _, record = tune_hybrid(sp.csr_matrix(TUNE_X), TUNE_V, TUNE_COLD.copy(), evaluate, cfg, features=f)
     assert record["chosen"]["feature_weight"] == 20.0
-    assert {"feature_weight_0", "feature_weight_20", "feature_weight_100"} <= set(record["tried"])
+    # l2 (1) and text_weight (0) are pinned: l2 is scored once at the starting text_weight (200), then
+    # text_weight once, then feature_weight over its grid
+    assert set(record["tried"]) == {
+        "l2_1.text_weight_200.feature_weight_0", "l2_1.text_weight_0.feature_weight_0", "l2_1.text_weight_0.feature_weight_20", "l2_1.text_weight_0.feature_weight_100",
+        "pseudo_cold.cold_weight_0",
+    }  # fmt: skip
+    assert record["edge_hit"]["feature_weight"] is False  # 20 lies between 0 and 100
+    # a one-value grid cannot be extended: honest about it (l2 = 1 is not bracketed); text_weight 0
+    # sits on its natural lower bound but nothing above it was tried
+    assert record["edge_hit"]["l2"] is True and record["searches"]["l2"]["edge"] == "lower"
+    assert record["edge_hit"]["text_weight"] is True and record["searches"]["text_weight"]["edge"] == "upper"
+
+
+def test_tune_without_features_records_no_feature_weight_search():
+    _, record, _ = _tune()
+    assert "feature_weight" not in record["edge_hit"] and "feature_weight" not in record["searches"]
+    assert record["chosen"]["feature_weight"] == 0.0
+
+
+# --- tune_hybrid: bracketed grids and edge hits ---------------------------------------------------------------
+
+
+def _tune_with(plain, fold=lambda cw: -((cw - 0.25) ** 2), **kw):
+    """tune_hybrid with score functions plain(l2, text_weight) and fold(cold_weight); returns the record."""
+
+    def evaluate(model: HybridModel, hidden: np.ndarray) -> float:
+        c = model.config
+        return fold(c.cold_weight) if hidden.any() else plain(c.l2, c.text_weight)
+
+    cfg = HybridConfig(**{"l2_grid": (1.0, 10.0), "text_weight_grid": (0.0, 2.0, 8.0), "cold_weight_grid": (0.0, 0.25, 1.0), "pseudo_cold_share": 0.4, **kw})
+    return tune_hybrid(sp.csr_matrix(TUNE_X), TUNE_V, TUNE_COLD.copy(), evaluate, cfg)[1]
+
+
+def test_tune_monotone_l2_extends_to_the_bound_and_reports_the_edge():
+    # the score grows with l2 forever: the grid (1, 10) is extended x10 up to the bound 10^4
+    record = _tune_with(lambda l2, tw: math.log10(l2) - abs(tw - 2.0), l2_bounds=(0.1, 1e4))
+    assert record["chosen"]["l2"] == 1e4
+    assert record["edge_hit"]["l2"] is True and record["searches"]["l2"]["edge"] == "upper"
+    assert [v for v, _ in record["searches"]["l2"]["tried"]] == [1.0, 10.0, 100.0, 1000.0, 1e4]
+    assert "l2_10000.text_weight_2" in record["tried"]  # positional keys, never '1e+04'
+    assert record["edge_hit"]["text_weight"] is False
+
+
+def test_tune_peak_past_the_initial_grid_is_bracketed():
+    # best l2 = 1000, beyond the grid (1, 10): extended to 100, 1000, 10000 -> 1000, bracketed
+    record = _tune_with(lambda l2, tw: -abs(math.log10(l2) - 3.0) - abs(tw - 2.0))
+    assert record["chosen"]["l2"] == 1000.0
+    assert record["edge_hit"]["l2"] is False
+    assert [v for v, _ in record["searches"]["l2"]["tried"]] == [1.0, 10.0, 100.0, 1000.0, 10000.0]
+
+
+def test_tune_text_weight_zero_on_its_natural_bound_is_not_an_edge_hit():
+    # the text term only hurts: 0 (the term off) is the grid's first value and the natural lower bound
+    record = _tune_with(lambda l2, tw: -abs(math.log10(l2) - 1.0) - tw)
+    assert record["chosen"]["text_weight"] == 0.0
+    assert record["edge_hit"]["text_weight"] is False
+    assert record["searches"]["text_weight"]["extended"] == 0
+    # but a lower bound above 0 is only a search limit: sitting on it is an edge hit
+    record = _tune_with(lambda l2, tw: -abs(math.log10(l2) - 1.0) - tw, text_weight_grid=(0.5, 2.0, 8.0), text_weight_bounds=(0.5, 1e5))
+    assert record["chosen"]["text_weight"] == 0.5
+    assert record["edge_hit"]["text_weight"] is True and record["searches"]["text_weight"]["edge"] == "lower"
+
+
+def test_tune_cold_weight_keeps_its_grid_and_reports_the_top_edge():
+    # fold scores grow with cold_weight: the tolerance rule picks 1.0, the grid's top; no extension
+    record = _tune_with(_plain, fold=lambda cw: cw)
+    assert record["chosen"]["cold_weight"] == 1.0
+    assert record["edge_hit"]["cold_weight"] is True and record["searches"]["cold_weight"]["edge"] == "upper"
+    assert [v for v, _ in record["searches"]["cold_weight"]["tried"]] == [0.0, 0.25, 1.0]
+    # 0 (no propagation) is a natural lower bound
+    record = _tune_with(_plain, fold=lambda cw: -cw)
+    assert record["chosen"]["cold_weight"] == 0.0 and record["edge_hit"]["cold_weight"] is False
+
+
+def test_tune_max_rounds_one_may_stop_unconverged():
+    # round 1 searches l2 at the starting text_weight 456; text_weight then moves to 2, so l2's search
+    # was made elsewhere: not converged, and said so
+    record = _tune_with(_plain, max_rounds=1, text_weight=456.0)
+    assert (record["converged"], record["rounds"]) == (False, 1)
+    assert len([k for k in record["tried"] if k.startswith("l2_")]) == 3 + 3  # l2: 1, 10, 100; text_weight: 0, 2, 8
+
+
+# --- tune_hybrid: explicit pseudo-cold fold ---------------------------------------------------------------------
+
+
+def test_tune_explicit_pseudo_cold_uses_exactly_those_items():
+    _, record, calls = _tune(pseudo_cold=np.array([3, 0]))
+    fold = [c for c in calls if c["hidden"].any()]
+    assert len(fold) == 3
+    expected = np.zeros(6, dtype=bool)
+    expected[[0, 3]] = True
+    x_fold = TUNE_X.copy()
+    x_fold[:, [0, 3]] = 0.0
+    for c in fold:
+        np.testing.assert_array_equal(c["hidden"], expected)
+        np.testing.assert_array_equal(c["is_cold"], expected)
+        np.testing.assert_allclose(c["weights"], _textbook_side_info_ease(x_fold, TUNE_V, 10.0, 2.0), rtol=1e-5, atol=1e-6)
+    assert record["pseudo_cold"] == [0, 3]
+    # the seeded draw is not consulted: any seed gives the same fold
+    _, record2, _ = _tune(pseudo_cold=np.array([3, 0]), seed=123)
+    assert record2["pseudo_cold"] == [0, 3]
+
+
+def test_tune_default_pseudo_cold_is_recorded():
+    _, record, calls = _tune(pseudo_cold_share=0.4)
+    hidden = next(c["hidden"] for c in calls if c["hidden"].any())
+    assert record["pseudo_cold"] == np.flatnonzero(hidden).tolist()
+
+
+@pytest.mark.parametrize("bad", [np.array([5]), np.array([0, 6]), np.array([-1]), np.array([], dtype=np.int64)])
+def test_tune_explicit_pseudo_cold_rejects_cold_out_of_range_or_empty(bad):
+    with pytest.raises(ValueError):
+        _tune(pseudo_cold=bad)
+
+
+# --- HybridConfig round trip ------------------------------------------------------------------------------------
+
+
+def test_config_from_dict_reads_models_saved_before_the_bounds():
+    old = {  # a hybrid.json "config" written before the bracketed search (no bounds, no max_rounds)
+        "l2": 200.0, "text_weight": 50.0, "text_score_weight": 0.1, "cold_neighbours": 5, "cold_temperature": 0.1,
+        "cold_weight": 0.4, "l2_grid": [200.0, 500.0], "text_weight_grid": [0.0, 50.0, 200.0, 800.0],
+        "feature_weight": 0.0, "feature_weight_grid": [0.0, 20.0, 100.0],
+        "cold_weight_grid": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0], "cold_tolerance": 0.01,
+        "pseudo_cold_share": 0.1, "seed": 42,
+    }  # fmt: skip
+    cfg = HybridConfig.from_dict(old)
+    assert (cfg.l2, cfg.text_weight, cfg.cold_weight, cfg.l2_grid) == (200.0, 50.0, 0.4, (200.0, 500.0))
+    assert cfg.l2_bounds == HybridConfig().l2_bounds and cfg.max_rounds == HybridConfig().max_rounds
+    # the current form round-trips through JSON, and unknown (newer) fields are dropped
+    now = HybridConfig(l2=30.0, l2_bounds=(1.0, 1e5))
+    assert HybridConfig.from_dict(json.loads(json.dumps(now.__dict__)) | {"from_the_future": 1}) == now

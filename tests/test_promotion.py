@@ -11,6 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -110,6 +111,14 @@ def test_champion_scored_on_the_same_split_as_the_candidate(registry) -> None:
     for metric in ("ndcg_at_10", "recall_at_10", "cold_recall_at_10", "coverage_at_10"):
         assert scored["metrics"][metric] == pytest.approx(candidate["hybrid"][metric], abs=1e-9), metric
     assert scored["catalog_coverage"] == 1.0
+    # the candidate was scored the same way, through the registry, on the same users
+    for metric in ("ndcg_at_10", "recall_at_10", "cold_recall_at_10"):
+        assert scored["candidate_metrics"][metric] == pytest.approx(candidate["fused"][metric], abs=1e-9), metric
+    # same split, same lineage: nothing to exclude, and the decision says what it rests on
+    assert scored["overlap"]["lineage_known"] and scored["overlap"]["excluded_pairs"] == 0 and not scored["overlap"]["salt_changed"]
+    gate = json.loads((ctx.run_dir / "evaluation" / "gate.json").read_text())
+    primary = next(c for c in gate["checks"] if c["kind"] == "primary")
+    assert primary["low"] <= primary["high"] < 0 and primary["n"] == scored["test_users"]
 
 
 def test_report_json_html_and_plots_are_written_and_logged(registry) -> None:
@@ -154,12 +163,89 @@ def test_rerun_does_not_decide_twice(registry) -> None:
     assert tracking.champion_version(c, MODEL) == registry["first"]["version"]
 
 
-def test_crash_before_the_alias_move_leaves_the_champion_then_a_rerun_promotes(registry, trained, monkeypatch) -> None:
+@pytest.fixture(scope="module")
+def retrained(registry) -> tuple[PipelineConfig, RunContext, str]:
+    """The champion's recipe trained again from scratch with another seed (what a scheduled retrain does)."""
+    cfg = PipelineConfig.from_params(BASE | {"seed": 8})
+    ctx = _ctx("gate-retrained")
+    run_id = pipeline.validate(cfg, ctx)["mlflow_run_id"]
+    for stage in (pipeline.load_and_split, pipeline.embed, pipeline.finetune, pipeline.fuse, pipeline.fit_model, pipeline.evaluate):
+        stage(cfg, ctx, run_id)
+    return cfg, ctx, run_id
+
+
+def test_same_recipe_retrain_with_another_seed_is_refused_with_an_interval_containing_zero(registry, retrained) -> None:
+    from recsys.lineage import Lineage, pair_fingerprints
+    from recsys.splits import TEST
+
     c, first = registry["client"], registry["first"]
-    # an equally good model passes a zero margin: the gate says promote
-    cfg, ctx, run_id = _new_run(trained, "gate-equal", gate_min_relative_gain=0.0)
+    cfg, ctx, run_id = retrained
+    decision = _gate(cfg, ctx, run_id)
+    assert not decision["promote"] and decision["champion_version"] == first["version"]
+    gate = json.loads((ctx.run_dir / "evaluation" / "gate.json").read_text())
+    primary = next(ch for ch in gate["checks"] if ch["kind"] == "primary")
+    assert primary["low"] <= 0 <= primary["high"], primary
+    assert "95% CI" in gate["reasons"][0]
+    # another seed, same stable split: none of today's test pairs is one the champion trained on
+    split, _ = pipeline._load_split(ctx.run_dir)
+    champion = Lineage.load(registry["first_ctx"].run_dir / "lineage")
+    assert not np.isin(pair_fingerprints(split.part(TEST)), champion.seen_pairs).any()
+    assert gate["overlap"]["excluded_pairs"] == 0 and gate["overlap"]["test_pairs"] == len(split.part(TEST))
+    # the interval is in the registry's description too
+    assert "95% CI" in c.get_model_version(MODEL, decision["version"]).description
+    promotion.reject(cfg, ctx, run_id)
+    assert tracking.champion_version(c, MODEL) == first["version"]
+
+
+def test_champion_with_injected_leakage_is_caught(registry, trained) -> None:
+    """A champion whose lineage says it trained on some of today's test pairs: those pairs are scored
+    for neither model, the count is on the decision; with too little left the gate refuses to decide."""
+    from recsys.lineage import Lineage, pair_fingerprints
+    from recsys.splits import TEST
+
+    c, first = registry["client"], registry["first"]
+    honest = Lineage.load(registry["first_ctx"].run_dir / "lineage")
+    first_run = c.get_model_version(MODEL, first["version"]).run_id
+    split, _ = pipeline._load_split(registry["first_ctx"].run_dir)
+    test = split.part(TEST)
+    leaked_users = sorted(test["user_id"].unique())[::3]  # a third of the test users' targets leaked
+    leaked = test[test["user_id"].isin(leaked_users)]
+    try:
+        for key, pairs, min_users in (("gate-leak-some", leaked, 10), ("gate-leak-all", test, 50)):
+            injected = Lineage(honest.salt, honest.data_digest, honest.protocol, np.union1d(honest.seen_pairs, pair_fingerprints(pairs)), honest.trained_items)
+            tracking.log_artifacts(c, first_run, injected.save(Path(registry["first_ctx"].run_dir) / f"injected-{key}"), tracking.LINEAGE_ARTIFACT)
+            cfg, ctx, run_id = _new_run(trained, key, gate_min_test_users=min_users)
+            decision = _gate(cfg, ctx, run_id)
+            gate = json.loads((ctx.run_dir / "evaluation" / "gate.json").read_text())
+            assert gate["overlap"]["excluded_pairs"] == len(pairs) and gate["overlap"]["test_pairs"] == len(test)
+            scored = json.loads((ctx.run_dir / "champion.json").read_text())
+            assert scored["test_users"] == len(set(test["user_id"]) - set(pairs["user_id"]) & _with_query(split))
+            assert not decision["promote"]
+            if key == "gate-leak-all":
+                assert gate["test_users"] == 0 and decision["reasons"][0].startswith("not enough test data to decide: 0 test user(s) left")
+            report = json.loads((ctx.run_dir / "evaluation" / "report.json").read_text())
+            assert f"{len(pairs)} of {len(test)} test pairs" in report["evidence"]
+            promotion.reject(cfg, ctx, run_id)
+    finally:  # the champion's true lineage back in place for the tests after this one
+        tracking.log_artifacts(c, first_run, honest.save(Path(registry["first_ctx"].run_dir) / "lineage"), tracking.LINEAGE_ARTIFACT)
+    assert tracking.champion_version(c, MODEL) == first["version"]
+
+
+def _with_query(split) -> set[str]:
+    queries, _ = split.queries_and_targets("test")
+    return set(queries)
+
+
+def test_crash_before_the_alias_move_leaves_the_champion_then_a_rerun_promotes(registry, trained, monkeypatch) -> None:
+    c, weak = registry["client"], registry["weak"]
+    # an operator put the weaker text model in place: the hybrid is truly better, and the gate is sure of it
+    tracking.set_alias(c, MODEL, tracking.CHAMPION, weak["version"])
+    first = weak
+    cfg, ctx, run_id = _new_run(trained, "gate-better")
     decision = _gate(cfg, ctx, run_id)
     assert decision["promote"], decision["reasons"]
+    primary = next(ch for ch in json.loads((ctx.run_dir / "evaluation" / "gate.json").read_text())["checks"] if ch["kind"] == "primary")
+    assert primary["low"] > 0
 
     def crash(*args, **kwargs):
         raise RuntimeError("worker killed")

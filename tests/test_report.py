@@ -182,9 +182,20 @@ def test_html_rejected_badge_reasons_checks():
     assert "<li>coverage dropped &amp; &lt;worse&gt;</li>" in html
     checks = _html_rows(html, "checks")
     assert [c["cells"] for c in checks] == [
-        ["ndcg_at_10", "0.2500", "champion", "0.2000", "&gt;= +1.0% relative", "pass"],
-        ["recall_at_10", "0.2000", "champion", "0.2500", "&gt;= +1.0% relative", "fail"],
+        ["ndcg_at_10", "0.2500", "champion", "0.2000", "+25.0%", "&gt;= +1.0% relative", "pass"],
+        ["recall_at_10", "0.2000", "champion", "0.2500", "-20.0%", "&gt;= +1.0% relative", "fail"],
     ]
+
+
+def test_html_and_description_show_the_interval_and_the_evidence():
+    base = _report()
+    checks = [dict(c) for c in base["decision"]["checks"]]
+    checks[0] |= {"low": 0.05, "high": 0.45, "n": 321}
+    r = base | {"decision": base["decision"] | {"checks": checks}, "evidence": "Candidate and champion compared on 321 test users"}
+    html = report.render_html(r)
+    assert _html_rows(html, "checks")[0]["cells"][4] == "+25.0% [+5.0%, +45.0%] n=321"
+    assert '<p class="evidence">Candidate and champion compared on 321 test users</p>' in html
+    assert "**Evidence:** Candidate and champion compared on 321 test users" in report.version_description(r)
 
 
 def test_html_metrics_table_bold_best_and_candidate_row():

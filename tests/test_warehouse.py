@@ -183,3 +183,17 @@ def test_upserting_what_was_read_back_changes_nothing(engine):
     items2, inter2 = read_dataset(engine, "shop")
     pd.testing.assert_frame_equal(items, items2)
     pd.testing.assert_frame_equal(inter, inter2)
+
+
+def test_split_salt_is_stored_once_per_data_set_and_changed_only_on_request(engine):
+    from recsys.warehouse import split_salt
+
+    assert split_salt(engine, "shop", default="recsys-split-v1:shop") == ("recsys-split-v1:shop", None)
+    # later runs get the stored salt, whatever default they bring
+    assert split_salt(engine, "shop", default="other-default") == ("recsys-split-v1:shop", None)
+    assert split_salt(engine, "other", default="recsys-split-v1:other") == ("recsys-split-v1:other", None)
+    # a requested salt replaces it (on purpose) and says what it replaced; it then sticks
+    assert split_salt(engine, "shop", requested="fresh") == ("fresh", "recsys-split-v1:shop")
+    assert split_salt(engine, "shop", default="recsys-split-v1:shop") == ("fresh", None)
+    with pytest.raises(ValueError, match="no split salt"):
+        split_salt(engine, "new-shop")
