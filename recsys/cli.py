@@ -10,6 +10,8 @@
     recsys rollback --reason "..."    champion back to the version it replaced (and republish)
     recsys publish                    write the champion's recommendations for every item to the warehouse
     recsys replay --source movielens-100k --as ml-replay --count 8   drop 8 weekly windows into the inbox
+    recsys replay --source files:items.csv,interactions.csv --as shop-replay --freq MS   a shop's files, monthly
+    recsys replay --source warehouse:shop --as shop-replay   a data set already in the warehouse
     recsys ingest [--dataset ml-replay]   load the inbox's ready batches into the warehouse (what recsys_ingest runs)
     recsys monitor                    one drift check of the champion's data set (what recsys_drift_monitor runs)
 """
@@ -149,9 +151,15 @@ def rollback(model_name: str, reason: str, republish: bool, k: int) -> int:
 
 
 def replay_cmd(source: str, name: str, freq: str, start: int, count: int | None, shuffle: bool, seed: int) -> int:
+    """Drop time windows of a source (packaged name, warehouse:<name>, files:<items>,<interactions>) into the inbox."""
+    from recsys.errors import DataValidationError
     from recsys.ops import replay_into_inbox
 
-    written = replay_into_inbox(source, name, freq, start, count, shuffle, seed)
+    try:
+        written = replay_into_inbox(source, name, freq, start, count, shuffle, seed)
+    except (ValueError, DataValidationError) as err:  # a bad --source or file, an empty or self-referencing warehouse data set
+        print(f"replay refused: {err}", file=sys.stderr)
+        return 2
     for path in written:
         print(path)
     print(f"{len(written)} batch(es) of {source} in the inbox of {name!r}{' (shuffled: no drift by construction)' if shuffle else ''}")
@@ -206,7 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("publish", help="write the champion's recommendations for every item to the warehouse")
     p.add_argument("-k", type=int, default=10)
     rp = sub.add_parser("replay", help="drop time windows of a timestamped data set into the inbox")
-    rp.add_argument("--source", default="movielens-100k", help="packaged data set with timestamps")
+    rp.add_argument(
+        "--source",
+        default="movielens-100k",
+        help="timestamped data to replay: a packaged data set name (movielens-100k), warehouse:<data set name> "
+        "(as stored; its pseudonymized ids are hashed again on ingestion, so use another --as), or "
+        "files:<items path>,<interactions path> (CSV, CSV.gz or Parquet, canonical columns, raw user ids)",
+    )
     rp.add_argument("--as", dest="name", default="movielens-replay", help="the inbox folder / warehouse data set name")
     rp.add_argument("--freq", default="W", help="window length (pandas offset alias: W, D, MS)")
     rp.add_argument("--start", type=int, default=0, help="first window to write")

@@ -6,7 +6,8 @@ score) and `save` stores it next to the model version, so the monitor never re-r
 data. Later `window_from_frames` computes the same statistics for a recent window and
 `detect_drift` compares the two, one `Signal` per aspect:
 
-    category_mix     top-level category of the interacted items   PSI (JS distance reported too)
+    category_mix     category of the interacted items, at the      PSI (JS distance reported too)
+                     deepest level of its path with enough support
     event_mix        event types (view / cart / purchase ...)    PSI (JS distance reported too)
     price            price of the interacted items               two-sample KS (+ Wasserstein)
     basket_size      items per basket (per user-day w/o baskets) two-sample KS (+ Wasserstein)
@@ -14,7 +15,8 @@ data. Later `window_from_frames` computes the same statistics for a recent windo
     item_popularity  interactions per interacted item            two-sample KS (+ Wasserstein)
     text_embedding   item vectors, reference vs window items     domain-classifier ROC AUC
     unseen_items     window interactions on items the champion never saw          share
-    champion_recall  the champion's Recall@10 on the window vs at evaluation      relative drop
+    champion_recall  the champion's Recall@10 on the window vs at evaluation      relative drop, with a
+                     bootstrap interval over users; alarms on the interval's bound, not the point
 
 The statistics come from scipy (ks_2samp, wasserstein_distance, jensenshannon) and scikit-learn
 (LogisticRegression, cross_val_score); only PSI, which neither library has, is written out here.
@@ -27,6 +29,14 @@ window's length: a reference built over six months compared with a one-week wind
 "drifts". Build the reference with `period=` the monitoring window's length (its counts are then
 taken per period-long slice of the training data), or compare windows of equal length. Signals
 whose counts scale with time say so in their detail when the spans differ by more than 2x.
+
+Evidence. Two signals rest on few units when data sets are small, and decide only with enough:
+champion_recall needs `min_recall_users` evaluable users on each side and alarms only when the
+conservative end of a percentile bootstrap interval of the relative drop (users resampled, seeded)
+is past the threshold (a 2x swing of a 9-user reference recall between seeds of a quiet replay is
+noise, not drift); category_mix splits a category into its sub-categories ("Movies > Drama") only
+where each holds `min_category_support` reference interactions and as many expected in the window
+(PSI over sparse bins grows with the number of bins alone: about bins / window interactions).
 
 Speed. Everything is vectorised (factorize + bincount, one groupby per mix); the KS and
 Wasserstein tests run on at most `DriftConfig.max_test_sample` (100k) values per side (seeded
@@ -49,8 +59,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys.bundles import top_category
-from recsys.schema import BASKET_ID, CATEGORY, EVENT, ITEM_ID, PRICE, TIMESTAMP, USER_ID
+from recsys.schema import BASKET_ID, CATEGORY, CATEGORY_SEP, EVENT, ITEM_ID, PRICE, TIMESTAMP, USER_ID
 
 PSI_EPS = 1e-4  # share given to a bin that is empty on one side (PSI's log would be infinite)
 NUMERIC_SIGNALS: tuple[str, ...] = ("price", "basket_size", "user_activity", "item_popularity")
@@ -60,6 +69,9 @@ SIGNAL_NAMES: tuple[str, ...] = (*MIX_SIGNALS, *NUMERIC_SIGNALS, "text_embedding
 _TIME_SCALED: frozenset[str] = frozenset({"user_activity", "item_popularity"})
 _MIN_NUMERIC_VALUES = 5  # fewer values than this on either side: the distribution is not measured
 _MAX_MIX_BINS_REPORTED = 30  # shares kept in a mix signal's `extra` (largest first)
+_OTHER = "(other)"  # the bin of a split category's interactions in none of its supported sub-categories
+_MAX_MULTINOMIAL_VALUES = 256  # above this many distinct values, drawing users is faster than counts per value
+MAX_RECALL_USERS = 20_000  # per-user evaluation recalls kept in a reference (a seeded sample above it)
 _FORMAT_VERSION = 1
 _LABELS = {
     "category_mix": "category mix",
@@ -102,7 +114,25 @@ class DriftConfig:
             (or can only cold-start them), so above 20% of traffic a retrain is due.
         recall_drop_threshold: relative drop of the champion's Recall@10 on the window versus its
             evaluation score ((eval - window) / eval). 0.3: offline-online gaps of 10-20% are
-            usual (different period, different users); a 30% loss is the model going stale.
+            usual (different period, different users); a 30% loss is the model going stale. It
+            alarms only when the lower end of the bootstrap interval of the drop is above it.
+        min_recall_users: evaluable users (a query and at least one new target) needed on EACH side,
+            the evaluation's and the window's, before the recall drop may alarm; fewer: "not enough
+            evidence", no alarm. 30: below that a mean of 0/1-like per-user recalls moves by tens of
+            percent between resamples (a quiet replay's 9-user reference recall varied 2x by seed).
+        recall_bootstrap_samples: resamples of the percentile bootstrap of the relative drop (users
+            of each side drawn with replacement, independently: different people, unpaired).
+        recall_confidence: two-sided level of that interval; the alarm uses its lower end, so 0.9
+            is a one-sided 95% bound on the drop.
+        min_category_support: a category is compared split into its sub-categories (the next level of
+            its "A > B > C" path) only where a sub-category holds at least this many reference
+            interactions AND at least this many expected in the window (reference share x window
+            interactions); the rest of the parent stays one bin ("A > (other)"). Top-level categories
+            are always compared. 50: PSI over sparse bins is biased up by about (bins - 1) / expected
+            count, so each bin needs tens of expected interactions for a 0.2 threshold to mean a shift.
+        category_level: compare categories cut at exactly this level of their path (1 = top level),
+            when the data set says which level is meaningful; None: the deepest supported level,
+            per branch (see min_category_support).
         min_window_interactions: below this many window interactions no signal may alarm (every
             statistic is noise on a handful of rows); the report says "window too small".
         min_alarms: how many signals must alarm for the window to count as drift.
@@ -122,6 +152,11 @@ class DriftConfig:
     min_items_for_auc: int = 20
     unseen_share_threshold: float = 0.2
     recall_drop_threshold: float = 0.3
+    min_recall_users: int = 30
+    recall_bootstrap_samples: int = 2000
+    recall_confidence: float = 0.9
+    min_category_support: int = 50
+    category_level: int | None = None
     min_window_interactions: int = 200
     min_alarms: int = 1
     user_day_baskets: bool = False
@@ -142,9 +177,15 @@ class DriftConfig:
             problems.append(f"cv_folds must be >= 2, got {self.cv_folds!r}")
         if self.min_items_for_auc < self.cv_folds:
             problems.append(f"min_items_for_auc ({self.min_items_for_auc}) must be >= cv_folds ({self.cv_folds})")
-        for name in ("min_window_interactions", "min_alarms", "max_test_sample"):
-            if getattr(self, name) < (1 if name != "min_window_interactions" else 0):
+        for name in ("min_window_interactions", "min_alarms", "max_test_sample", "recall_bootstrap_samples", "min_category_support"):
+            if getattr(self, name) < (1 if name not in ("min_window_interactions", "min_category_support") else 0):
                 problems.append(f"{name} is too small: {getattr(self, name)!r}")
+        if self.min_recall_users < 2:
+            problems.append(f"min_recall_users must be >= 2 (a bootstrap of one user has no spread), got {self.min_recall_users!r}")
+        if not 0 < self.recall_confidence < 1:
+            problems.append(f"recall_confidence must be in (0, 1), got {self.recall_confidence!r}")
+        if self.category_level is not None and (isinstance(self.category_level, bool) or not isinstance(self.category_level, int) or self.category_level < 1):
+            problems.append(f"category_level must be None or an int >= 1, got {self.category_level!r}")
         if problems:
             raise ValueError("invalid DriftConfig: " + "; ".join(problems))
 
@@ -189,6 +230,87 @@ def js_distance(reference: Mapping[str, float], current: Mapping[str, float]) ->
 
     _, p, q = _aligned_shares(reference, current)
     return float(jensenshannon(p, q, base=2))
+
+
+def category_path(path: object) -> str | None:
+    """A category path with each level stripped, cut at its first empty level; None when missing or
+    empty. Its first level is `recsys.bundles.top_category`'s answer."""
+    if path is None or path is pd.NA or (isinstance(path, float) and math.isnan(path)):
+        return None
+    levels: list[str] = []
+    for level in str(path).split(CATEGORY_SEP):
+        level = level.strip()
+        if not level:  # "A >  > C": what follows a broken level cannot be placed
+            break
+        levels.append(level)
+    return CATEGORY_SEP.join(levels) or None
+
+
+def cut_mix(paths: Mapping[str, int], level: int) -> dict[str, int]:
+    """Counts per category path summed up to its first `level` levels (1 = top-level categories)."""
+    out: dict[str, int] = {}
+    for path, n in paths.items():
+        key = CATEGORY_SEP.join(path.split(CATEGORY_SEP)[:level])
+        out[key] = out.get(key, 0) + int(n)
+    return out
+
+
+def category_bins(
+    reference_paths: Mapping[str, int],
+    window_paths: Mapping[str, int],
+    n_window: int,
+    min_support: int,
+    level: int | None = None,
+) -> tuple[dict[str, int], dict[str, int], dict[str, Any]]:
+    """(reference mix, window mix, how they were cut): both sides binned the same way.
+
+    level None (adaptive): each path goes down its levels while the next one holds at least
+    `min_support` reference interactions and at least `min_support` expected in a window of
+    `n_window` interactions (its reference share x n_window); a category split this way keeps the
+    rest of its interactions in "<category> > (other)". Top-level categories are always bins. A
+    window path under no reference category is binned at its top level (a new category).
+    level N: every path cut at its first N levels, whatever the support (the data set's choice).
+    """
+    if level is not None:
+        ref, win = cut_mix(reference_paths, level), cut_mix(window_paths, level)
+        depth = max((k.count(CATEGORY_SEP) + 1 for k in (*ref, *win)), default=0)
+        return ref, win, {"mode": "fixed", "level": depth, "requested_level": level, "split": []}
+
+    # reference interactions under every prefix of every path
+    under: dict[str, int] = {}
+    for path, n in reference_paths.items():
+        parts = path.split(CATEGORY_SEP)
+        for d in range(1, len(parts) + 1):
+            key = CATEGORY_SEP.join(parts[:d])
+            under[key] = under.get(key, 0) + int(n)
+    total = sum(int(n) for n in reference_paths.values())
+    need = max(int(min_support), 0)
+    supported = {
+        key for key, n in under.items()
+        if CATEGORY_SEP in key and n >= need and (total > 0 and n / total * n_window >= need)
+    }  # fmt: skip
+    split = {key.rsplit(CATEGORY_SEP, 1)[0] for key in supported}  # categories compared by sub-category
+
+    def bin_of(path: str) -> str:
+        parts = path.split(CATEGORY_SEP)
+        b = parts[0]
+        for d in range(2, len(parts) + 1):
+            key = CATEGORY_SEP.join(parts[:d])
+            if key not in supported:
+                break
+            b = key
+        return f"{b}{CATEGORY_SEP}{_OTHER}" if b in split else b
+
+    def binned(paths: Mapping[str, int]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for path, n in paths.items():
+            b = bin_of(path)
+            out[b] = out.get(b, 0) + int(n)
+        return out
+
+    ref, win = binned(reference_paths), binned(window_paths)
+    depth = max((k.removesuffix(f"{CATEGORY_SEP}{_OTHER}").count(CATEGORY_SEP) + 1 for k in (*ref, *win)), default=0)
+    return ref, win, {"mode": "adaptive", "level": depth, "min_support": need, "split": sorted(split)[:_MAX_MIX_BINS_REPORTED]}
 
 
 def normalised_wasserstein(reference: np.ndarray, current: np.ndarray) -> tuple[float, float | None, str]:
@@ -281,18 +403,20 @@ def _profile(
 
     # category mix and price: looked up once per distinct item, then weighted by its count
     category_mix: dict[str, int] = {}
+    category_paths: dict[str, int] = {}
     price = np.zeros(0, dtype=np.float32)
     if items is not None and ITEM_ID in items.columns and len(iuniq):
         it = items.drop_duplicates(ITEM_ID).set_index(ITEM_ID)
         if CATEGORY in it.columns:
             cat = it[CATEGORY].reindex(iuniq)
-            # top_category on the distinct paths only: a few hundred calls, not one per row
-            tops = {c: top_category(c) for c in cat.dropna().unique()}
-            top = cat.map(tops).to_numpy(dtype=object, na_value=None)
-            ok = np.array([t is not None for t in top], dtype=bool)
+            # normalised on the distinct paths only: a few hundred calls, not one per row
+            norm = {c: category_path(c) for c in cat.dropna().unique()}
+            full = cat.map(norm).to_numpy(dtype=object, na_value=None)
+            ok = np.array([t is not None for t in full], dtype=bool)
             if ok.any():
-                sums = pd.Series(item_counts[ok]).groupby(top[ok].astype(str)).sum()
-                category_mix = {str(k): int(v) for k, v in sums.items() if v > 0}
+                sums = pd.Series(item_counts[ok]).groupby(full[ok].astype(str)).sum()
+                category_paths = {str(k): int(v) for k, v in sums.items() if v > 0}
+                category_mix = cut_mix(category_paths, 1)
         if PRICE in it.columns:
             p_item = _float_array(it[PRICE].reindex(iuniq))
             ok = np.isfinite(p_item)
@@ -334,6 +458,7 @@ def _profile(
         "time_min": _iso(time_min),
         "time_max": _iso(time_max),
         "category_mix": category_mix,
+        "category_paths": category_paths,
         "event_mix": event_mix,
         "price": _cap(price, max_sample, _rng(seed, 1)),
         "basket_size": _cap(basket_size.astype(np.float32), max_sample, _rng(seed, 2)),
@@ -417,6 +542,8 @@ class ReferenceStats:
 
     Attributes:
         category_mix: interactions per top-level category of the interacted item.
+        category_paths: interactions per full category path ("Movies > Drama"), so that the monitor
+            can compare below the top level; empty in references saved before it was kept.
         event_mix: interactions per event type.
         price, basket_size, user_activity, item_popularity: seeded samples (at most `max_sample`
             values, float32) of the price of each interaction's item, the items per basket (or per
@@ -426,6 +553,10 @@ class ReferenceStats:
             their vectors (float16); vectors None when there was no embedding.
         catalog_item_ids: every item id the champion was trained with (its catalog).
         eval_recall: the champion's evaluation Recall@10, or None.
+        eval_recall_users: the evaluation Recall@10 of each evaluated user (float32; a seeded sample
+            of at most MAX_RECALL_USERS), what the recall signal's bootstrap resamples; empty when
+            not given (then the recall signal cannot decide with confidence and never alarms).
+        eval_recall_users_total: how many users the evaluation had (before that sample).
         n_interactions, n_users, n_items, time_min, time_max: size and ISO time range of the
             reference interactions (time None without timestamps).
         dataset, digest: which data this was (name and content digest).
@@ -462,6 +593,9 @@ class ReferenceStats:
     item_totals: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     item_slices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     item_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    category_paths: dict[str, int] = field(default_factory=dict)
+    eval_recall_users: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    eval_recall_users_total: int = 0
     max_sample: int = 20_000
     seed: int = 0
 
@@ -480,6 +614,7 @@ class ReferenceStats:
         *,
         max_vectors: int = 2_000,
         period: str | pd.Timedelta | None = None,
+        eval_recall_per_user: Sequence[float] | np.ndarray | None = None,
     ) -> ReferenceStats:
         """Condense the champion's training interactions.
 
@@ -494,6 +629,8 @@ class ReferenceStats:
             period: the monitoring window's length ("7D", a Timedelta): user activity and item
                 popularity are then counted per period-long slice of the reference, so that they
                 compare like with like against a window of that length. None = whole reference.
+            eval_recall_per_user: the evaluation Recall@10 of each evaluated user (NaN = a user
+                without target, left out); its mean is the evaluation score when eval_recall is None.
         """
         catalog = np.asarray([str(i) for i in item_ids], dtype=object)
         idx = pd.Index(catalog)
@@ -507,6 +644,16 @@ class ReferenceStats:
         if per is not None and per <= pd.Timedelta(0):
             raise ValueError(f"period must be positive, got {period!r}")
         prof = _profile(interactions, items, max_sample=max_sample, seed=seed, period=per)
+        users = np.zeros(0, dtype=np.float32)
+        if eval_recall_per_user is not None:
+            users = np.asarray(eval_recall_per_user, dtype=np.float64).ravel()
+            users = users[np.isfinite(users)]
+            if len(users) and (users.min() < 0 or users.max() > 1):
+                raise ValueError("eval_recall_per_user holds recalls: values in [0, 1]")
+            if eval_recall is None and len(users):
+                eval_recall = float(users.mean())
+        n_users_total = len(users)
+        users = _cap(users, MAX_RECALL_USERS, _rng(seed, 8)).astype(np.float32)
 
         vec_ids: list[str] = []
         vecs = None
@@ -519,6 +666,7 @@ class ReferenceStats:
             vecs = _store_vectors(np.asarray(vectors[pos], dtype=np.float32))
         return cls(
             category_mix=prof["category_mix"],
+            category_paths=prof["category_paths"],
             event_mix=prof["event_mix"],
             price=prof["price"],
             basket_size=prof["basket_size"],
@@ -527,6 +675,8 @@ class ReferenceStats:
             vector_item_ids=vec_ids,
             vectors=vecs,
             catalog_item_ids=catalog,
+            eval_recall_users=users,
+            eval_recall_users_total=int(n_users_total),
             eval_recall=None if eval_recall is None else float(eval_recall),
             n_interactions=int(prof["n_interactions"]),
             n_users=int(prof["n_users"]),
@@ -554,6 +704,7 @@ class ReferenceStats:
             "time_min": self.time_min,
             "time_max": self.time_max,
             "eval_recall": self.eval_recall,
+            "eval_recall_users": self.eval_recall_users_total,
             "basket_unit": self.basket_unit,
             "period_seconds": self.period_seconds,
             "max_sample": self.max_sample,
@@ -580,6 +731,9 @@ class ReferenceStats:
             arrays["vectors"] = np.asarray(self.vectors)
         arrays["vector_item_ids_blob"], arrays["vector_item_ids_offsets"] = _pack_strings(self.vector_item_ids)
         arrays["catalog_blob"], arrays["catalog_offsets"] = _pack_strings(self.catalog_item_ids)
+        arrays["category_paths_blob"], arrays["category_paths_offsets"] = _pack_strings(list(self.category_paths))
+        arrays["category_path_counts"] = np.asarray(list(self.category_paths.values()), dtype=np.int64)
+        arrays["eval_recall_users"] = np.asarray(self.eval_recall_users, dtype=np.float32)
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
         data = buf.getvalue()
@@ -598,8 +752,17 @@ class ReferenceStats:
             raise ValueError(f"{d / 'reference.npz'} does not match {d / 'reference.json'} (an interrupted save?)")
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
+        # references saved before paths and per-user recalls were kept load without them (the
+        # category mix is then compared at the top level, the recall signal cannot decide)
+        paths: dict[str, int] = {}
+        if "category_paths_blob" in arrays:
+            names = _unpack_strings(arrays["category_paths_blob"], arrays["category_paths_offsets"])
+            paths = {k: int(v) for k, v in zip(names, arrays["category_path_counts"].tolist())}
         return cls(
             category_mix={str(k): int(v) for k, v in meta["category_mix"].items()},
+            category_paths=paths,
+            eval_recall_users=arrays.get("eval_recall_users", np.zeros(0, dtype=np.float32)).astype(np.float32),
+            eval_recall_users_total=int(meta.get("eval_recall_users") or 0),
             event_mix={str(k): int(v) for k, v in meta["event_mix"].items()},
             # references saved before the totals existed load with empty ones (no thinning)
             **{k: arrays[k] if k in arrays else np.zeros(0, dtype=np.int64) for k in _ARRAY_FIELDS},
@@ -625,7 +788,7 @@ class ReferenceStats:
             return NotImplemented
         for f in fields(self):
             a, b = getattr(self, f.name), getattr(other, f.name)
-            if f.name in (*_ARRAY_FIELDS, "vectors", "catalog_item_ids"):
+            if f.name in (*_ARRAY_FIELDS, "vectors", "catalog_item_ids", "eval_recall_users"):
                 if not _arrays_equal(a, b):
                     return False
             elif a != b:
@@ -640,7 +803,8 @@ class Window:
     """The same statistics as ReferenceStats, for a recent window (full, unless above `max_sample`).
 
     item_ids / item_counts: every distinct interacted item and its interaction count (for the
-    unseen-items share); vector_item_ids / vectors: a seeded sample of distinct window items.
+    unseen-items share); vector_item_ids / vectors: a seeded sample of distinct window items;
+    category_paths: interactions per full category path (binned like the reference's).
     """
 
     category_mix: dict[str, int]
@@ -659,6 +823,7 @@ class Window:
     time_min: str | None
     time_max: str | None
     basket_unit: str | None = None
+    category_paths: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -723,6 +888,7 @@ def window_from_frames(
         time_min=prof["time_min"],
         time_max=prof["time_max"],
         basket_unit=prof["basket_unit"],
+        category_paths=prof["category_paths"],
     )
 
 
@@ -754,8 +920,10 @@ def _jsonable(x: Any) -> Any:
 class Signal:
     """One aspect of the data compared with the reference.
 
-    value: the statistic (PSI, KS statistic, AUC, share, relative drop), None when not measured;
-    threshold: above it the signal alarms; detail: one line on what was measured (or why not);
+    value: the statistic (PSI, KS statistic, AUC, share, relative drop), None when not measured
+    (or, for champion_recall, not enough evidence: `extra["status"]` says so, with the counts);
+    threshold: above it the signal alarms (champion_recall: when its interval's lower end, in
+    `extra["interval"]`, is above it); detail: one line on what was measured (or why not);
     extra: the other numbers (JSON-able), e.g. js for the mixes, pvalue and wasserstein for KS.
     """
 
@@ -872,6 +1040,31 @@ def mix_signal(name: str, ref: Mapping[str, float], cur: Mapping[str, float], cf
     return Signal(name, "psi", value, cfg.psi_threshold, alarm, detail, extra)
 
 
+def category_signal(reference: ReferenceStats, window: Window, cfg: DriftConfig = DriftConfig()) -> Signal:
+    """The category mix's PSI at the deepest level of the category paths with enough support (or at
+    `cfg.category_level`); which level, and which categories were split, go to `extra`."""
+    name, what = "category_mix", "category"
+    if not reference.category_paths or not window.category_paths:
+        # a reference saved before full paths were kept: top-level categories only, as it was
+        s = mix_signal(name, reference.category_mix, window.category_mix, cfg, what)
+        if not s.measured:
+            return s
+        return replace(s, detail=s.detail + "; at the top level (the reference keeps no deeper levels)", extra=s.extra | {"level": 1, "mode": "top level only"})
+    ref, win, how = category_bins(reference.category_paths, window.category_paths, window.n_interactions, cfg.min_category_support, cfg.category_level)
+    s = mix_signal(name, ref, win, cfg, what)
+    if not s.measured:
+        return s
+    top = psi(reference.category_mix, window.category_mix) if reference.category_mix and window.category_mix else None
+    if how["mode"] == "fixed":
+        where = f"categories cut at level {how['requested_level']}"
+    elif how["split"]:
+        where = f"level {how['level']}: {len(how['split'])} categor{'y' if len(how['split']) == 1 else 'ies'} split into sub-categories with >= {how['min_support']} reference and expected window interactions"
+    else:
+        where = f"top level (no sub-category has >= {how['min_support']} reference and expected window interactions)"
+    top_txt = f"; top level alone PSI {top:.3f}" if top is not None and how["level"] > 1 else ""
+    return replace(s, detail=f"{s.detail}; {where}{top_txt}", extra=s.extra | how | {"top_level_psi": top, "bins": len(set(ref) | set(win))})
+
+
 def _span_days(tmin: str | None, tmax: str | None) -> float | None:
     if not tmin or not tmax:
         return None
@@ -974,18 +1167,109 @@ def _unseen_signal(reference: ReferenceStats, window: Window, cfg: DriftConfig) 
     return Signal(name, "share", share, t, share > t, detail, extra)
 
 
-def _recall_signal(eval_recall: float | None, window_recall: float | None, cfg: DriftConfig) -> Signal:
-    name, t = "champion_recall", cfg.recall_drop_threshold
+def bootstrap_relative_drop(
+    reference: np.ndarray, window: np.ndarray, samples: int = 2000, confidence: float = 0.9, seed: int = 0, chunk: int = 250
+) -> tuple[float, float, float]:
+    """(point, low, high): the relative drop 1 - mean(window) / mean(reference) and its percentile
+    bootstrap interval at `confidence` (two-sided).
+
+    Each resample draws each side's users with replacement, the two sides independently: the
+    evaluation's users and the window's are different people (unpaired). A draw is taken as
+    multinomial counts over a side's distinct values when they are few (per-user recalls take few:
+    hits / targets), the same distribution as drawing users in time proportional to the values. A
+    resample whose reference mean is 0 has no defined drop and counts as -inf (no evidence of a
+    drop), so it can only lower the interval's lower end: the conservative side for an alarm.
+    """
+    ref, win = np.asarray(reference, dtype=np.float64), np.asarray(window, dtype=np.float64)
+    if not len(ref) or not len(win):
+        raise ValueError("both sides need at least one user")
+    point = 1.0 - win.mean() / ref.mean() if ref.mean() > 0 else float("-inf")
+    rng = _rng(seed, 31)
+    sides = [np.unique(x, return_counts=True) for x in (ref, win)]
+
+    def resampled_means(x: np.ndarray, vals: np.ndarray, counts: np.ndarray, size: int) -> np.ndarray:
+        if len(vals) <= _MAX_MULTINOMIAL_VALUES:
+            return rng.multinomial(len(x), counts / len(x), size=size) @ vals / len(x)
+        return x[rng.integers(0, len(x), size=(size, len(x)))].mean(axis=1)  # many distinct values: draw users
+
+    drops = np.empty(samples, dtype=np.float64)
+    for lo in range(0, samples, chunk):  # bounded memory: chunk x users (or distinct values) at a time
+        size = min(chunk, samples - lo)
+        means = [resampled_means(x, vals, counts, size) for x, (vals, counts) in zip((ref, win), sides)]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            drops[lo : lo + size] = np.where(means[0] > 0, 1.0 - means[1] / np.where(means[0] > 0, means[0], 1.0), -np.inf)
+    tail = (1.0 - confidence) / 2.0
+    # inverted_cdf: actual resampled values, no interpolation with a -inf neighbour
+    low, high = np.quantile(drops, [tail, 1.0 - tail], method="inverted_cdf")
+    return float(point), float(low), float(high)
+
+
+def _finite(values: Sequence[float] | np.ndarray | None) -> np.ndarray | None:
+    if values is None:
+        return None
+    v = np.asarray(values, dtype=np.float64).ravel()
+    return v[np.isfinite(v)]
+
+
+def _recall_signal(
+    reference: ReferenceStats, window_recall: float | None, window_users: Sequence[float] | np.ndarray | None, cfg: DriftConfig
+) -> Signal:
+    """The relative drop of the champion's Recall@10, decided on its bootstrap interval (see DriftConfig)."""
+    name, t, kind = "champion_recall", cfg.recall_drop_threshold, "relative_drop"
+    ref_users = _finite(reference.eval_recall_users)
+    eval_recall = float(ref_users.mean()) if len(ref_users) else reference.eval_recall
     if eval_recall is None or not math.isfinite(eval_recall):
-        return _not_measured(name, "relative_drop", t, "no evaluation Recall@10 stored with the champion")
+        return _not_measured(name, kind, t, "no evaluation Recall@10 stored with the champion")
     if eval_recall <= 0:
-        return _not_measured(name, "relative_drop", t, f"evaluation Recall@10 is {eval_recall}: no drop to measure")
-    if window_recall is None or not math.isfinite(window_recall):
-        return _not_measured(name, "relative_drop", t, "no Recall@10 on the window was given")
-    drop = (eval_recall - window_recall) / eval_recall
-    extra = {"eval_recall": float(eval_recall), "window_recall": float(window_recall)}
-    detail = f"Recall@10 {window_recall:.4f} on the window vs {eval_recall:.4f} at evaluation: relative drop {_pct(drop)} (threshold {_pct(t)})"
-    return Signal(name, "relative_drop", drop, t, drop > t, detail, extra)
+        return _not_measured(name, kind, t, f"evaluation Recall@10 is {eval_recall}: no drop to measure")
+    win_users = _finite(window_users)
+    if win_users is not None and len(win_users):
+        window_recall = float(win_users.mean())
+    if win_users is None and (window_recall is None or not math.isfinite(window_recall)):
+        return _not_measured(name, kind, t, "no Recall@10 on the window was given")
+    n_ref, n_win, need = len(ref_users), 0 if win_users is None else len(win_users), cfg.min_recall_users
+    point = None if window_recall is None or not math.isfinite(window_recall) else (eval_recall - window_recall) / eval_recall
+    extra: dict[str, Any] = {
+        "eval_recall": float(eval_recall),
+        "window_recall": window_recall,
+        "point_drop": point,
+        "n_reference_users": n_ref,
+        "n_window_users": n_win,
+        "min_users": need,
+        "interval": None,
+    }
+    why = []
+    if not n_ref:
+        why.append("the reference keeps no per-user evaluation recalls (saved before they were kept, or none given), and a mean alone has no interval")
+    elif n_ref < need:
+        why.append(f"{n_ref} evaluable user(s) in the reference (< {need})")
+    if win_users is None:
+        why.append("only the window's mean recall was given, not per-user values")
+    elif n_win < need:
+        why.append(f"{n_win} evaluable user(s) in the window (< {need})")
+    if why:
+        # no decision either way: not an alarm, and not a 0 that reads as "no drop"
+        extra["status"] = "not enough evidence"
+        seen = f"Recall@10 {window_recall:.4f} on the window vs {eval_recall:.4f} at evaluation (point drop {_pct(point)})" if point is not None else f"evaluation Recall@10 {eval_recall:.4f}"
+        return Signal(name, kind, None, t, False, f"not enough evidence: {seen}, but {'; '.join(why)}: no alarm", extra)
+    point, low, high = bootstrap_relative_drop(ref_users, win_users, cfg.recall_bootstrap_samples, cfg.recall_confidence, cfg.seed)
+    alarm = bool(low > t)  # the interval's conservative end, not the point, must be past the line
+    extra["interval"] = {
+        "low": low,
+        "high": high,
+        "confidence": cfg.recall_confidence,
+        "samples": cfg.recall_bootstrap_samples,
+        "n_reference_users": n_ref,
+        "n_window_users": n_win,
+    }
+    extra["status"] = "alarm" if alarm else "no alarm"
+    low_txt = _pct(low) if math.isfinite(low) else "undefined"
+    detail = (
+        f"Recall@10 {window_recall:.4f} on the window ({n_win:,} users) vs {eval_recall:.4f} at evaluation ({n_ref:,} users): "
+        f"relative drop {_pct(point)}, {cfg.recall_confidence:.0%} interval [{low_txt}, {_pct(high)}] "
+        f"(alarms when its lower end > {_pct(t)})"
+    )
+    return Signal(name, kind, point, t, alarm, detail, extra)
 
 
 def _reason(s: Signal) -> str:
@@ -1006,7 +1290,9 @@ def _reason(s: Signal) -> str:
         return f"{_pct(v)} of window interactions are on items the champion never saw (> {_pct(t)})"
     if s.kind == "relative_drop":
         e = s.extra
-        return f"{label} fell {_pct(v)} (> {_pct(t)}): {e.get('window_recall', float('nan')):.4f} on the window vs {e.get('eval_recall', float('nan')):.4f} at evaluation"
+        ci = e.get("interval") or {}
+        sure = f", {ci['confidence']:.0%} interval [{_pct(ci['low'])}, {_pct(ci['high'])}] over {ci['n_window_users']:,} / {ci['n_reference_users']:,} users" if ci else ""
+        return f"{label} fell {_pct(v)} (> {_pct(t)}{sure}): {e.get('window_recall', float('nan')):.4f} on the window vs {e.get('eval_recall', float('nan')):.4f} at evaluation"
     return f"{label}: {v} > {t}"
 
 
@@ -1068,15 +1354,18 @@ def detect_drift(
     window: Window,
     config: DriftConfig = DriftConfig(),
     window_recall: float | None = None,
+    window_recall_per_user: Sequence[float] | np.ndarray | None = None,
 ) -> DriftReport:
     """Compare a window with the champion's reference; one Signal per aspect, drift if >= min_alarms alarm.
 
-    window_recall: the champion's Recall@10 on the window, computed by the caller (None: the
-    champion_recall signal is not measured). Below `config.min_window_interactions` window
-    interactions every signal is still computed but none may alarm.
+    window_recall_per_user: the champion's Recall@10 of each evaluable window user, computed by the
+    caller (`recsys.monitor.window_recall_per_user`); the recall signal bootstraps over them.
+    window_recall: the mean alone (older callers): reported, but "not enough evidence" to alarm.
+    Both None: the champion_recall signal is not measured. Below `config.min_window_interactions`
+    window interactions every signal is still computed but none may alarm.
     """
     signals = [
-        mix_signal("category_mix", reference.category_mix, window.category_mix, config, "category"),
+        category_signal(reference, window, config),
         mix_signal("event_mix", reference.event_mix, window.event_mix, config, "event type"),
     ]
     for name in NUMERIC_SIGNALS:
@@ -1115,7 +1404,7 @@ def detect_drift(
     signals += [
         _embedding_signal(reference, window, config),
         _unseen_signal(reference, window, config),
-        _recall_signal(reference.eval_recall, window_recall, config),
+        _recall_signal(reference, window_recall, window_recall_per_user, config),
     ]
 
     reasons: list[str]

@@ -37,19 +37,26 @@ def _signal_overview(signals: list[dict[str, Any]], path: Path) -> Path:
         ax.barh(y, ratios, color=[_ALARM if s.get("alarm") else _OK for s in rows], height=0.6)
         ax.set_yticks(y, [s["name"] for s in rows])
         for yi, r, s in zip(y, ratios, rows):
-            ax.annotate(f" {s['value']:.3g} / {s['threshold']:.3g}", (max(r, 0), yi), va="center", fontsize="small")
+            ci = (s.get("extra") or {}).get("interval") or {}
+            label, at = f" {s['value']:.3g} / {s['threshold']:.3g}", max(r, 0)
+            if ci.get("low") is not None and ci.get("high") is not None:  # the recall drop decides on its interval
+                lo, hi = ci["low"] / s["threshold"], ci["high"] / s["threshold"]
+                ax.errorbar(r, yi, xerr=[[max(r - lo, 0.0)], [max(hi - r, 0.0)]], fmt="none", ecolor="#212529", capsize=3, lw=1)
+                ratios = ratios + [lo, hi]
+                label, at = f"{label} [{ci['low']:.3g}, {ci['high']:.3g}]", max(at, hi)
+            ax.annotate(label, (at, yi), va="center", fontsize="small")
         ax.set_xlim(min(0.0, min(ratios) * 1.1), max(1.3, max(ratios) * 1.25))
     else:
         ax.text(0.5, 0.5, "no signal measured", ha="center", va="center", transform=ax.transAxes)
         ax.set_yticks([])
     ax.axvline(1.0, color="#495057", ls="--", lw=1)
-    ax.set_xlabel("value / threshold (alarm above 1 — red: alarming)")
+    ax.set_xlabel("value / threshold (alarm above 1 — red: alarming; bars: the recall drop's interval)")
     ax.grid(alpha=0.3, axis="x")
     ax.set_title("Drift signals")
     return save_figure(fig, path)
 
 
-def _category_mix(reference: Mapping[str, int], window: Mapping[str, int], path: Path) -> Path:
+def _category_mix(reference: Mapping[str, float], window: Mapping[str, float], path: Path, title: str = "Top-level category mix") -> Path:
     r_tot, w_tot = sum(reference.values()) or 1, sum(window.values()) or 1
     keys = sorted(set(reference) | set(window), key=lambda k: -(reference.get(k, 0) / r_tot + window.get(k, 0) / w_tot))
     n_all, keys = len(keys), keys[:_MAX_CATEGORIES]
@@ -62,7 +69,7 @@ def _category_mix(reference: Mapping[str, int], window: Mapping[str, int], path:
     ax.set_ylabel("share of interactions")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3, axis="y")
-    ax.set_title("Top-level category mix" + (f" (top {len(keys)} of {n_all})" if n_all > len(keys) else ""))
+    ax.set_title(title + (f" (top {len(keys)} of {n_all})" if n_all > len(keys) else ""))
     return save_figure(fig, path)
 
 
@@ -102,7 +109,13 @@ def drift_plots(
     d = _as_dict(report)
     by_name = {s["name"]: s for s in d.get("signals") or []}
     plots = {"signals": _signal_overview(list(by_name.values()), out_dir / "drift_signals.png")}
-    if reference.category_mix and window.category_mix:
+    cat = by_name.get("category_mix") or {}
+    extra = cat.get("extra") or {}
+    if extra.get("reference_shares") and extra.get("window_shares"):  # the bins the signal compared
+        level = extra.get("level", 1)
+        title = "Top-level category mix" if level == 1 else f"Category mix (down to level {level})"
+        plots["category_mix"] = _category_mix(extra["reference_shares"], extra["window_shares"], out_dir / "drift_category_mix.png", title)
+    elif reference.category_mix and window.category_mix:
         plots["category_mix"] = _category_mix(reference.category_mix, window.category_mix, out_dir / "drift_category_mix.png")
     panels = [
         (n, getattr(reference, n), getattr(window, n), by_name[n])
@@ -145,6 +158,11 @@ dl { display: grid; grid-template-columns: max-content auto; gap: .2em 1em; } dt
 {% for s in signals %}<tr class="{{ s.row_class }}"><td class="name">{{ s.name }}</td><td class="name">{{ s.kind }}</td><td>{{ s.value }}</td><td>{{ s.threshold }}</td><td class="{{ s.alarm_class }}">{{ s.alarm }}</td><td class="name">{{ s.detail }}</td></tr>
 {% endfor %}</table>
 
+{% if recall %}<h2>Champion Recall@10</h2>
+<dl class="recall">{% for k, v in recall %}<dt>{{ k }}</dt><dd>{{ v }}</dd>{% endfor %}</dl>{% endif %}
+{% if category %}<h2>Category mix</h2>
+<dl class="category">{% for k, v in category %}<dt>{{ k }}</dt><dd>{{ v }}</dd>{% endfor %}</dl>{% endif %}
+
 <h2>Window</h2>
 {% if window %}<dl>{% for k, v in window %}<dt>{{ k }}</dt><dd>{{ v }}</dd>{% endfor %}</dl>{% else %}<p>Not recorded.</p>{% endif %}
 <h2>Reference</h2>
@@ -168,6 +186,42 @@ def _pairs(d: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     return [(str(k), _DASH if v is None else f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)) for k, v in (d or {}).items()]
 
 
+def _pct(x: Any) -> str:
+    return _DASH if x is None else f"{x * 100:.1f}%"
+
+
+def _recall_rows(s: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """The recall signal's evidence: point drop, interval, users on each side, and the verdict."""
+    e = (s or {}).get("extra") or {}
+    if not e:
+        return []
+    ci = e.get("interval") or {}
+    rows = [
+        ("status", str(e.get("status") or ("alarm" if (s or {}).get("alarm") else "no alarm"))),
+        ("evaluation Recall@10", fmt_value(e.get("eval_recall"))),
+        ("window Recall@10", fmt_value(e.get("window_recall"))),
+        ("relative drop (point)", _pct(e.get("point_drop", (s or {}).get("value")))),
+    ]
+    if ci:
+        rows.append((f"{ci.get('confidence', 0):.0%} interval of the drop", f"[{_pct(ci.get('low'))}, {_pct(ci.get('high'))}] ({ci.get('samples', 0):,} bootstrap resamples)"))
+    rows.append(("alarm when", f"the interval's lower end > {_pct((s or {}).get('threshold'))}"))
+    if "n_reference_users" in e:
+        rows.append(("evaluable users", f"{e['n_reference_users']:,} at evaluation, {e.get('n_window_users', 0):,} in the window (at least {e.get('min_users', 0):,} each)"))
+    return rows
+
+
+def _category_rows(s: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    e = (s or {}).get("extra") or {}
+    if "level" not in e:
+        return []
+    rows = [("compared down to level", str(e["level"])), ("how", str(e.get("mode", "")))]
+    if e.get("split"):
+        rows.append(("split into sub-categories", ", ".join(map(str, e["split"]))))
+    if e.get("top_level_psi") is not None:
+        rows.append(("PSI at the top level alone", f"{e['top_level_psi']:.3f}"))
+    return rows
+
+
 def render_html(report_dict: DriftReport | Mapping[str, Any], plots: Mapping[str, Any] | None = None) -> str:
     """One self-contained page (inline CSS, plots as base64 data URIs); every text is escaped.
 
@@ -186,7 +240,7 @@ def render_html(report_dict: DriftReport | Mapping[str, Any], plots: Mapping[str
                 "kind": s.get("kind", ""),
                 "value": fmt_value(s.get("value")),
                 "threshold": _fmt_threshold(s),
-                "alarm": "ALARM" if s.get("alarm") else ("no" if measured else _DASH),
+                "alarm": "ALARM" if s.get("alarm") else ("no" if measured else ((s.get("extra") or {}).get("status") or _DASH)),
                 "alarm_class": "alarm" if s.get("alarm") else ("ok" if measured else ""),
                 "row_class": "alarm" if s.get("alarm") else ("" if measured else "unmeasured"),
                 "detail": s.get("detail", ""),
@@ -202,6 +256,8 @@ def render_html(report_dict: DriftReport | Mapping[str, Any], plots: Mapping[str
         reference_name=" ".join(str(x) for x in (ref.get("dataset"), (ref.get("digest") or "")[:12]) if x),
         reasons=[str(r) for r in d.get("reasons") or []],
         signals=signals,
+        recall=_recall_rows(next((s for s in d.get("signals") or [] if s.get("name") == "champion_recall"), None)),
+        category=_category_rows(next((s for s in d.get("signals") or [] if s.get("name") == "category_mix"), None)),
         window=_pairs(d.get("window")),
         reference=_pairs(ref),
         config=_pairs(d.get("config")),

@@ -46,9 +46,18 @@ def reference_for_model(
     dataset: str,
     digest: str,
     window: str = MonitorConfig.window,
+    eval_recall_per_user: np.ndarray | None = None,
 ) -> Path:
-    """Condense the training data into reference statistics inside the model directory."""
-    ref = ReferenceStats.build(interactions, items, item_ids, vectors, eval_recall, dataset=dataset, digest=digest, period=window if interactions[S.TIMESTAMP].notna().any() else None)
+    """Condense the training data into reference statistics inside the model directory.
+
+    eval_recall_per_user: the champion's evaluation Recall@k of each test user (NaN: no target), what
+    the monitor's recall signal bootstraps over; without it that signal reports the drop but never
+    alarms ("not enough evidence": a mean alone says nothing of how sure it is).
+    """
+    period = window if interactions[S.TIMESTAMP].notna().any() else None
+    ref = ReferenceStats.build(
+        interactions, items, item_ids, vectors, eval_recall, dataset=dataset, digest=digest, period=period, eval_recall_per_user=eval_recall_per_user
+    )
     out = model_dir / REFERENCE_DIR
     ref.save(out)
     return out
@@ -65,10 +74,11 @@ def recent_window(interactions: pd.DataFrame, window: str) -> tuple[pd.DataFrame
     return interactions[~in_window], interactions[in_window]
 
 
-def window_recall(recommender, history: pd.DataFrame, window: pd.DataFrame, k: int, max_users: int, seed: int = 0) -> tuple[float | None, int]:
-    """The champion's Recall@k on the window: each window user's earlier items are the query, the new
-    items they touched in the window the targets (what a time-split evaluation measures)."""
-    from recsys import metrics
+def window_recall_per_user(recommender, history: pd.DataFrame, window: pd.DataFrame, k: int, max_users: int, seed: int = 0) -> np.ndarray:
+    """The champion's Recall@k of each evaluable window user (float64, in user order): each window
+    user's earlier items are the query, the new items they touched in the window the targets (what
+    a time-split evaluation measures). Users without a known earlier item or a new one are not
+    evaluable; at most `max_users` of them are scored (a seeded sample: bounded cost)."""
     from recsys.champion import recommender_scorer
     from recsys.evaluate import scorer_top_k
 
@@ -88,9 +98,16 @@ def window_recall(recommender, history: pd.DataFrame, window: pd.DataFrame, k: i
             queries.append(np.array(query, dtype=np.int64))
             targets.append(np.array(target, dtype=np.int64))
     if not queries:
-        return None, 0
+        return np.zeros(0, dtype=np.float64)
     topk = scorer_top_k(recommender_scorer(recommender, item_ids), queries, k)
-    return metrics.recall_at_k(topk, targets, k), len(queries)
+    # per user: hits in the top k / targets, the terms whose mean is metrics.recall_at_k
+    return np.array([np.isin(row[:k], t).sum() / len(t) for row, t in zip(topk, targets, strict=True)], dtype=np.float64)
+
+
+def window_recall(recommender, history: pd.DataFrame, window: pd.DataFrame, k: int, max_users: int, seed: int = 0) -> tuple[float | None, int]:
+    """(the champion's Recall@k on the window, evaluable users): the mean of `window_recall_per_user`."""
+    per_user = window_recall_per_user(recommender, history, window, k, max_users, seed)
+    return (float(per_user.mean()), len(per_user)) if len(per_user) else (None, 0)
 
 
 def _vectors_for(recommender, items: pd.DataFrame, template: tuple[str, ...] | None):
@@ -114,6 +131,12 @@ def _vectors_for(recommender, items: pd.DataFrame, template: tuple[str, ...] | N
         return out
 
     return vectors
+
+
+def _interval_metrics(report) -> dict[str, float]:
+    """The recall drop's interval ends as MLflow metrics (finite ones only: MLflow rejects inf)."""
+    ci = report.signal("champion_recall").extra.get("interval") or {}
+    return {f"signal.champion_recall.{end}": float(ci[end]) for end in ("low", "high") if isinstance(ci.get(end), (int, float)) and np.isfinite(ci[end])}
 
 
 def check_drift(config: MonitorConfig, tracking_uri: str, warehouse_url: str, out_dir: Path, artifact_root: Path | None = None) -> dict[str, Any]:
@@ -141,8 +164,9 @@ def check_drift(config: MonitorConfig, tracking_uri: str, warehouse_url: str, ou
     history, recent = recent_window(inter, config.window)
     template = tuple(recommender.document_template) if getattr(recommender, "document_template", None) else None
     window = window_from_frames(recent, items, _vectors_for(recommender, items, template), seed=config.seed)
-    recall, n_users = window_recall(recommender, history, recent, config.k, config.max_recall_users, config.seed)
-    report = detect_drift(reference, window, config.drift, window_recall=recall)
+    per_user = window_recall_per_user(recommender, history, recent, config.k, config.max_recall_users, config.seed)
+    recall, n_users = (float(per_user.mean()) if len(per_user) else None), len(per_user)
+    report = detect_drift(reference, window, config.drift, window_recall_per_user=per_user)
     seconds = time.perf_counter() - started
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -156,6 +180,7 @@ def check_drift(config: MonitorConfig, tracking_uri: str, warehouse_url: str, ou
         c,
         run_id,
         {f"signal.{s.name}": s.value for s in report.signals if isinstance(s.value, (int, float))}
+        | _interval_metrics(report)
         | {"drift": float(report.drift), "window.interactions": float(len(recent)), "window.recall_users": float(n_users), "seconds": seconds},
     )
     tracking.log_artifacts(c, run_id, out_dir, "drift")
@@ -168,6 +193,7 @@ def check_drift(config: MonitorConfig, tracking_uri: str, warehouse_url: str, ou
         "champion_version": version,
         "window": report.window,
         "window_recall": recall,
+        "window_recall_users": n_users,
         "report": str(html_path),
         "report_json": str(json_path),
         "mlflow_run_id": run_id,

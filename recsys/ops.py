@@ -186,10 +186,11 @@ def _safe(text: str) -> str:
 
 
 def replay_into_inbox(source: str, dataset_name: str, freq: str, start: int, count: int | None, shuffle: bool, seed: int, home: str | None = None) -> list[Path]:
-    """Write time windows of a packaged timestamped data set into the inbox (the `recsys replay` command)."""
-    from recsys.replay import load_raw_source, replay
+    """Write time windows of a timestamped data set into the inbox (the `recsys replay` command): a
+    packaged one by name, warehouse:<data set name> or files:<items path>,<interactions path>."""
+    from recsys.replay import replay_source
 
     paths = project_paths(home)
-    data = load_raw_source(paths, source)
-    return replay(paths, dataset_name, data, freq=freq, start=start, count=count, shuffle=shuffle, seed=seed)
+    _, warehouse_url = _urls(paths)
+    return replay_source(paths, source, dataset_name, freq=freq, start=start, count=count, shuffle=shuffle, seed=seed, warehouse_url=warehouse_url)
 

@@ -471,8 +471,12 @@ def finetune(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
 
 
 def tuning_fold(split, catalog: pd.DataFrame) -> np.ndarray:
-    """Catalog indices of the split's tuning-fold items (sorted)."""
-    return np.flatnonzero(catalog[S.ITEM_ID].isin(split.tuning_items).to_numpy())
+    """Catalog indices (sorted) of the split's tuning-fold items that have training interactions: the
+    warm items the tuning steps hide and treat as new (an item nobody trained on is cold already)."""
+    from recsys.splits import TRAIN
+
+    trained = set(split.part(TRAIN)[S.ITEM_ID])
+    return np.flatnonzero(catalog[S.ITEM_ID].map(lambda i: i in split.tuning_items and i in trained).to_numpy(dtype=bool))
 
 
 def fine_tuning_part(split) -> pd.DataFrame:
@@ -745,6 +749,9 @@ def evaluation_context(ctx: RunContext, split, catalog: pd.DataFrame):
     )
 
 
+PER_USER_TEST = "per_user_test.npz"  # per-user test metrics of the candidates, written by `evaluate`
+
+
 def evaluate(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
     """Full-ranking evaluation on val and test of the candidate (hybrid) and every baseline:
     EASE, item-kNN, the fine-tuned and the frozen text encoder, popularity — same queries, same run."""
@@ -771,10 +778,16 @@ def evaluate(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
     }
     context = evaluation_context(ctx, split, catalog)
     test_topk: dict[str, np.ndarray] = {}
+    per_user: dict[str, dict[str, np.ndarray]] = {}
     report = {
-        stage: evaluate_scorers(item_ids, scorers, split, stage, cfg.eval.k, cfg.eval.batch_size, context=context, topk_out=test_topk if stage == "test" else None)
+        stage: evaluate_scorers(
+            item_ids, scorers, split, stage, cfg.eval.k, cfg.eval.batch_size, context=context,
+            topk_out=test_topk if stage == "test" else None, per_query_out=per_user if stage == "test" else None,
+        )
         for stage in ("val", "test")
     }
+    # per test user, the candidates' metrics: the drift monitor's reference bootstraps over them
+    np.savez(ctx.run_dir / PER_USER_TEST, **{f"{m}.{name}": v for m in ("hybrid", "fused") for name, v in per_user[m].items()})
     # bundles: composed from each test user's known items, scored against their held-out items
     from recsys.bundle_eval import bundle_metrics
     from recsys.bundles import BundleConfig

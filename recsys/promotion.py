@@ -20,7 +20,7 @@ import pandas as pd
 
 from recsys import schema as S
 from recsys.config import PipelineConfig
-from recsys.pipeline import RunContext, _load_split, _mlflow, _read_json, _write_json, bundle_catalog, evaluation_context, item_vectors
+from recsys.pipeline import PER_USER_TEST, RunContext, _load_split, _mlflow, _read_json, _write_json, bundle_catalog, evaluation_context, item_vectors
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,11 @@ def _save_reference(cfg: PipelineConfig, ctx: RunContext, split, catalog: pd.Dat
     train = inter.merge(split.part(TRAIN)[[S.USER_ID, S.ITEM_ID]].drop_duplicates(), on=[S.USER_ID, S.ITEM_ID])
     metrics = _read_json(ctx.run_dir / "metrics.json")["test"][candidate_model(cfg)]
     recall = metrics.get(f"recall_at_{cfg.eval.k}")
-    reference_for_model(ctx.run_dir / "model", train, catalog, catalog[S.ITEM_ID].tolist(), vectors, recall, identity["name"], identity["digest"])
+    per_user_path = ctx.run_dir / PER_USER_TEST
+    per_user = np.load(per_user_path)[f"{candidate_model(cfg)}.recall_at_{cfg.eval.k}"] if per_user_path.exists() else None
+    reference_for_model(
+        ctx.run_dir / "model", train, catalog, catalog[S.ITEM_ID].tolist(), vectors, recall, identity["name"], identity["digest"], eval_recall_per_user=per_user
+    )
 
 
 def _save_ann_index(cfg: PipelineConfig, model_dir: Path, vectors: np.ndarray) -> dict[str, Any] | None:

@@ -16,6 +16,14 @@ and their raw copies hold the data set's public raw ids (for MovieLens, "1".."94
 files would. ``raw_user_ids=False`` writes already pseudonymized ids as they are; those batches
 must be ingested with ``pseudonymize=False``. `replay` checks which kind of ids it was given and
 refuses the wrong one.
+
+Sources (`ReplaySource.parse`, `recsys replay --source`): a packaged data set by name
+("movielens-100k"), a shop's own files ("files:<items path>,<interactions path>", CSV, CSV.gz or
+Parquet in the canonical schema, raw user ids), or a data set already in the warehouse
+("warehouse:<data set name>"). The warehouse holds pseudonyms only, so a warehouse replay is the one
+case where ids are hashed again: its batches go through the normal, pseudonymizing ingestion and
+every person keeps one (new) id across the replay, which cannot be joined with the source data set.
+It must therefore go into another data-set name (replaying a data set into itself is refused).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import hashlib
 import logging
 import os
 import uuid
+from dataclasses import dataclass, replace as dc_replace
 from pathlib import Path
 
 import numpy as np
@@ -74,16 +83,115 @@ def load_raw_source(paths: ProjectPaths, dataset_name: str) -> S.Dataset:
     return load_dataset(dataset_name, paths.cache, _KeepRawIds())
 
 
+@dataclass(frozen=True)
+class ReplaySource:
+    """Where a replay's interactions come from.
+
+    kind: "packaged" (a public demo data set, `name`), "files" (`items_path`, `interactions_path`:
+    a shop's files with raw user ids) or "warehouse" (the data set `name` as stored, pseudonymized).
+    """
+
+    kind: str
+    name: str = ""
+    items_path: Path | None = None
+    interactions_path: Path | None = None
+
+    SYNTAX = "a packaged data set name, warehouse:<data set name> or files:<items path>,<interactions path>"
+
+    @classmethod
+    def parse(cls, spec: str) -> ReplaySource:
+        """`movielens-100k`, `warehouse:shop-a` or `files:items.csv,interactions.parquet`."""
+        from recsys.datasets import DATASET_NAMES
+
+        text = str(spec).strip()
+        kind, sep, rest = text.partition(":")
+        if sep and kind == "warehouse":
+            if not rest.strip():
+                raise ValueError(f"--source {spec!r}: name the warehouse data set (warehouse:<data set name>)")
+            return cls("warehouse", name=rest.strip())
+        if sep and kind == "files":
+            parts = [x.strip() for x in rest.split(",")]
+            if len(parts) != 2 or not all(parts):
+                raise ValueError(f"--source {spec!r}: files:<items path>,<interactions path> (two paths, comma-separated)")
+            return cls("files", items_path=Path(parts[0]).expanduser(), interactions_path=Path(parts[1]).expanduser())
+        if text in DATASET_NAMES:
+            return cls("packaged", name=text)
+        raise ValueError(f"unknown replay source {spec!r}: {cls.SYNTAX} (packaged: {', '.join(DATASET_NAMES)})")
+
+    @property
+    def pseudonymized(self) -> bool:
+        """Its user ids are this installation's pseudonyms already (the warehouse's)."""
+        return self.kind == "warehouse"
+
+    def __str__(self) -> str:
+        if self.kind == "files":
+            return f"files:{self.items_path},{self.interactions_path}"
+        return f"warehouse:{self.name}" if self.kind == "warehouse" else self.name
+
+
+def load_replay_source(paths: ProjectPaths, source: str | ReplaySource, warehouse_url: str | None = None) -> S.Dataset:
+    """The data set of a replay source, user ids as the source holds them (raw, or the warehouse's
+    pseudonyms: see `ReplaySource.pseudonymized`).
+
+    Args:
+        paths: the project home (packaged data sets are cached under it).
+        source: a `ReplaySource` or its text (`ReplaySource.parse`).
+        warehouse_url: the warehouse, for "warehouse:" sources (default: ``paths.warehouse_url``).
+    """
+    src = source if isinstance(source, ReplaySource) else ReplaySource.parse(source)
+    if src.kind == "packaged":
+        return load_raw_source(paths, src.name)
+    if src.kind == "files":
+        from recsys.datasets.files import read_user_files, user_files_dataset
+
+        # the shop's side: ids stay raw here, ingestion hashes them once
+        items, inter = read_user_files(src.items_path, src.interactions_path, _KeepRawIds())
+        data = user_files_dataset(items, inter, src.items_path, src.interactions_path)
+        return dc_replace(data, name=str(src))
+    from recsys import warehouse
+
+    engine = warehouse.make_engine(warehouse_url or paths.warehouse_url)
+    try:
+        items, inter = warehouse.read_dataset(engine, src.name)
+    finally:
+        engine.dispose()
+    if inter.empty:
+        raise ValueError(f"the warehouse holds no interactions for {src.name!r}: nothing to replay")
+    return S.Dataset(str(src), items, inter, True, True, str(src))
+
+
+def replay_source(
+    paths: ProjectPaths,
+    source: str | ReplaySource,
+    dataset_name: str,
+    freq: str = "W",
+    start: int = 0,
+    count: int | None = None,
+    shuffle: bool = False,
+    seed: int = 0,
+    warehouse_url: str | None = None,
+) -> list[Path]:
+    """`replay` of a source given as `recsys replay --source` takes it (see `ReplaySource.parse`)."""
+    src = source if isinstance(source, ReplaySource) else ReplaySource.parse(source)
+    if src.kind == "warehouse" and src.name == dataset_name:
+        # re-hashed ids would land next to the originals: every interaction twice, under new user ids
+        raise ValueError(f"cannot replay the warehouse data set {src.name!r} into itself; name another one (--as)")
+    data = load_replay_source(paths, src, warehouse_url)
+    return replay(paths, dataset_name, data, freq=freq, start=start, count=count, shuffle=shuffle, seed=seed, rehash_pseudonyms=src.pseudonymized)
+
+
 def _looks_pseudonymized(user_ids: pd.Series) -> pd.Series:
     return user_ids.astype("string").str.fullmatch(PSEUDONYM_PATTERN).fillna(False).astype(bool)
 
 
-def _check_user_ids(inter: pd.DataFrame, raw_user_ids: bool) -> None:
+def _check_user_ids(inter: pd.DataFrame, raw_user_ids: bool, rehash_pseudonyms: bool = False) -> None:
+    if rehash_pseudonyms and not raw_user_ids:
+        raise ValueError("rehash_pseudonyms=True sends the ids through the pseudonymizing ingestion: it needs raw_user_ids=True")
     ids = inter[S.USER_ID].dropna()
     if ids.empty:
         return
     hashed = _looks_pseudonymized(ids)
-    if raw_user_ids and hashed.all():
+    if raw_user_ids and hashed.all() and not rehash_pseudonyms:
         raise ValueError(
             "raw_user_ids=True but the source's user ids are already pseudonymized (u_ + 20 hex digits): "
             "ingesting them would hash them twice. Load the source with recsys.replay.load_raw_source, or "
@@ -245,6 +353,7 @@ def replay(
     shuffle: bool = False,
     seed: int = 0,
     raw_user_ids: bool = True,
+    rehash_pseudonyms: bool = False,
 ) -> list[Path]:
     """Write windows ``start .. start+count-1`` of ``source`` as inbox batches of ``dataset_name``.
 
@@ -263,6 +372,9 @@ def replay(
             whatever start/count, so a shuffled replay can be dripped too.
         raw_user_ids: the source holds raw user ids (ingest with pseudonymization, the default)
             or already pseudonymized ones (ingest with ``pseudonymize=False``). Checked.
+        rehash_pseudonyms: the source holds pseudonyms (a warehouse data set) that the normal
+            ingestion is to hash once more, on purpose (see the module docstring); without it such
+            ids are refused, as a mistake that would hash them twice.
 
     Returns:
         The batch folders written, in order.
@@ -270,7 +382,7 @@ def replay(
     if start < 0 or (count is not None and count < 0):
         raise ValueError(f"start and count must be >= 0, got start={start}, count={count}")
     check_name(dataset_name, "data set name")
-    _check_user_ids(source.interactions, raw_user_ids)
+    _check_user_ids(source.interactions, raw_user_ids, rehash_pseudonyms)
     windows = replay_windows(source, freq=freq, shuffle=shuffle, seed=seed)
     stop = len(windows) if count is None else min(len(windows), start + count)
     if start >= len(windows):
@@ -423,6 +535,9 @@ __all__ = [
     "replay",
     "replay_windows",
     "load_raw_source",
+    "load_replay_source",
+    "replay_source",
+    "ReplaySource",
     "batch_id_for",
     "inject",
     "shift_target_category",

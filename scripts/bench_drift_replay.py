@@ -5,10 +5,13 @@ injected drift (a category mix shift, a flood of new items, a price shift).
 The "champion" is what the training DAG would build from the first REFERENCE weeks: reference
 statistics of those weeks (`recsys.monitor.reference_for_model`), the frozen encoder's item vectors,
 and EASE fitted on them (its Recall@10 on the last reference week, fitted without it, is its
-evaluation score). Every later week is then a monitoring window, checked exactly as the monitor
-does (`recsys.monitor.window_recall`, `recsys.drift.detect_drift`). Prints tables; --json writes them.
+evaluation score, kept per user). Every later week is then a monitoring window, checked exactly as
+the monitor does (`recsys.monitor.window_recall_per_user`, `recsys.drift.detect_drift`). Prints tables;
+--json writes them. For the champion's recall it also counts what the old rule (the point drop alone
+above the threshold, whatever the number of users) would have alarmed on, next to the rule in force
+(enough evaluable users on both sides, and the bootstrap interval's lower end above the threshold).
 
-    .venv/bin/python scripts/bench_drift_replay.py [--reference-weeks 8] [--json out.json]
+    .venv/bin/python scripts/bench_drift_replay.py [--reference-weeks 8] [--freq W] [--json out.json]
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recsys import schema as S  # noqa: E402
 from recsys.drift import DriftConfig, ReferenceStats, detect_drift, window_from_frames  # noqa: E402
-from recsys.monitor import window_recall  # noqa: E402
+from recsys.monitor import window_recall_per_user  # noqa: E402
+
+PERIODS = {"W": "7D", "D": "1D", "MS": "30D", "M": "30D", "ME": "30D"}  # the reference's slice length per window kind
 
 
 class Champion:
-    """Just enough of `recsys.serving.ItemRecommender` for `window_recall`: EASE over a catalog."""
+    """Just enough of `recsys.serving.ItemRecommender` for `window_recall_per_user`: EASE over a catalog."""
 
     def __init__(self, item_ids: list[str], vectors: np.ndarray, weights: np.ndarray, popularity: np.ndarray):
         self.item_ids, self.vectors, self.weights, self.popularity = item_ids, vectors, weights, popularity
@@ -55,9 +60,11 @@ def fit_champion(inter: pd.DataFrame, item_ids: list[str], vectors: np.ndarray) 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reference-weeks", type=int, default=8)
+    ap.add_argument("--reference-weeks", type=int, default=8, help="windows (weeks by default) the champion is built from")
+    ap.add_argument("--freq", default="W", choices=sorted(PERIODS), help="window length (pandas offset alias)")
     ap.add_argument("--seeds", type=int, default=3, help="shuffled replays (no-drift control)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--skip-embedding", action="store_true", help="no item-text embedding signal: its domain classifier is most of the run time (~20 min in all with it on 2 cores)")
     args = ap.parse_args()
     os.environ.setdefault("RECSYS_PSEUDONYM_KEY", "benchmark-key-not-a-secret")
     from recsys.datasets import load_dataset
@@ -84,9 +91,10 @@ def main() -> int:
         known = sorted(set(ref_inter[S.ITEM_ID]))
         known_vectors = np.stack([vec_of[i] for i in known])
         champ_eval = fit_champion(fit_inter, known, known_vectors)
-        eval_recall, _ = window_recall(champ_eval, fit_inter, windows[r - 1], 10, 2000)
+        eval_users = window_recall_per_user(champ_eval, fit_inter, windows[r - 1], 10, 2000)
         champ = fit_champion(ref_inter, known, known_vectors)
-        reference = ReferenceStats.build(ref_inter, items, known, known_vectors, eval_recall, period="7D")
+        ref_vectors = None if args.skip_embedding else known_vectors
+        reference = ReferenceStats.build(ref_inter, items, known, ref_vectors, None, period=PERIODS[args.freq], eval_recall_per_user=eval_users)
         rows = []
         history = ref_inter
         for w in range(r, len(windows)):
@@ -99,9 +107,10 @@ def main() -> int:
                 new = window_items[~window_items[S.ITEM_ID].isin(vec_of)]
                 if len(new):
                     extra.update(zip(new[S.ITEM_ID], TextEncoder().encode(new[S.TITLE].tolist(), progress=False)))
-            window = window_from_frames(window_inter, window_items, lambda ids: np.stack([extra[i] for i in ids]))
-            recall, _ = window_recall(champ, history, window_inter, 10, 2000)
-            report = detect_drift(reference, window, config, window_recall=recall)
+            window = window_from_frames(window_inter, window_items, None if args.skip_embedding else (lambda ids: np.stack([extra[i] for i in ids])))
+            per_user = window_recall_per_user(champ, history, window_inter, 10, 2000)
+            report = detect_drift(reference, window, config, window_recall_per_user=per_user)
+            rec = report.signal("champion_recall").extra
             rows.append(
                 {
                     "replay": label,
@@ -112,29 +121,58 @@ def main() -> int:
                     "drift": report.drift,
                     "alarms": [s.name for s in report.alarms],
                     "values": {s.name: s.value for s in report.signals},
+                    "recall": {
+                        "status": rec.get("status"),
+                        "point_drop": rec.get("point_drop"),
+                        "interval": rec.get("interval"),
+                        "users": [rec.get("n_reference_users"), rec.get("n_window_users")],
+                        # the rule before evidence was asked for: the point drop alone
+                        "old_rule_alarm": bool(rec.get("point_drop") is not None and rec["point_drop"] > config.recall_drop_threshold),
+                    },
+                    "category_level": report.signal("category_mix").extra.get("level"),
                 }
             )
             history = pd.concat([history, windows[w]], ignore_index=True)
         return rows
 
-    real = [frame for _, frame in replay_windows(S.Dataset(data.name, items, data.interactions, True, True, data.source), "W")]
+    def recall_txt(row: dict) -> str:
+        r = row["recall"]
+        if r["point_drop"] is None:
+            return "-"
+        ci = r["interval"]
+        around = f" [{ci['low']:+.0%}, {ci['high']:+.0%}]" if ci else ""
+        return f"{r['point_drop']:+.0%}{around} ({r['users'][1]}/{r['users'][0]} users, {r['status']})"
+
+    def recall_summary(rows: list[dict]) -> str:
+        old = sum(r["recall"]["old_rule_alarm"] for r in rows)
+        new = sum("champion_recall" in r["alarms"] for r in rows)
+        short = sum(r["recall"]["status"] == "not enough evidence" for r in rows)
+        return f"champion_recall alarms: {new} (the point-drop rule: {old}); not enough evidence in {short} of {len(rows)} windows"
+
+    real = [frame for _, frame in replay_windows(S.Dataset(data.name, items, data.interactions, True, True, data.source), args.freq)]
     real_rows = run(real, "real")
-    print(f"\nREAL weekly replay (reference = weeks 0-{args.reference_weeks - 1}; {time.perf_counter() - t0:.0f} s so far)")
-    print(f"{'week':>4} {'start':>10} {'ratings':>7}  alarms")
+    print(f"\nREAL {args.freq} replay (reference = windows 0-{args.reference_weeks - 1}; {time.perf_counter() - t0:.0f} s so far)")
+    print(f"{'win':>4} {'start':>10} {'ratings':>7}  {'champion recall drop [90% interval]':<48} alarms")
     for row in real_rows:
-        print(f"{row['week']:>4} {row['start']:>10} {row['interactions']:>7}  {', '.join(row['alarms']) or '-'}")
+        print(f"{row['week']:>4} {row['start']:>10} {row['interactions']:>7}  {recall_txt(row):<48} {', '.join(row['alarms']) or '-'}")
     alarm_weeks = sum(r["drift"] for r in real_rows)
-    print(f"real replay: {alarm_weeks}/{len(real_rows)} weeks alarm; by signal: {dict(Counter(a for r in real_rows for a in r['alarms']))}")
+    print(f"real replay: {alarm_weeks}/{len(real_rows)} windows alarm; by signal: {dict(Counter(a for r in real_rows for a in r['alarms']))}")
+    print(f"  {recall_summary(real_rows)}")
 
     shuffled_rows = []
     for seed in range(args.seeds):
-        shuffled = [frame for _, frame in replay_windows(S.Dataset(data.name, items, data.interactions, True, True, data.source), "W", shuffle=True, seed=seed)]
+        shuffled = [frame for _, frame in replay_windows(S.Dataset(data.name, items, data.interactions, True, True, data.source), args.freq, shuffle=True, seed=seed)]
         shuffled_rows += run(shuffled, f"shuffled-{seed}")
     fa = sum(r["drift"] for r in shuffled_rows)
     print(f"\nSHUFFLED replays ({args.seeds} seeds): false alarms {fa}/{len(shuffled_rows)} windows = {fa / max(len(shuffled_rows), 1):.1%}; "
           f"by signal: {dict(Counter(a for r in shuffled_rows for a in r['alarms']))}")
+    print(f"  {recall_summary(shuffled_rows)}")
+    drops = [r["recall"]["point_drop"] for r in shuffled_rows if r["recall"]["point_drop"] is not None]
+    if drops:
+        print(f"  shuffled point drops: median {np.median(drops):+.0%}, max {max(drops):+.0%}; "
+              f"reference users per seed: {sorted({r['recall']['users'][0] for r in shuffled_rows})}")
 
-    shuffled = [frame for _, frame in replay_windows(S.Dataset(data.name, items, data.interactions, True, True, data.source), "W", shuffle=True, seed=100)]
+    shuffled = [frame for _, frame in replay_windows(S.Dataset(data.name, items, data.interactions, True, True, data.source), args.freq, shuffle=True, seed=100)]
     weeks = list(range(args.reference_weeks, len(shuffled)))
     plan = {}
     for j, w in enumerate(weeks):

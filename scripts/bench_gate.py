@@ -60,6 +60,7 @@ def main() -> None:
     from recsys.gate import decide
     from recsys.hybrid import HybridConfig, tune_hybrid
     from recsys.lineage import lineage_of
+    from recsys.pipeline import tuning_fold
     from recsys.privacy import Pseudonymizer
     from recsys.splits import TRAIN, basket_split, default_salt
 
@@ -78,7 +79,7 @@ def main() -> None:
         train = split.part(TRAIN)
         ft = train[~train[S.ITEM_ID].isin(split.tuning_items)]
         pairs = training_pairs(ft, index, replace(TrainConfig(), seed=seed))
-        hidden = np.flatnonzero(catalog[S.ITEM_ID].isin(split.tuning_items).to_numpy())
+        hidden = tuning_fold(split, catalog)
 
         def fold_score(v: np.ndarray) -> float:
             return evaluate_scorers(item_ids, {"m": vector_scorer(v)}, split, "val", k, extra_cold=hidden)["m"][f"cold_recall_at_{k}"]

@@ -11,6 +11,8 @@ rows in random order (not per user), so basket size and user activity do not sha
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
 from dataclasses import dataclass
@@ -25,6 +27,9 @@ from recsys.drift import (
     DriftConfig,
     DriftReport,
     ReferenceStats,
+    bootstrap_relative_drop,
+    category_bins,
+    category_path,
     detect_drift,
     js_distance,
     mix_signal,
@@ -44,6 +49,7 @@ POOL = 3000  # items a frame's interactions are drawn from
 N_ROWS = 6000  # interactions per frame
 START = pd.Timestamp("2024-03-04", tz="UTC")
 EVAL_RECALL = 0.2
+N_RECALL_USERS = 1000  # evaluable users on each side of the recall comparison (enough to decide)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,6 +121,13 @@ def make_interactions(
     )
 
 
+def recall_users(mean: float, n: int = N_RECALL_USERS, seed: int = 0) -> np.ndarray:
+    """n per-user recalls (0 or 1, a shuffled order) whose mean is exactly `mean` (round(mean * n) hits)."""
+    values = np.zeros(n)
+    values[: round(mean * n)] = 1.0
+    return np.random.default_rng(seed).permutation(values)
+
+
 def vectors_of(world: World):
     return lambda ids: np.stack([world.vectors[i] for i in ids])
 
@@ -129,7 +142,9 @@ def reference(world: World) -> ReferenceStats:
     pool = np.random.default_rng(100).choice(cluster_a(world), POOL, replace=False)
     inter = make_interactions(pool, seed=1)
     vecs = np.stack([world.vectors[i] for i in world.catalog])
-    return ReferenceStats.build(inter, world.items, world.catalog, vecs, EVAL_RECALL, dataset="synthetic", digest="abc123")
+    return ReferenceStats.build(
+        inter, world.items, world.catalog, vecs, EVAL_RECALL, dataset="synthetic", digest="abc123", eval_recall_per_user=recall_users(EVAL_RECALL)
+    )
 
 
 def _window_pool(world: World, kind: str) -> np.ndarray:
@@ -167,7 +182,8 @@ def window_for(world: World, kind: str | None, seed: int = 7):
     items = world.items
     if kind == "price":
         items = items.assign(**{S.PRICE: items[S.PRICE] * 1.5})
-    recall = 0.1 if kind == "champion_recall" else 0.18
+    # the champion's per-user recall on the window: a 50% drop for champion_recall, else a 10% one (noise)
+    recall = recall_users(0.1 if kind == "champion_recall" else 0.18, seed=seed)
     return window_from_frames(inter, items, vectors_of(world)), recall
 
 
@@ -220,6 +236,10 @@ def test_config_is_validated():
     with pytest.raises(ValueError, match="unknown DriftConfig keys"):
         DriftConfig.from_dict({"psi_treshold": 0.1})
     assert DriftConfig.from_dict({"psi_threshold": 0.1}).psi_threshold == 0.1
+    for bad in ({"min_recall_users": 1}, {"recall_confidence": 1.0}, {"category_level": 0}, {"recall_bootstrap_samples": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            DriftConfig.from_dict(bad)
+    assert DriftConfig.from_dict({"category_level": 2, "min_recall_users": 50}).category_level == 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,7 +248,7 @@ def test_config_is_validated():
 
 def test_no_drift_window_is_quiet(world, reference):
     window, recall = window_for(world, None)
-    report = detect_drift(reference, window, window_recall=recall)
+    report = detect_drift(reference, window, window_recall_per_user=recall)
     assert not report.drift and report.reasons == [], [s.detail for s in report.signals if s.alarm]
     assert [s.name for s in report.signals] == list(SIGNAL_NAMES)
     assert all(s.measured for s in report.signals), [s.detail for s in report.signals if not s.measured]
@@ -239,7 +259,7 @@ def test_no_drift_window_is_quiet(world, reference):
 @pytest.mark.parametrize("kind", list(DRIFTS))
 def test_injected_drift_fires_exactly_that_signal(world, reference, kind):
     window, recall = window_for(world, kind)
-    report = detect_drift(reference, window, window_recall=recall)
+    report = detect_drift(reference, window, window_recall_per_user=recall)
     assert [s.name for s in report.alarms] == [kind], {s.name: s.detail for s in report.signals}
     assert report.drift and len(report.reasons) == 1
     s = report.signal(kind)
@@ -254,10 +274,13 @@ def test_injected_drift_sizes(world, reference):
     window, _ = window_for(world, "unseen_items")
     assert detect_drift(reference, window).signal("unseen_items").value == pytest.approx(0.4, abs=0.03)
     window, recall = window_for(world, "champion_recall")
-    assert detect_drift(reference, window, window_recall=recall).signal("champion_recall").value == pytest.approx(0.5)
+    assert detect_drift(reference, window, window_recall_per_user=recall).signal("champion_recall").value == pytest.approx(0.5)
     window, _ = window_for(world, "category_mix")
     s = detect_drift(reference, window).signal("category_mix")
-    assert s.extra["biggest_change"]["bin"] == "Toys" and s.extra["window_shares"]["Toys"] == pytest.approx(0.444, abs=0.03)
+    # every sub-category holds ~1/30 of 6,000 rows (>= 50): compared at level 2, "Toys > SubN" bins
+    assert s.extra["level"] == 2 and s.extra["bins"] == 30 and s.extra["biggest_change"]["bin"].startswith("Toys > ")
+    toys = sum(v for k, v in s.extra["window_shares"].items() if k.startswith("Toys > "))
+    assert toys == pytest.approx(0.444, abs=0.03) and s.extra["top_level_psi"] > 0.2
 
 
 def test_min_alarms_and_thresholds_are_configurable(world, reference):
@@ -362,19 +385,19 @@ def test_reference_save_load_round_trip(tmp_path, reference):
 
 def test_report_round_trip_is_plain_json(world, reference):
     window, recall = window_for(world, "price")
-    report = detect_drift(reference, window, window_recall=recall)
+    report = detect_drift(reference, window, window_recall_per_user=recall)
     d = report.to_dict()
     text = json.dumps(d, allow_nan=False)
     back = DriftReport.from_dict(json.loads(text))
     assert back.to_dict() == d and back.drift and back.signal("price").alarm
     assert d["config"] == DriftConfig().__dict__ and d["window"]["n_interactions"] == N_ROWS
     # deterministic: the same inputs give the same report
-    assert detect_drift(reference, window, window_recall=recall).to_dict() == d
+    assert detect_drift(reference, window, window_recall_per_user=recall).to_dict() == d
 
 
 def test_html_and_plots(tmp_path, world, reference):
     window, recall = window_for(world, "category_mix")
-    report = detect_drift(reference, window, window_recall=recall)
+    report = detect_drift(reference, window, window_recall_per_user=recall)
     plots = drift_plots(reference, window, report, tmp_path / "plots")
     assert set(plots) == {"signals", "category_mix", "distributions"}
     for p in plots.values():
@@ -410,3 +433,128 @@ def test_counts_are_compared_at_the_window_volume(world, scale):
         assert s.measured and not s.alarm and s.extra["volume_matched"], s.detail
     # the raw counts do differ with volume: the comparison is what makes it quiet
     assert np.median(window.item_popularity) != np.median(ref.item_popularity)
+
+
+# ---------------------------------------------------------------------------------------------
+# the recall drop decides on evidence: enough users on both sides, and an interval past the line
+
+TINY = pd.DataFrame({S.USER_ID: ["u1", "u2"], S.ITEM_ID: ["i00000", "i00001"], S.EVENT: ["view", "view"]})
+ANY_WINDOW = DriftConfig(min_window_interactions=0)  # these tests are about the recall signal alone
+
+
+def _tiny_reference(per_user: np.ndarray | None, eval_recall: float | None = None) -> ReferenceStats:
+    return ReferenceStats.build(TINY, None, ["i00000", "i00001"], None, eval_recall, eval_recall_per_user=per_user)
+
+
+def test_bootstrap_of_the_drop_is_exact_where_resampling_cannot_move_it():
+    # every user of each side has the same recall: each resample has the same means, drop exactly 0.5
+    assert bootstrap_relative_drop(np.ones(50), np.full(40, 0.5)) == (0.5, 0.5, 0.5)
+    point, low, high = bootstrap_relative_drop(recall_users(0.2), recall_users(0.1, seed=1))
+    assert point == pytest.approx(0.5) and 0.3 < low < 0.5 < high < 0.7
+    # seeded: the same inputs give the same interval
+    assert bootstrap_relative_drop(recall_users(0.2), recall_users(0.1, seed=1)) == (point, low, high)
+
+
+def test_a_clear_recall_drop_with_many_users_alarms_with_its_interval_in_drift_json(tmp_path):
+    ref = _tiny_reference(recall_users(0.2))  # 1,000 users, recall 0.2
+    window = window_from_frames(TINY, None)
+    report = detect_drift(ref, window, ANY_WINDOW, window_recall_per_user=recall_users(0.1, seed=1))
+    s = report.signal("champion_recall")
+    ci = s.extra["interval"]
+    assert s.alarm and report.drift and s.value == pytest.approx(0.5) and s.extra["status"] == "alarm"
+    assert ci["low"] > 0.3 and ci["high"] > s.value and (ci["n_reference_users"], ci["n_window_users"]) == (1000, 1000)
+    assert ci["confidence"] == 0.9 and ci["samples"] == 2000
+    assert "90% interval" in report.reasons[0] and "1,000 / 1,000 users" in report.reasons[0]
+    json_path, html_path = write_drift_report(report, tmp_path)
+    saved = next(x for x in json.loads(json_path.read_text())["signals"] if x["name"] == "champion_recall")
+    assert saved["extra"]["interval"] == pytest.approx(ci) and saved["extra"]["n_window_users"] == 1000
+    html = html_path.read_text()
+    assert "Champion Recall@10" in html and f"[{ci['low'] * 100:.1f}%, {ci['high'] * 100:.1f}%]" in html
+
+
+def test_the_same_point_drop_with_few_users_does_not_alarm_and_says_why():
+    window = window_from_frames(TINY, None)
+    # 10 users each side, the same 0.2 -> 0.1 (a 50% point drop): not enough evidence, with the counts
+    s = detect_drift(_tiny_reference(recall_users(0.2, n=10)), window, ANY_WINDOW, window_recall_per_user=recall_users(0.1, n=10)).signal("champion_recall")
+    assert not s.alarm and s.value is None and s.extra["status"] == "not enough evidence"
+    assert (s.extra["n_reference_users"], s.extra["n_window_users"], s.extra["min_users"]) == (10, 10, 30)
+    assert s.extra["point_drop"] == pytest.approx(0.5) and s.extra["interval"] is None
+    assert "10 evaluable user(s) in the reference (< 30)" in s.detail and "10 evaluable user(s) in the window (< 30)" in s.detail
+    # enough users (40 each), but the interval still reaches below the threshold: measured, no alarm
+    s = detect_drift(_tiny_reference(recall_users(0.2, n=40)), window, ANY_WINDOW, window_recall_per_user=recall_users(0.1, n=40)).signal("champion_recall")
+    assert s.value == pytest.approx(0.5) and s.value > s.threshold and not s.alarm and s.extra["status"] == "no alarm"
+    assert s.extra["interval"]["low"] < 0.3
+    # the minimum is a setting: with min_recall_users=5 the 10-user comparison is measured
+    few = DriftConfig(min_window_interactions=0, min_recall_users=5)
+    s = detect_drift(_tiny_reference(recall_users(0.2, n=10)), window, few, window_recall_per_user=recall_users(0.1, n=10)).signal("champion_recall")
+    assert s.value == pytest.approx(0.5) and s.extra["interval"]["n_window_users"] == 10 and not s.alarm
+
+
+def test_a_reference_saved_without_per_user_recalls_cannot_decide(tmp_path):
+    """A reference written before per-user recalls and category paths were kept: it still loads; the
+    recall signal reports the drop but never alarms, the category mix is compared at the top level."""
+    inter = TINY.assign(**{S.ITEM_ID: ["i00000", "i00001"]})
+    items = pd.DataFrame({S.ITEM_ID: ["i00000", "i00001"], S.CATEGORY: ["Movies > Drama", "Movies > Comedy"]})
+    ReferenceStats.build(inter, items, ["i00000", "i00001"], None, 0.2).save(tmp_path / "ref")
+    # strip what older versions did not write, and re-sign the npz as they would have
+    with np.load(tmp_path / "ref" / "reference.npz") as z:
+        old = {k: z[k] for k in z.files if not k.startswith(("category_path", "eval_recall"))}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **old)
+    (tmp_path / "ref" / "reference.npz").write_bytes(buf.getvalue())
+    meta = json.loads((tmp_path / "ref" / "reference.json").read_text())
+    meta.pop("eval_recall_users")
+    meta["npz_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
+    (tmp_path / "ref" / "reference.json").write_text(json.dumps(meta))
+
+    ref = ReferenceStats.load(tmp_path / "ref")
+    assert ref.eval_recall == 0.2 and len(ref.eval_recall_users) == 0 and ref.category_paths == {}
+    report = detect_drift(ref, window_from_frames(inter, items), ANY_WINDOW, window_recall_per_user=np.zeros(500))
+    s = report.signal("champion_recall")
+    assert not s.alarm and s.value is None and s.extra["status"] == "not enough evidence" and s.extra["point_drop"] == 1.0
+    assert "keeps no per-user evaluation recalls" in s.detail and not report.drift
+    assert report.signal("category_mix").extra["mode"] == "top level only"
+    # a caller that passes only the window's mean: reported, not decided
+    s = detect_drift(_tiny_reference(recall_users(0.2)), window_from_frames(TINY, None), ANY_WINDOW, window_recall=0.05).signal("champion_recall")
+    assert not s.alarm and "only the window's mean recall was given" in s.detail
+
+
+# ---------------------------------------------------------------------------------------------
+# the category mix below the top level
+
+
+def _movies(drama: int, comedy: int, books: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    # " Movies > Comedy > ": levels are stripped and a trailing empty level is cut, not a level of its own
+    items = pd.DataFrame({S.ITEM_ID: ["d", "c", "b"], S.CATEGORY: ["Movies > Drama", " Movies > Comedy > ", "Books"]})
+    rows = ["d"] * drama + ["c"] * comedy + ["b"] * books
+    inter = pd.DataFrame({S.USER_ID: [f"u{j % 7}" for j in range(len(rows))], S.ITEM_ID: rows, S.EVENT: "view"})
+    return inter, items
+
+
+def test_a_shift_between_sub_categories_is_seen_where_the_top_level_shows_nothing():
+    ref = ReferenceStats.build(*_movies(500, 500), ["d", "c", "b"], None, None)
+    assert ref.category_paths == {"Movies > Drama": 500, "Movies > Comedy": 500} and ref.category_mix == {"Movies": 1000}
+    window = window_from_frames(*_movies(900, 100))
+    s = detect_drift(ref, window).signal("category_mix")
+    assert s.alarm and s.extra["level"] == 2 and s.extra["split"] == ["Movies"] and s.extra["top_level_psi"] == 0.0
+    assert s.value == pytest.approx(0.4 * math.log(1.8) + 0.4 * math.log(5))  # (.9-.5) ln(.9/.5) + (.1-.5) ln(.1/.5)
+    assert s.extra["window_shares"] == {"Movies > Drama": 0.9, "Movies > Comedy": 0.1}
+    # the data set may fix the level: at the top level the same window shows nothing
+    top = detect_drift(ref, window, DriftConfig(category_level=1)).signal("category_mix")
+    assert top.value == 0.0 and not top.alarm and (top.extra["mode"], top.extra["level"]) == ("fixed", 1)
+    assert "level 2" in s.detail and "top level alone PSI 0.000" in s.detail
+
+
+def test_sub_categories_without_support_stay_with_their_parent():
+    paths = {"Movies > Drama": 900, "Movies > Comedy": 40, "Movies": 60, "Books": 200}
+    # Comedy has 40 < 50 reference interactions: with the bare "Movies" rows it is the rest of Movies
+    ref, win, how = category_bins(paths, {"Movies > Comedy": 30, "Movies > Drama": 60, "Music > Jazz": 10}, 1000, 50)
+    assert ref == {"Movies > Drama": 900, "Movies > (other)": 100, "Books": 200}
+    assert win == {"Movies > (other)": 30, "Movies > Drama": 60, "Music": 10}  # a new category: its top level
+    assert (how["mode"], how["level"], how["split"]) == ("adaptive", 2, ["Movies"])
+    # a small window: Drama's expected count (900/1200 x 60 = 45) is under 50, nothing is split
+    ref, _, how = category_bins(paths, {"Movies > Drama": 60}, 60, 50)
+    assert ref == {"Movies": 1000, "Books": 200} and how["level"] == 1 and how["split"] == []
+    assert category_path(" Home > Kitchen >  Mugs ") == "Home > Kitchen > Mugs"
+    assert category_path("Home>Kitchen") == "Home>Kitchen"  # the separator is " > ", as for top_category
+    assert category_path("A >  > C") == "A" and category_path("  ") is None and category_path(None) is None

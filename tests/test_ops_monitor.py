@@ -4,6 +4,7 @@ embedding unseen items. The statistics themselves are tested in test_drift.py.""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import pandas as pd
 import pytest
 
 from recsys import ops, schema as S, tracking, warehouse
-from recsys.monitor import reference_for_model, recent_window
+from recsys.drift import ReferenceStats
+from recsys.monitor import reference_for_model, recent_window, window_recall, window_recall_per_user
 from recsys.paths import project_paths
 from recsys.serving import ItemRecommender, save_catalog
 
@@ -88,6 +90,33 @@ def test_recent_window_is_the_last_period_of_event_time() -> None:
         recent_window(inter.assign(**{S.TIMESTAMP: pd.NaT}), "7D")
 
 
+class _FixedRanker:
+    """A champion that always ranks b, c, d, a (enough of ItemRecommender for window_recall)."""
+
+    item_ids = ["a", "b", "c", "d"]
+    index = {i: j for j, i in enumerate(item_ids)}
+
+    def score_batch(self, queries):
+        return np.tile(np.array([0.0, 3.0, 2.0, 1.0]), (len(queries), 1))
+
+
+def test_window_recall_is_kept_per_evaluable_user(tmp_path) -> None:
+    t0, t1 = pd.Timestamp("2026-01-01", tz="UTC"), pd.Timestamp("2026-01-10", tz="UTC")
+    rows = [("u1", "a", t0), ("u1", "b", t1), ("u2", "a", t0), ("u2", "c", t1), ("u2", "d", t1), ("u3", "b", t1), ("u4", "a", t0), ("u4", "a", t1)]
+    inter = S.to_canonical_interactions(pd.DataFrame(rows, columns=[S.USER_ID, S.ITEM_ID, S.TIMESTAMP]).assign(**{S.EVENT: "view"}))
+    history, window = inter[inter[S.TIMESTAMP] == t0], inter[inter[S.TIMESTAMP] == t1]
+    # u1: b at rank 1 -> 1; u2: c, d at ranks 2, 3 -> 0 at k=1, 1/2 at k=2; u3 (no history), u4 (nothing new): not evaluable
+    assert window_recall_per_user(_FixedRanker(), history, window, k=1, max_users=10).tolist() == [1.0, 0.0]
+    assert window_recall_per_user(_FixedRanker(), history, window, k=2, max_users=10).tolist() == [1.0, 0.5]
+    assert window_recall(_FixedRanker(), history, window, k=2, max_users=10) == (0.75, 2)
+    assert window_recall(_FixedRanker(), window.iloc[:0], window, k=2, max_users=10) == (None, 0)
+    # the per-user evaluation recalls travel with the reference (NaN: a user without target, left out)
+    items = S.to_canonical_items(pd.DataFrame({S.ITEM_ID: list("abcd"), S.TITLE: list("abcd")}))
+    out = reference_for_model(tmp_path, inter, items, list("abcd"), np.eye(4, dtype=np.float32), None, "d", "x", eval_recall_per_user=np.array([1.0, 0.0, np.nan, 0.5]))
+    ref = ReferenceStats.load(out)
+    assert ref.eval_recall_users.tolist() == [1.0, 0.0, 0.5] and ref.eval_recall == 0.5 and ref.eval_recall_users_total == 3
+
+
 def test_a_quiet_week_raises_no_alarm_and_no_retraining_without_new_data(champion) -> None:
     c = champion["c"]
     news = ops.scheduled_retrain_check(MODEL)
@@ -126,6 +155,9 @@ def test_a_flood_of_new_items_alarms_and_asks_for_training_with_the_reason(champ
     assert conf["dataset"] == "warehouse" and conf["warehouse_dataset"] == DATASET and conf["model_name"] == MODEL
     assert conf["trigger_reason"].startswith(f"drift on {DATASET} against champion v{champion['version']}") and "champion never saw" in conf["trigger_reason"]
     assert result["window_recall"] is not None and result["window_recall"] < 0.30  # the champion cannot recommend what it never saw
+    # this champion's reference keeps only its mean evaluation recall: the drop is reported, not decided
+    recall = next(s for s in json.loads(Path(result["report_json"]).read_text())["signals"] if s["name"] == "champion_recall")
+    assert recall["extra"]["status"] == "not enough evidence" and recall["extra"]["n_window_users"] == result["window_recall_users"] > 0
     assert champion["c"].get_run(result["mlflow_run_id"]).data.tags["drift"] == "true"
 
 

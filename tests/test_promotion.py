@@ -88,6 +88,12 @@ def test_first_model_beats_every_baseline_and_becomes_champion(registry) -> None
     # the registry description a reviewer reads: decision, a metrics table, the data
     assert "promoted" in mv.description.lower() and "| candidate" in mv.description.replace("|candidate", "| candidate")
     assert "online-retail" in mv.description
+    # the drift monitor's reference carries each test user's recall (what its recall alarm bootstraps over)
+    from recsys.drift import ReferenceStats
+    from recsys.monitor import REFERENCE_DIR
+
+    ref = ReferenceStats.load(registry["first_ctx"].run_dir / "model" / REFERENCE_DIR)
+    assert len(ref.eval_recall_users) > 50 and 0 <= float(ref.eval_recall_users.mean()) <= 1
 
 
 def test_weaker_model_is_refused_with_reasons_and_the_champion_stays(registry) -> None:

@@ -12,12 +12,16 @@ from recsys import schema as S
 from recsys.ingest import READY, inbox_dir, ready_batches
 from recsys.paths import ProjectPaths
 from recsys.privacy import Pseudonymizer
+from recsys.errors import DataValidationError
 from recsys.replay import (
+    ReplaySource,
     attach_synthetic_prices,
     batch_id_for,
     inject,
     load_raw_source,
+    load_replay_source,
     replay,
+    replay_source,
     replay_windows,
     shift_target_category,
     time_windows,
@@ -227,6 +231,85 @@ def test_price_shift_and_synthetic_prices() -> None:
     assert 18 < np.median(many) < 22 and 0.7 < np.std(np.log(many)) < 0.9  # lognormal(log 20, 0.8)
     with pytest.raises(ValueError, match="unknown drift kind"):
         inject(inter, items, "nope", 0.1, seed=0)
+
+
+# --- sources: packaged, files, warehouse ---------------------------------------------------
+
+
+def test_replay_source_syntax() -> None:
+    assert ReplaySource.parse("movielens-100k") == ReplaySource("packaged", name="movielens-100k")
+    assert ReplaySource.parse("warehouse: shop-a ") == ReplaySource("warehouse", name="shop-a")
+    src = ReplaySource.parse("files:/d/items.csv, /d/inter.parquet")
+    assert (src.kind, src.items_path, src.interactions_path) == ("files", Path("/d/items.csv"), Path("/d/inter.parquet"))
+    assert str(src) == "files:/d/items.csv,/d/inter.parquet" and not src.pseudonymized
+    assert ReplaySource.parse("warehouse:shop-a").pseudonymized
+    for bad, why in (("no-such-set", "unknown replay source"), ("warehouse:", "name the warehouse"), ("files:only-one.csv", "two paths")):
+        with pytest.raises(ValueError, match=why):
+            ReplaySource.parse(bad)
+
+
+def _shop_files(tmp_path: Path) -> tuple[Path, Path]:
+    """A shop's own CSV files: raw user ids, string timestamps, three calendar weeks."""
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,title,category\nA1,Red mug,Home > Kitchen\nB2,Blue plate,Home > Kitchen\nC3,Lamp,Home > Light\n")
+    inter = tmp_path / "interactions.csv"
+    inter.write_text(
+        "user_id,item_id,event,timestamp\n"
+        "alice,A1,purchase,2024-01-01T10:00:00Z\nbob,B2,view,2024-01-02T10:00:00Z\n"
+        "alice,C3,view,2024-01-09T10:00:00Z\ncarol,A1,purchase,2024-01-17T10:00:00Z\n"
+    )
+    return items, inter
+
+
+def test_replay_from_a_shops_files_writes_raw_ids_for_ingestion(paths, tmp_path) -> None:
+    items, inter = _shop_files(tmp_path)
+    written = replay_source(paths, f"files:{items},{inter}", "shop-replay", freq="W")
+    assert [p.name for p in written] == ["0000_2023-12-31", "0001_2024-01-07", "0002_2024-01-14"]
+    first = pd.read_parquet(written[0] / "interactions.parquet")
+    assert sorted(first[S.USER_ID]) == ["alice", "bob"]  # raw: ingestion hashes them once
+    assert sorted(pd.read_parquet(written[1] / "items.parquet")[S.ITEM_ID]) == ["C3"]
+    with pytest.raises(DataValidationError):
+        replay_source(paths, f"files:{items},{tmp_path / 'missing.csv'}", "shop-replay")
+
+
+def test_replay_from_the_warehouse_rehashes_ids_into_another_data_set(paths, tmp_path) -> None:
+    from recsys import warehouse
+    from recsys.ingest import ingest_inbox
+
+    key = Pseudonymizer(b"test-pseudonym-key-not-a-secret")
+    items, inter = _shop_files(tmp_path)
+    paths.home.mkdir(parents=True, exist_ok=True)
+    engine = warehouse.make_engine(paths.warehouse_url)
+    stored = load_replay_source(paths, f"files:{items},{inter}")
+    stored = S.Dataset("shop", stored.items, stored.interactions.assign(**{S.USER_ID: key.series(stored.interactions[S.USER_ID])}), True, True, "t")
+    warehouse.upsert_dataset(engine, stored)
+
+    with pytest.raises(ValueError, match="into itself"):
+        replay_source(paths, "warehouse:shop", "shop", warehouse_url=paths.warehouse_url)
+    with pytest.raises(ValueError, match="no interactions for 'nothing'"):
+        replay_source(paths, "warehouse:nothing", "x", warehouse_url=paths.warehouse_url)
+    written = replay_source(paths, "warehouse:shop", "shop-replay", freq="W", count=2, warehouse_url=paths.warehouse_url)
+    assert len(written) == 2
+    sent = pd.concat([pd.read_parquet(p / "interactions.parquet") for p in written])
+    assert sent[S.USER_ID].str.fullmatch(r"u_[0-9a-f]{20}").all()  # the warehouse's pseudonyms, as stored
+    # the normal ingestion hashes them once more: one consistent new id per person
+    result = ingest_inbox(paths, "shop-replay", engine, key)
+    assert [b.accepted for b in result.accepted] == [True, True] and not result.rejected
+    _, replayed = warehouse.read_dataset(engine, "shop-replay")
+    alice = key.one(key.one("alice"))
+    assert (replayed[S.USER_ID] == alice).sum() == 2 and replayed[S.USER_ID].nunique() == 2
+    engine.dispose()
+
+
+def test_cli_replay_takes_files_and_refuses_an_unknown_source(tmp_path, capsys) -> None:
+    from recsys import cli
+
+    items, inter = _shop_files(tmp_path)
+    assert cli.main(["replay", "--source", f"files:{items},{inter}", "--as", "cli-shop", "--count", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "1 batch(es) of files:" in out and "0000_2023-12-31" in out
+    assert cli.main(["replay", "--source", "nowhere", "--as", "cli-shop"]) == 2
+    assert "unknown replay source 'nowhere'" in capsys.readouterr().err
 
 
 # --- the real data -------------------------------------------------------------------------
