@@ -180,7 +180,7 @@ def retrained(registry) -> tuple[PipelineConfig, RunContext, str]:
     return cfg, ctx, run_id
 
 
-def test_same_recipe_retrain_with_another_seed_is_refused_with_an_interval_containing_zero(registry, retrained) -> None:
+def test_same_recipe_retrain_with_another_seed_is_refused_without_a_confident_gain(registry, retrained) -> None:
     from recsys.lineage import Lineage, pair_fingerprints
     from recsys.splits import TEST
 
@@ -190,8 +190,10 @@ def test_same_recipe_retrain_with_another_seed_is_refused_with_an_interval_conta
     assert not decision["promote"] and decision["champion_version"] == first["version"]
     gate = json.loads((ctx.run_dir / "evaluation" / "gate.json").read_text())
     primary = next(ch for ch in gate["checks"] if ch["kind"] == "primary")
-    assert primary["low"] <= 0 <= primary["high"], primary
-    assert "95% CI" in gate["reasons"][0]
+    # never a confident gain (on this 120-user sample the seed-8 fusion choice is even a little worse:
+    # the interval may lie below zero, which is a real difference, not leakage: nothing was excluded)
+    assert primary["low"] <= 0 and primary["low"] <= primary["high"], primary
+    assert "95% CI" in gate["reasons"][0] and "does not improve enough on champion" in gate["reasons"][0]
     # another seed, same stable split: none of today's test pairs is one the champion trained on
     split, _ = pipeline._load_split(ctx.run_dir)
     champion = Lineage.load(registry["first_ctx"].run_dir / "lineage")
@@ -227,6 +229,9 @@ def test_champion_with_injected_leakage_is_caught(registry, trained) -> None:
             scored = json.loads((ctx.run_dir / "champion.json").read_text())
             assert scored["test_users"] == len(set(test["user_id"]) - set(pairs["user_id"]) & _with_query(split))
             assert not decision["promote"]
+            if key == "gate-leak-some":  # the champion's own recipe and data again: an interval that contains zero
+                primary = next(ch for ch in gate["checks"] if ch["kind"] == "primary")
+                assert primary["low"] <= 0 <= primary["high"] and primary["n"] == scored["test_users"]
             if key == "gate-leak-all":
                 assert gate["test_users"] == 0 and decision["reasons"][0].startswith("not enough test data to decide: 0 test user(s) left")
             report = json.loads((ctx.run_dir / "evaluation" / "report.json").read_text())
