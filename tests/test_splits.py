@@ -137,7 +137,6 @@ def test_basket_cold_items(salt):
 
 
 def test_basket_queries_and_targets(split42):
-    p = split42.pairs
     q_test, t_test = split42.queries_and_targets(TEST)
     q_val, t_val = split42.queries_and_targets(VAL)
     with_targets = sorted(set(split42.part(TEST)[S.USER_ID]))
