@@ -69,6 +69,25 @@ def main() -> None:
     print(f"hybrid vs EASE: Recall@{k} {100 * (h[cols[0]] / e[cols[0]] - 1):+.1f}%, NDCG@{k} {100 * (h[cols[1]] / e[cols[1]] - 1):+.1f}%")
     if f[cols[2]]:
         print(f"hybrid vs frozen encoder on the cold slice: {100 * (h[cols[2]] / f[cols[2]] - 1):+.1f}%")
+    print_intervals(ctx.run_dir, k)
+
+
+def print_intervals(run_dir, k: int) -> None:
+    """The hybrid's relative gain over EASE per test user, with its paired-bootstrap 95% interval."""
+    from recsys import baselines
+    from recsys.bootstrap import paired_relative_gain
+    from recsys.evaluate import evaluate_scorers
+    from recsys.pipeline import _baseline_inputs, _load_split, load_hybrid
+
+    split, catalog = _load_split(run_dir)
+    item_ids, x, _, _ = _baseline_inputs(split, catalog)
+    hybrid, info = load_hybrid(run_dir / "model")
+    ease = baselines.ease_weights(x, info["ease_l2"])
+    per: dict = {}
+    evaluate_scorers(item_ids, {"hybrid": hybrid.scores, "ease": lambda q: baselines.item_item_scores(ease, q)}, split, "test", k, per_query_out=per)
+    for metric in (f"recall_at_{k}", f"ndcg_at_{k}"):
+        ci = paired_relative_gain(per["hybrid"][metric], per["ease"][metric], 2000, 0.95, seed=42)
+        print(f"hybrid vs EASE {metric}: {ci.point * 100:+.1f}% [95% CI {ci.low * 100:+.1f}%, {ci.high * 100:+.1f}%] over {ci.n} users")
 
 
 if __name__ == "__main__":
