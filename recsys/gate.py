@@ -189,11 +189,17 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.4f}"
 
 
-def _change(c: Check) -> str:
-    if c.kind == "evidence" or c.candidate is None or c.reference is None or c.reference == 0:
+def change_text(kind: str | None, candidate: float | None, reference: float | None, low: float | None = None, high: float | None = None, n: int | None = None) -> str:
+    """A check's relative change with its bootstrap interval, e.g. "+4.0% [+1.0%, +7.0%] n=400"
+    ("" where there is none: an evidence check, a missing value, a zero reference)."""
+    if kind == "evidence" or candidate is None or reference is None or reference == 0:
         return ""
-    point = _pct(c.candidate / c.reference - 1.0)
-    return point if c.low is None else f"{point} [{_pct(c.low)}, {_pct(c.high)}] n={c.n}"
+    point = _pct(candidate / reference - 1.0)
+    return point if low is None or high is None else f"{point} [{_pct(low)}, {_pct(high)}] n={n}"
+
+
+def _change(c: Check) -> str:
+    return change_text(c.kind, c.candidate, c.reference, c.low, c.high, c.n)
 
 
 def summary_markdown(decision: GateDecision) -> str:

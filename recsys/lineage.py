@@ -11,7 +11,6 @@ pair, it never lets one through.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from recsys import schema as S
-from recsys.splits import PART, TEST, TRAIN, VAL, Split, pair_keys
+from recsys.splits import PART, TEST, TRAIN, VAL, Split, keyed_hash64, pair_keys
 
 LINEAGE_ARRAYS = "lineage.npz"
 LINEAGE_INFO = "lineage.json"
@@ -29,8 +28,7 @@ _FINGERPRINT_KEY = b"recsys-lineage-v1"
 
 def fingerprints(keys: list[str]) -> np.ndarray:
     """One uint64 fingerprint per key, in the given order."""
-    digests = (hashlib.blake2b(k.encode(), key=_FINGERPRINT_KEY, digest_size=8).digest() for k in keys)
-    return np.fromiter((int.from_bytes(d, "little") for d in digests), dtype=np.uint64, count=len(keys))
+    return keyed_hash64(_FINGERPRINT_KEY, keys)
 
 
 def pair_fingerprints(pairs: pd.DataFrame) -> np.ndarray:

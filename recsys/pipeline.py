@@ -697,7 +697,8 @@ def fit_model(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[
     _, knn = baselines.tune_itemknn(x, weights_score)
     baseline_seconds = time.perf_counter() - start
     tuned = {"ease": ease, "itemknn": knn}
-    for name, rec in {"hybrid": record, **tuned}.items():
+    records = {"hybrid": record, **tuned}
+    for name, rec in records.items():
         hits = [p for p, hit in rec["edge_hit"].items() if hit]
         if hits:
             log.warning("%s: the best %s is at the edge of its grid, even after extending it: the optimum may lie beyond", name, ", ".join(hits))
@@ -710,7 +711,7 @@ def fit_model(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[
         mlflow_run_id,
         {f"hybrid.{k}": v for k, v in record["chosen"].items()}
         | {f"baseline.{name}.{p}": v for name, rec in tuned.items() for p, v in rec["chosen"].items()}
-        | {f"tuning.{name}.edge_hit.{p}": hit for name, rec in {"hybrid": record, **tuned}.items() for p, hit in rec["edge_hit"].items()},
+        | {f"tuning.{name}.edge_hit.{p}": hit for name, rec in records.items() for p, hit in rec["edge_hit"].items()},
     )
     tracking.log_metrics(
         c,
@@ -720,7 +721,7 @@ def fit_model(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[
         | {f"baseline.{name}.val.{k}": v for name, rec in tuned.items() for k, v in rec["tried"].items()},
     )
     chosen = {name: rec["chosen"] for name, rec in tuned.items()}
-    edges = {name: rec["edge_hit"] for name, rec in {"hybrid": record, **tuned}.items()}
+    edges = {name: rec["edge_hit"] for name, rec in records.items()}
     return {"model": str(model_dir / "hybrid.npz"), "chosen": record["chosen"], "baselines": chosen, "ease_l2": ease["chosen"]["l2"], "edge_hit": edges, "seconds": seconds}
 
 
@@ -749,7 +750,7 @@ def evaluation_context(ctx: RunContext, split, catalog: pd.DataFrame):
     )
 
 
-PER_USER_TEST = "per_user_test.npz"  # per-user test metrics of the candidates, written by `evaluate`
+PER_USER_TEST = "per_user_test.npz"  # per-user test metrics of every model, written by `evaluate`
 
 
 def evaluate(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
@@ -786,8 +787,8 @@ def evaluate(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
         )
         for stage in ("val", "test")
     }
-    # per test user, the candidates' metrics: the drift monitor's reference bootstraps over them
-    np.savez(ctx.run_dir / PER_USER_TEST, **{f"{m}.{name}": v for m in ("hybrid", "fused") for name, v in per_user[m].items()})
+    # per test user, every model's metrics: the drift monitor's reference and paired comparisons bootstrap over them
+    np.savez(ctx.run_dir / PER_USER_TEST, **{f"{m}.{name}": v for m, rows in per_user.items() for name, v in rows.items()})
     # bundles: composed from each test user's known items, scored against their held-out items
     from recsys.bundle_eval import bundle_metrics
     from recsys.bundles import BundleConfig

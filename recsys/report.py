@@ -225,12 +225,10 @@ def _split_text(split: Mapping[str, Any]) -> str:
 
 def _check_change(c: Mapping[str, Any]) -> str:
     """The candidate's relative change in a check, with its bootstrap interval when it has one."""
-    if c.get("kind") == "evidence":
-        return _DASH
-    change = _fmt_change(relative_change(c.get("candidate"), c.get("reference")))
-    if c.get("low") is not None and c.get("high") is not None:
-        change += f" [{c['low'] * 100:+.1f}%, {c['high'] * 100:+.1f}%] n={c.get('n')}"
-    return change
+    from recsys.gate import change_text
+
+    values = [_num(c.get(k)) for k in ("candidate", "reference", "low", "high")]
+    return change_text(c.get("kind"), *values, c.get("n")) or _DASH
 
 
 def render_html(report: Mapping[str, Any], headline: Sequence[str] = HEADLINE_METRICS) -> str:

@@ -66,15 +66,18 @@ class Split:
         }
 
 
-_UNIT = float(2**64)
+def keyed_hash64(key: bytes, keys: Iterable[str]) -> np.ndarray:
+    """One uint64 per key: BLAKE2b (8-byte digest) keyed with `key`, little-endian. Shared by the split
+    assignment and the lineage fingerprints (`recsys.lineage`)."""
+    digests = (hashlib.blake2b(k.encode(), key=key, digest_size=8).digest() for k in keys)
+    return np.fromiter((int.from_bytes(d, "little") for d in digests), dtype=np.uint64)
 
 
 def stable_unit(salt: str, purpose: str, keys: Iterable[str]) -> np.ndarray:
     """A uniform number in [0, 1) per key: BLAKE2b keyed with (salt, purpose), so the same key always
     gets the same number under the same salt, and an unrelated one under another salt or purpose."""
     key = hashlib.blake2b(f"{salt}\x1f{purpose}".encode(), digest_size=32).digest()
-    digests = (hashlib.blake2b(k.encode(), key=key, digest_size=8).digest() for k in keys)
-    return np.fromiter((int.from_bytes(d, "little") / _UNIT for d in digests), dtype=np.float64)
+    return keyed_hash64(key, keys).astype(np.float64) / float(2**64)
 
 
 def pair_keys(users: pd.Series, items: pd.Series) -> list[str]:
