@@ -7,11 +7,14 @@ optionally `items.csv|parquet`, canonical schema) and write an empty `_READY` fi
 1. **ingest** — for every data set folder (or the one named in the `dataset` Param), every ready batch
    in name order: keep a raw copy, pseudonymize user ids, validate with the same Great Expectations gate
    as training, upsert into the warehouse (idempotent, one transaction), move it to `.done/`. A bad batch
-   is rejected whole and moved to `.rejected/<batch_id>/` with `error.json` (table, rule, rows); the
-   other batches go on; nothing already loaded is lost.
+   that fails anywhere (files, parsing, a rule, the warehouse refusing a row) is rejected whole and moved
+   to `.rejected/<batch_id>/` with `error.json` (stage, table, rule, rows); the other batches and data
+   sets go on; nothing already loaded is lost. A folder whose name is not a valid data set name is
+   skipped and reported; an unreachable warehouse leaves the batches in the inbox for the next run.
 2. **mark_updated** — when something landed, updates the Asset `recsys_warehouse` (the drift monitor
    is scheduled on it), with the data sets and batch ids in the event.
-3. **report_rejections** — fails, naming each rejected batch and why, so a person sees it in the UI.
+3. **report_rejections** — fails, naming each rejected batch (one line: stage, table, rule, rows, and its
+   `error.json`) and each skipped folder, so a person sees it in the UI.
 
 Feed it from a real timestamped data set with `recsys replay` (movielens-100k, week by week).
 """
@@ -44,8 +47,13 @@ def recsys_ingest():
     def ingest() -> dict:
         from recsys.ops import ingest_all
 
+        from airflow.sdk.exceptions import AirflowFailException
+
         params = get_current_context()["params"]
-        return ingest_all(params.get("dataset"), params.get("max_batches"))
+        try:
+            return ingest_all(params.get("dataset"), params.get("max_batches"))
+        except ValueError as err:  # a bad `dataset` Param: the same on every retry
+            raise AirflowFailException(str(err)) from err
 
     @task.short_circuit
     def anything_new(result: dict) -> bool:
@@ -60,11 +68,12 @@ def recsys_ingest():
 
     @task
     def report_rejections(result: dict) -> None:
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
-        if result["rejected"]:
-            lines = [f"{b['dataset']}/{b['batch_id']}: {b['error']}" for b in result["rejected"]]
-            raise AirflowFailException("rejected batches (moved to .rejected/, nothing of them loaded):\n" + "\n".join(lines))
+        lines = [f"REJECTED {b['dataset']}/{b['batch_id']}: {b.get('summary') or b['error']} — see {b['path']}/error.json" for b in result["rejected"]]
+        lines += [f"SKIPPED {p['dataset']} ({p['stage']}): {p['error']}" for p in result.get("problems", [])]
+        if lines:  # the good batches were loaded; these need a person
+            raise AirflowFailException(f"{len(lines)} problem(s); nothing of a rejected batch was loaded:\n" + "\n".join(lines))
 
     result = ingest()
     mark_updated(result).set_upstream(anything_new(result))

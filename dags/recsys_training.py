@@ -33,8 +33,10 @@ Trains the LLM-based item encoder on a shop's data and registers it in MLflow.
 13. **publish** — after a promotion, write top-k related items and a bundle for every catalog item
     to the warehouse table `published_recommendations`, tagged with the version, in one transaction.
 
-Every run is one MLflow run (tag `recsys.run_key` = this DAG run). Trigger from the UI with the form's
-Params, or `airflow dags test recsys_training --conf '{"dataset": "movielens-100k"}'`.
+Every run is one MLflow run (tag `recsys.run_key` = this DAG run). A task that fails for good ends it
+FAILED with tags `failure.task` and `failure.reason` (the error's message); bad input (a file that breaks
+a rule, an unusable setting) fails its task at once, without the retry other errors get. Trigger from
+the UI with the form's Params, or `airflow dags test recsys_training --conf '{"dataset": "movielens-100k"}'`.
 """
 
 from __future__ import annotations
@@ -43,7 +45,14 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
-from recsys_mlflow import PromotionOperator, ValidationGateOperator, run_inputs  # plugins/: Airflow glue
+from recsys_mlflow import (  # plugins/: Airflow glue
+    PromotionOperator,
+    ValidationGateOperator,
+    mark_mlflow_run_failed,
+    mark_mlflow_run_failed_on_dag_failure,
+    no_retry_on_bad_input,
+    run_inputs,
+)
 from recsys_review import PromotionReviewOperator
 
 DATASETS = ["online-retail", "movielens-100k", "instacart-sample", "files", "warehouse"]
@@ -63,7 +72,14 @@ def _run_inputs():
     max_active_runs=1,  # one training run at a time: runs share the registry's champion
     tags=["recsys", "training"],
     doc_md=__doc__,
-    default_args={"retries": 1, "retry_delay": timedelta(seconds=30), "owner": "recsys"},
+    default_args={
+        "retries": 1,
+        "retry_delay": timedelta(seconds=30),
+        "retry_policy": no_retry_on_bad_input(),  # DataValidationError / InputError: failed at once, no retry
+        "on_failure_callback": mark_mlflow_run_failed,  # a task failed for good: its MLflow run ends FAILED, with the reason
+        "owner": "recsys",
+    },
+    on_failure_callback=mark_mlflow_run_failed_on_dag_failure,  # backstop: a DAG run failing without a task's report
     params={
         "dataset": Param("online-retail", enum=DATASETS, description="Packaged real data set, 'files' for your own, or 'warehouse' for what the ingest DAG loaded"),
         "warehouse_dataset": Param(None, type=["null", "string"], description="With dataset=warehouse: the data set's name in the warehouse"),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import html
 import logging
 import os
+import re
 from functools import cache
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -186,16 +187,9 @@ class MlflowHook(BaseHook):
 
     def find_run(self, key: str) -> Run | None:
         """The MLflow run tagged `recsys.run_key = key` in any active experiment (the newest one)."""
-        from mlflow.entities import ViewType
+        from recsys.tracking import find_run_by_key
 
-        if "'" in key or "\\" in key:
-            raise ValueError(f"unsupported character in run key {key!r}")
-        client = self.get_client()
-        experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
-        if not experiments:
-            return None
-        found = client.search_runs(experiments, filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}'", max_results=1, order_by=["attributes.start_time DESC"])
-        return found[0] if found else None
+        return find_run_by_key(self.get_client(), key)
 
     def registered_version(self, run: Run) -> tuple[str, str] | None:
         """(model name, version) registered from this run: the registry's record, else the run's
@@ -247,6 +241,97 @@ def run_inputs(context: Any = None, mlflow_conn_id: str | None = MLFLOW_CONN_ID,
         warehouse_url=warehouse_url(warehouse_conn_id),
     )
     return cfg, ctx
+
+
+# --- failures: input errors are not retried, and a failed DAG run fails its MLflow run
+
+INPUT_ERRORS = ("recsys.errors.DataValidationError", "recsys.errors.InputError")  # dotted: resolved when a task fails
+
+
+def no_retry_on_bad_input():
+    """An Airflow retry policy (`retry_policy`, e.g. in a DAG's default_args): a task that raises
+    `DataValidationError` or `InputError` fails at once instead of being retried — bad input fails the
+    same way again. Everything else keeps the task's `retries`. (Built on call: creating the rules
+    imports `recsys.errors`, which this module must not do when Airflow loads it.)"""
+    from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule
+
+    rule = RetryRule(exception=list(INPUT_ERRORS), action=RetryAction.FAIL, reason="bad input: a retry would fail the same way")
+    return ExceptionRetryPolicy(rules=[rule])
+
+
+_URL_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@]+@")  # scheme://user:password@
+
+
+def _scrub(text: str) -> str:
+    """`text` with the secrets Airflow knows of masked and credentials in URLs removed."""
+    try:
+        from airflow.sdk._shared.secrets_masker import redact
+
+        text = str(redact(text))
+    except Exception:  # the masker is Airflow-internal: its absence must not cost the record
+        pass
+    return _URL_USERINFO.sub(r"\1***@", text)
+
+
+def failure_of(exception: BaseException | None) -> tuple[str, str | None]:
+    """(reason, error class) of a task's failure: the message only, never a traceback. An
+    `AirflowFailException` raised `from` the real error names that error."""
+    if exception is None:
+        return ("the task failed without an error in its own process (killed, timed out, or marked failed from outside): see its log", None)
+    from airflow.sdk.exceptions import AirflowFailException
+
+    shown = exception.__cause__ if isinstance(exception, AirflowFailException) and exception.__cause__ is not None else exception
+    message = str(exception) or str(shown) or type(shown).__name__
+    return _scrub(message), type(shown).__name__
+
+
+def _dag_run_key(context: Any) -> str:
+    """The run key of the context's DAG run, as `run_inputs` builds it."""
+    dag_run = context.get("dag_run")
+    if dag_run is not None:
+        return run_key(dag_run.dag_id, dag_run.run_id)
+    return run_key(context["dag"].dag_id, context["run_id"])  # a DAG callback's minimal context
+
+
+def _task_label(ti: Any) -> str:
+    index = getattr(ti, "map_index", -1)
+    return f"{ti.task_id}[{index}]" if index is not None and index >= 0 else ti.task_id
+
+
+def _fail_mlflow_run(key: str, reason: str, task_id: str | None, error: str | None, mlflow_conn_id: str | None) -> str | None:
+    from recsys.tracking import fail_run_by_key
+
+    status = fail_run_by_key(MlflowHook(mlflow_conn_id).get_client(), key, reason, task_id, error)
+    if status is not None:
+        log.info("failure of %s reported to the MLflow run of %s (status now %s)", task_id or "the DAG run", key, status)
+    return status
+
+
+def mark_mlflow_run_failed(context: Any, mlflow_conn_id: str | None = MLFLOW_CONN_ID) -> None:
+    """Task `on_failure_callback` (put it in the DAG's default_args): the DAG run's MLflow run (found by
+    its `recsys.run_key` tag) ends FAILED with `failure.task` and `failure.reason` (the error's message,
+    trimmed, secrets masked). See `recsys.tracking.fail_run` for what an already ended run keeps.
+
+    Airflow calls it only when the task failed for good: in the task's process after its last try
+    (an attempt that will be retried calls `on_retry_callback` instead), or in the DAG processor when
+    the task's process died. Never raises: a failure here is logged, the task's own failure stands.
+    """
+    try:
+        reason, error = failure_of(context.get("exception"))
+        ti = context.get("ti") or context.get("task_instance")
+        _fail_mlflow_run(_dag_run_key(context), reason, _task_label(ti) if ti is not None else None, error, mlflow_conn_id)
+    except Exception:
+        log.warning("could not mark the DAG run's MLflow run FAILED", exc_info=True)
+
+
+def mark_mlflow_run_failed_on_dag_failure(context: Any, mlflow_conn_id: str | None = MLFLOW_CONN_ID) -> None:
+    """DAG `on_failure_callback`: the backstop for failures no task reported (a DAG run timeout, a
+    task marked failed by hand). Ends a still running MLflow run FAILED; the reason (the DAG run's,
+    e.g. `task_failure`) is written only where no task recorded its own. Never raises."""
+    try:
+        _fail_mlflow_run(_dag_run_key(context), _scrub(f"the DAG run failed: {context.get('reason') or 'no reason given'}"), None, None, mlflow_conn_id)
+    except Exception:
+        log.warning("could not mark the DAG run's MLflow run FAILED", exc_info=True)
 
 
 # --- extra links. Airflow 3.3: when a task ends, the worker's task runner (`finalize`) calls each of
@@ -329,8 +414,9 @@ class _MlflowLinks:
 
 class ValidationGateOperator(_MlflowLinks, BaseOperator):
     """The training DAG's first task: read the data set and run the validation gate
-    (`recsys.pipeline.validate`). Bad data fails the task without retries (`AirflowFailException`);
-    returns the same dict as the pipeline stage (with `mlflow_run_id`)."""
+    (`recsys.pipeline.validate`). Bad data or an unusable input setting (`DataValidationError`,
+    `InputError`) fails the task without retries (`AirflowFailException`); returns the same dict as
+    the pipeline stage (with `mlflow_run_id`)."""
 
     template_fields = ("mlflow_conn_id", "warehouse_conn_id")
     operator_extra_links = (MlflowRunLink(),)
@@ -345,15 +431,18 @@ class ValidationGateOperator(_MlflowLinks, BaseOperator):
         from airflow.sdk.exceptions import AirflowFailException
 
         from recsys import pipeline
-        from recsys.errors import DataValidationError
+        from recsys.errors import DataValidationError, InputError
 
-        cfg, ctx = run_inputs(context, self.mlflow_conn_id, self.warehouse_conn_id)
+        try:
+            cfg, ctx = run_inputs(context, self.mlflow_conn_id, self.warehouse_conn_id)
+        except InputError as err:  # a Param that cannot work: no run exists yet
+            raise AirflowFailException(str(err)) from err
         hook = MlflowHook(self.mlflow_conn_id)
         try:
             result = pipeline.validate(cfg, ctx)
-        except DataValidationError as err:
+        except (DataValidationError, InputError) as err:
             self._remember_links(hook, key=ctx.run_key)  # the failed run holds the validation report
-            raise AirflowFailException(str(err)) from err  # bad data: retrying cannot help
+            raise AirflowFailException(str(err)) from err  # bad input: a retry would fail the same way
         except Exception:
             self._remember_links(hook, key=ctx.run_key)
             raise

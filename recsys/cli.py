@@ -173,9 +173,11 @@ def ingest_cmd(dataset: str | None) -> int:
     for b in result["accepted"]:
         print(f"accepted {b['dataset']}/{b['batch_id']}: {b['interactions']} interactions, {b['items']} items")
     for b in result["rejected"]:
-        print(f"REJECTED {b['dataset']}/{b['batch_id']}: {b['error']}", file=sys.stderr)
+        print(f"REJECTED {b['dataset']}/{b['batch_id']}: {b.get('summary') or _one_line(b['error'])} — see {b['path']}/error.json", file=sys.stderr)
+    for p in result.get("problems", []):
+        print(f"SKIPPED {p['dataset']} ({p['stage']}): {p['error']}", file=sys.stderr)
     print(f"warehouse: {result['counts']}")
-    return 1 if result["rejected"] else 0
+    return 1 if result["rejected"] or result.get("problems") else 0
 
 
 def monitor_cmd(model_name: str, window: str) -> int:
@@ -190,9 +192,37 @@ def monitor_cmd(model_name: str, window: str) -> int:
     return 0
 
 
+def _one_line(err: BaseException | str) -> str:
+    """An error as one line: a validation error's first broken rule (and how many more), else the message."""
+    from recsys.errors import DataValidationError
+
+    if isinstance(err, DataValidationError) and err.failures:
+        more = f" (+{len(err.failures) - 1} more rule(s))" if len(err.failures) > 1 else ""
+        return f"{err.table} ({err.source}): {' '.join(err.failures[0].split())}{more}"
+    text = " ".join(str(err).split()) or type(err).__name__
+    # a ValueError's message is written for the user; other types say what kind of failure it was
+    return text if isinstance(err, (str, ValueError, OSError)) else f"{type(err).__name__}: {text}"
+
+
+def _quiet_logging(debug: bool, verbose: bool) -> None:
+    """The CLI prints its own results: library logs only with --verbose (INFO) or --debug (DEBUG)."""
+    import logging
+    import warnings
+
+    if debug or verbose:
+        logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        return
+    logging.disable(logging.CRITICAL)
+    warnings.simplefilter("ignore")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Errors are one line on stderr and a non-zero exit (2: bad input or
+    arguments, 1: anything else); ``--debug`` shows logs and lets the traceback through."""
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-name", default="recsys-item-encoder")
+    parser.add_argument("--debug", action="store_true", help="log everything and show tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show progress logs")
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("summary", help="latest run's metrics and the champion")
     s.add_argument("--experiment", default="recsys-training")
@@ -232,6 +262,23 @@ def main(argv: list[str] | None = None) -> int:
     mo = sub.add_parser("monitor", help="one drift check of the champion's data set")
     mo.add_argument("--window", default="7D")
     args = parser.parse_args(argv)
+    _quiet_logging(args.debug, args.verbose)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print(f"recsys {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the CLI's contract: one line, no traceback unless --debug
+        if args.debug:
+            raise
+        from recsys.errors import DataValidationError
+
+        code = 2 if isinstance(err, (ValueError, DataValidationError, FileNotFoundError)) else 1
+        print(f"recsys {args.command}: error: {_one_line(err)} (--debug for details)", file=sys.stderr)
+        return code
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "replay":
         return replay_cmd(args.source, args.name, args.freq, args.start, args.count, args.shuffle, args.seed)
     if args.command == "ingest":

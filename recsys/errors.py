@@ -23,3 +23,8 @@ class DataValidationError(Exception):
         if report_dir:
             lines.append(f"  full result (JSON + HTML data docs): {report_dir}")
         super().__init__("\n".join(lines))
+
+
+class InputError(ValueError):
+    """A run's input is unusable in a way a retry cannot fix (a bad setting, a path outside the allowed
+    folders, a file that is not a regular file). Airflow tasks fail on it without retrying."""

@@ -11,8 +11,11 @@ Layout, under the project home::
 Files are in the canonical schema (`recsys.schema`). A folder without ``_READY`` is still being
 copied and is never read. Ready batches are processed in batch id (name) order; each one is:
 
-1. kept: an untouched copy of every data file goes to ``paths.raw`` (`keep_raw`), whatever follows;
-2. read as is (`read_table_file`), user ids pseudonymized at once (as `read_user_files` does);
+0. checked: its data files must be regular files inside the inbox (`recsys.input_files`: a link, a
+   directory named ``items.csv`` or a device is an error of the batch, never followed or read);
+1. kept: an untouched copy of every data file goes to ``paths.raw`` (`keep_raw`, mode 0600), whatever follows;
+2. read as is from the raw copy (`iter_table_file`: interactions in parts of `CHUNK_ROWS` rows, so a
+   batch larger than memory goes through), user ids pseudonymized at once (as `read_user_files` does);
 3. validated by the same GX gate as the training DAG (`validate_dataset`), the report going to the
    batch's own ``validation/`` folder. Interactions may reference items of the batch or items the
    warehouse already holds for the data set: the items table handed to the gate is the batch's
@@ -20,13 +23,16 @@ copied and is never read. Ready batches are processed in batch id (name) order; 
    the batch file has, so its schema rules still judge the batch file). Row numbers in messages
    are the batch file's data rows. Note: the title-share rule (``min_text_share``) is therefore
    judged over that whole catalog, not over the batch's items alone;
-4. upserted into the warehouse (`upsert_dataset`: a re-ingested batch adds no rows);
+4. upserted into the warehouse, the parts read again from the raw copy (`upsert_frames`: one
+   transaction; a re-ingested batch adds no rows);
 5. moved to ``.done/<batch_id>/`` (replacing an earlier copy of the same batch id).
 
-A batch that breaks any rule is rejected WHOLE before anything of it is written: it is moved to
-``.rejected/<batch_id>/`` with an ``error.json`` (table, rule, rows, message) and ingestion goes on
-with the next batch. A warehouse failure (the database, not the data) stops ingestion and leaves
-the batch in the inbox, to be retried (idempotently) by the next run.
+A batch that fails anywhere (its files, parsing, a rule, the conversion, the warehouse refusing a
+row, a bug) is rejected WHOLE and nothing of it is written (the write is one transaction): it is
+moved to ``.rejected/<batch_id>/`` with an ``error.json`` (stage, table, rule, rows, the message; no
+traceback) and ingestion goes on with the next batch. Only an unreachable or locked database (not
+the batch's fault) leaves the batch in the inbox, to be retried (idempotently) by the next run;
+`recsys.ops.ingest_all` then reports it and goes on with the next data set.
 
 Pseudonymization: batches normally carry the shop's raw user ids, hashed here at read. A producer
 that already pseudonymized them with the installation's key (e.g. `recsys.replay` with
@@ -36,6 +42,7 @@ pseudonymized (``u_`` + 20 hex digits), so raw ids can never slip into the wareh
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -44,20 +51,21 @@ import shutil
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 from sqlalchemy import Engine, select
 
 from recsys import schema as S
-from recsys.datasets.files import keep_raw, read_table_file, user_files_dataset
+from recsys.datasets.files import iter_table_file, keep_raw, read_table_file, user_files_dataset
 from recsys.errors import DataValidationError
+from recsys.input_files import check_input_file
 from recsys.paths import ProjectPaths
 from recsys.privacy import Pseudonymizer
 from recsys.validation import VALIDATION_JSON, ValidationConfig, validate_dataset
-from recsys.warehouse import items_table, make_engine, table_counts, upsert_dataset
+from recsys.warehouse import items_table, make_engine, table_counts, upsert_frames
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +81,9 @@ SUFFIXES: tuple[str, ...] = (".csv", ".csv.gz", ".parquet")
 PSEUDONYM_PATTERN = r"u_[0-9a-f]{20}"  # what `recsys.privacy.Pseudonymizer.one` produces
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _LOCK = ".lock"
+# interactions are read, validated and written this many rows at a time: memory stays bounded by a part,
+# not by the batch (a 2M-row batch in 8 parts)
+CHUNK_ROWS = 250_000
 
 
 # --- results -----------------------------------------------------------------------------
@@ -91,6 +102,8 @@ class BatchResult:
     report_dir: str  # the validation report, in the batch's final folder
     path: str = ""  # the batch's final folder (.done/<id> or .rejected/<id>)
     raw_copies: list[str] = field(default_factory=list)
+    stage: str | None = None  # where a rejected batch failed: files, read, validate, convert, write
+    summary: str | None = None  # a rejected batch's error in one line (stage, table, rule, rows)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -124,9 +137,11 @@ class IngestResult:
 
 
 def check_name(name: str, what: str) -> str:
-    """A data-set name or batch id must be a plain folder name (no separators, not hidden)."""
+    """A data-set name must be a plain folder name (no separators, not hidden) that fits the warehouse key."""
     if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
-        raise ValueError(f"{what} {name!r} must match {_NAME.pattern} (a plain, non-hidden folder name)")
+        raise ValueError(f"{what} {name!r} must match {_NAME.pattern} (letters, digits, _ . -; not hidden, no spaces or separators)")
+    if len(name) > S.DATASET_NAME_MAX:
+        raise ValueError(f"{what} {name[:40]!r}... is {len(name)} characters long (at most {S.DATASET_NAME_MAX})")
     return name
 
 
@@ -178,7 +193,9 @@ def _move(batch_dir: Path, dest: Path) -> Path:
 
 
 def _data_files(batch_dir: Path, table: str) -> list[Path]:
-    return [batch_dir / f"{table}{suffix}" for suffix in SUFFIXES if (batch_dir / f"{table}{suffix}").is_file()]
+    """Every entry named like a data file, whatever it is: a directory or a link called items.csv is an
+    error of the batch (`check_input_file` names it), not a batch without items."""
+    return [batch_dir / f"{table}{suffix}" for suffix in SUFFIXES if os.path.lexists(batch_dir / f"{table}{suffix}")]
 
 
 def _one_file(batch_dir: Path, table: str, files: list[Path], required: bool) -> Path | None:
@@ -287,14 +304,41 @@ def error_document(batch_id: str, dataset: str, err: DataValidationError) -> dic
     }
 
 
-def _time_range(inter: pd.DataFrame) -> tuple[str | None, str | None]:
-    ts = inter[S.TIMESTAMP].dropna()
-    if ts.empty:
-        return (None, None)
-    return (ts.min().isoformat(), ts.max().isoformat())
-
-
 # --- ingestion -----------------------------------------------------------------------------
+
+
+@dataclass
+class _ValidatedBatch:
+    """A batch that passed the gate: its canonical items, and its interactions as canonical parts
+    re-read on demand from the raw copy (what was validated is what is loaded, one part at a time)."""
+
+    items: pd.DataFrame
+    interaction_parts: Callable[[], Iterator[pd.DataFrame]]
+    stats: dict[str, Any]  # filled while the parts are read: rows, min_ts, max_ts
+
+
+def _pseudonymized_parts(
+    path: Path, source: str, pseudonymizer: Pseudonymizer | None, config: ValidationConfig, stage: list[str], chunk_rows: int
+) -> Iterator[pd.DataFrame]:
+    """The interactions file in parts, user ids pseudonymized (or checked) at once; ``stage`` says
+    "read" while a part is read and "validate" while the caller judges it. Messages name ``source``."""
+    parts = iter_table_file(path, table=INTERACTIONS, chunk_rows=chunk_rows)
+    while True:
+        stage[0] = "read"
+        try:
+            part = next(parts)
+        except StopIteration:
+            stage[0] = "validate"  # what follows the last part is the caller's judgement
+            return
+        except DataValidationError as err:
+            raise DataValidationError(err.table, source, err.failures) from None
+        if S.USER_ID in part.columns:  # no raw user id goes further than this
+            if pseudonymizer is not None:
+                part[S.USER_ID] = pseudonymizer.series(part[S.USER_ID])
+            else:
+                _check_pseudonymized(part, source, config.max_examples)
+        stage[0] = "validate"
+        yield part
 
 
 def _prepare_batch(
@@ -306,53 +350,157 @@ def _prepare_batch(
     config: ValidationConfig,
     raw_copies: list[str],
     sizes: dict[str, int],
-) -> S.Dataset:
-    """Keep, read, validate and coerce one batch. Raises DataValidationError; writes nothing to the warehouse."""
+    stage: list[str],
+    chunk_rows: int,
+) -> _ValidatedBatch:
+    """Check, keep, read and validate one batch; ``stage[0]`` follows along (for error.json).
+
+    The interactions file is read in parts of ``chunk_rows`` rows, so a batch larger than memory is
+    validated part by part. Raises DataValidationError (or whatever broke); writes nothing to the
+    warehouse."""
     report_dir = batch_dir / VALIDATION_DIR
     shutil.rmtree(report_dir, ignore_errors=True)  # a re-sent batch gets a fresh report
     item_files, inter_files = _data_files(batch_dir, ITEMS), _data_files(batch_dir, INTERACTIONS)
-    for path in item_files + inter_files:  # raw copies first, whatever happens next
-        raw_copies.append(str(keep_raw(path, paths.raw)))
     try:
+        stage[0] = "files"
+        for table, files in ((ITEMS, item_files), (INTERACTIONS, inter_files)):
+            for path in files:  # regular files inside the inbox only: never follow a link out of it
+                check_input_file(path, table, [batch_dir])
+        kept = {}
+        for path in item_files + inter_files:  # raw copies first, whatever happens next
+            kept[path] = keep_raw(path, paths.raw)
+            raw_copies.append(str(kept[path]))
+        stage[0] = "read"
         items_path = _one_file(batch_dir, ITEMS, item_files, required=False)
         inter_path = _one_file(batch_dir, INTERACTIONS, inter_files, required=True)
         assert inter_path is not None
-        batch_items = read_table_file(items_path, table=ITEMS) if items_path else None
-        inter = read_table_file(inter_path, table=INTERACTIONS)
-        sizes[ITEMS], sizes[INTERACTIONS] = (len(batch_items) if batch_items is not None else 0), len(inter)
-        for df in (batch_items, inter):  # no raw user id goes further than this
-            if df is not None and S.USER_ID in df.columns:
-                if pseudonymizer is not None:
-                    df[S.USER_ID] = pseudonymizer.series(df[S.USER_ID])
-        if pseudonymizer is None:
-            _check_pseudonymized(inter, str(inter_path), config.max_examples)
+        batch_items = None
+        if items_path:
+            try:  # read from the raw copy (it cannot change from here on), named as the batch's file
+                batch_items = read_table_file(kept[items_path], table=ITEMS)
+            except DataValidationError as err:
+                raise DataValidationError(err.table, str(items_path), err.failures) from None
+            if S.USER_ID in batch_items.columns and pseudonymizer is not None:
+                batch_items[S.USER_ID] = pseudonymizer.series(batch_items[S.USER_ID])
+        sizes[ITEMS] = len(batch_items) if batch_items is not None else 0
+        parts = _pseudonymized_parts(kept[inter_path], str(inter_path), pseudonymizer, config, stage, chunk_rows)
+        first = next(parts, None)  # problems of the file as a whole are found here, before the gate
+        assert first is not None  # iter_table_file raises on a file without rows
+
+        def counted() -> Iterator[pd.DataFrame]:
+            for part in itertools.chain([first], parts):
+                sizes[INTERACTIONS] += len(part)
+                yield part
+
+        known = _warehouse_items(engine, dataset)
+        catalog = _catalog_for_gate(batch_items, known)
+        items_source = str(items_path) if items_path else f"warehouse items of {dataset!r} (the batch has no items file)"
+        if items_path and len(catalog) > len(batch_items):
+            items_source += f" (rows 1-{len(batch_items)}) + {len(catalog) - len(batch_items)} warehouse items of {dataset!r}"
+        del known
+        validate_dataset(
+            catalog,
+            counted(),
+            out_dir=report_dir,
+            config=config,
+            has_text=True,
+            item_source=items_source,
+            interaction_source=str(inter_path),
+        )
     except DataValidationError as err:
-        _write_read_error(report_dir, err)
+        if not (report_dir / VALIDATION_JSON).exists():  # failed before the gate had a table: still leave a report
+            _write_read_error(report_dir, err)
         err.report_dir = str(report_dir)
         raise
-    known = _warehouse_items(engine, dataset)
-    catalog = _catalog_for_gate(batch_items, known)
-    items_source = str(items_path) if items_path else f"warehouse items of {dataset!r} (the batch has no items file)"
-    if items_path and len(catalog) > len(batch_items):
-        items_source += f" (rows 1-{len(batch_items)}) + {len(catalog) - len(batch_items)} warehouse items of {dataset!r}"
-    validate_dataset(
-        catalog,
-        inter,
-        out_dir=report_dir,
-        config=config,
-        has_text=True,
-        item_source=items_source,
-        interaction_source=str(inter_path),
-    )
+    stage[0] = "convert"
+    items = _convert(INTERACTIONS, str(items_path or batch_dir), report_dir, lambda: user_files_dataset(
+        batch_items if batch_items is not None else S.empty_items(), S.empty_interactions(), items_path or batch_dir, inter_path
+    ).items)  # fmt: skip
+    stats: dict[str, Any] = {"rows": 0, "min_ts": None, "max_ts": None}
+
+    def canonical_parts() -> Iterator[pd.DataFrame]:
+        for part in _pseudonymized_parts(kept[inter_path], str(inter_path), pseudonymizer, config, stage, chunk_rows):
+            stage[0] = "convert"
+            inter = _convert(INTERACTIONS, str(inter_path), report_dir, lambda: user_files_dataset(
+                S.empty_items(), part, items_path or batch_dir, inter_path
+            ).interactions)  # fmt: skip
+            ts = inter[S.TIMESTAMP].dropna()
+            if len(ts):
+                stats["min_ts"] = min(ts.min(), stats["min_ts"]) if stats["min_ts"] is not None else ts.min()
+                stats["max_ts"] = max(ts.max(), stats["max_ts"]) if stats["max_ts"] is not None else ts.max()
+            stats["rows"] += len(inter)
+            stage[0] = "write"
+            yield inter
+        stage[0] = "write"
+
+    return _ValidatedBatch(items, canonical_parts, stats)
+
+
+def _convert(table: str, source: str, report_dir: Path, convert: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    """The gate passed but the canonical cast did not: still the batch's fault, said as a rule."""
     try:
-        coerced = user_files_dataset(
-            batch_items if batch_items is not None else S.empty_items(), inter, items_path or batch_dir, inter_path
-        )
-    except (ValueError, TypeError) as exc:  # the gate passed but the canonical cast did not: still the batch's fault
+        return convert()
+    except (ValueError, TypeError) as exc:
         raise DataValidationError(
-            INTERACTIONS, str(inter_path), [f"cannot convert to the canonical schema: {exc} (rule: values fit the canonical schema)"], str(report_dir)
+            table, source, [f"cannot convert to the canonical schema: {exc} (rule: values fit the canonical schema)"], str(report_dir)
         ) from None
-    return replace(coerced, name=dataset, source=f"inbox:{dataset}/{batch_dir.name}")
+
+
+def warehouse_unavailable(exc: BaseException) -> bool:
+    """The database could not be reached or stayed locked: not the batch's fault, so it is not
+    quarantined; it stays in the inbox and the next run retries it (idempotently)."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    return isinstance(exc, (OperationalError, InterfaceError))
+
+
+def _quarantine(
+    batch_dir: Path, dataset: str, stage: str, err: BaseException, sizes: dict[str, int], raw_copies: list[str]
+) -> BatchResult:
+    """Move a failed batch to ``.rejected/<batch_id>/`` with ``error.json``; return its result."""
+    batch_id = batch_dir.name
+    dest = _move(batch_dir, batch_dir.parent / REJECTED / batch_id)
+    report_dir = dest / VALIDATION_DIR
+    if isinstance(err, DataValidationError):
+        # the folder moved: point the message, sources and report at where things are now
+        moved = DataValidationError(
+            err.table, err.source.replace(str(batch_dir), str(dest)), [f.replace(str(batch_dir), str(dest)) for f in err.failures], str(report_dir)
+        )
+        doc = error_document(batch_id, dataset, moved)
+        detail = str(moved)
+    else:  # the warehouse refused the rows, or a bug: the exception's message, never its traceback
+        message = f"{type(err).__name__}: {' '.join(str(err).split())}"[:2000].replace(str(batch_dir), str(dest))
+        doc = {
+            "batch_id": batch_id, "dataset": dataset, "table": None, "source": str(dest),
+            "rule": "the batch is processed without error", "expectation": None, "rows": [],
+            "message": message, "failures": [], "report_dir": str(report_dir) if report_dir.exists() else None,
+        }  # fmt: skip
+        detail = message
+    doc["stage"] = stage
+    (dest / ERROR_JSON).write_text(json.dumps(doc, indent=2, default=str))
+    os.chmod(dest / ERROR_JSON, 0o600)
+    message = f"batch {dataset}/{batch_id} rejected at {stage} (nothing of it was loaded): {detail}"
+    logger.error("%s\n  error: %s", message, dest / ERROR_JSON)
+    return BatchResult(
+        batch_id, False, sizes[ITEMS], sizes[INTERACTIONS], (None, None), message, str(report_dir), str(dest), raw_copies,
+        stage=stage, summary=one_line(doc),
+    )  # fmt: skip
+
+
+def one_line(doc: dict[str, Any]) -> str:
+    """An error.json as one line: stage, table, rule, rows and where the whole story is."""
+    parts = [f"{doc.get('stage', '?')}"]
+    if doc.get("table"):
+        parts.append(f"{doc['table']}")
+    first = (doc.get("failures") or [{}])[0]
+    rule = doc.get("rule") or ""
+    if first.get("rows_failing") is not None:
+        rule += f" ({first['rows_failing']} rows"
+        rule += f", first: {', '.join(map(str, doc['rows'][:5]))})" if doc.get("rows") else ")"
+    elif not doc.get("failures"):
+        rule += f" — {doc.get('message')}"
+    more = len(doc.get("failures") or []) - 1
+    return f"{': '.join(parts)}: {rule}" + (f" (+{more} more rule(s))" if more > 0 else "")
 
 
 def ingest_batch(
@@ -363,56 +511,51 @@ def ingest_batch(
     pseudonymizer: Pseudonymizer | None,
     config: ValidationConfig,
     totals: dict[str, int] | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> BatchResult:
     """Ingest one ready batch folder (see the module doc); returns what happened to it.
 
+    Any failure of the batch (its files, parsing, validation, the conversion, the warehouse refusing
+    its rows, a bug) quarantines it to ``.rejected/<batch_id>/`` with an ``error.json``; nothing of
+    it is written to the warehouse (one transaction).
+
     Raises:
-        Exception: a warehouse (database) failure; the batch stays in the inbox for a retry.
+        sqlalchemy.exc.OperationalError | InterfaceError: the warehouse is unreachable or stayed
+            locked (`warehouse_unavailable`); the batch stays in the inbox for a retry.
     """
     batch_id = batch_dir.name
     root = batch_dir.parent
     raw_copies: list[str] = []
     sizes = {ITEMS: 0, INTERACTIONS: 0}
+    stage = ["files"]
     started = time.perf_counter()
     logger.info("batch %s/%s: reading %s", dataset, batch_id, batch_dir)
     try:
-        ds = _prepare_batch(batch_dir, dataset, engine, paths, pseudonymizer, config, raw_copies, sizes)
-    except DataValidationError as err:
-        dest = _move(batch_dir, root / REJECTED / batch_id)
-        report_dir = dest / VALIDATION_DIR
-        # the folder moved: point the message, sources and report at where things are now
-        moved = DataValidationError(
-            err.table, err.source.replace(str(batch_dir), str(dest)), [f.replace(str(batch_dir), str(dest)) for f in err.failures], str(report_dir)
-        )
-        doc = error_document(batch_id, dataset, moved)
-        (dest / ERROR_JSON).write_text(json.dumps(doc, indent=2, default=str))
-        message = f"batch {dataset}/{batch_id} rejected (nothing of it was loaded): {moved}"
-        logger.error("%s\n  error: %s", message, dest / ERROR_JSON)
-        return BatchResult(
-            batch_id, False, sizes[ITEMS], sizes[INTERACTIONS], (None, None), message, str(report_dir), str(dest), raw_copies
-        )
-
-    try:
-        upsert_dataset(engine, ds)
-    except Exception:
-        logger.exception("batch %s/%s: warehouse upsert failed; the batch stays in %s for a retry", dataset, batch_id, batch_dir)
-        raise
+        batch = _prepare_batch(batch_dir, dataset, engine, paths, pseudonymizer, config, raw_copies, sizes, stage, chunk_rows)
+        stage[0] = "write"
+        upsert_frames(engine, dataset, batch.items, batch.interaction_parts())
+    except Exception as err:  # noqa: BLE001 - whatever broke, one bad batch must not block the ones behind it
+        if warehouse_unavailable(err):
+            logger.error("batch %s/%s: the warehouse is unavailable (%s); the batch stays in %s for a retry", dataset, batch_id, type(err).__name__, batch_dir)
+            raise
+        if not isinstance(err, DataValidationError):
+            logger.error("batch %s/%s: %s failed unexpectedly", dataset, batch_id, stage[0], exc_info=True)
+        return _quarantine(batch_dir, dataset, stage[0], err, sizes, raw_copies)
+    n_items, n_inter = len(batch.items), batch.stats["rows"]
     if totals is not None:
-        totals[ITEMS] += len(ds.items)
-        totals[INTERACTIONS] += len(ds.interactions)
+        totals[ITEMS] += n_items
+        totals[INTERACTIONS] += n_inter
     dest = _move(batch_dir, root / DONE / batch_id)
     stale = root / REJECTED / batch_id
     if stale.exists():  # an earlier, rejected version of this batch id: it has been fixed
         shutil.rmtree(stale, ignore_errors=True)
         logger.info("batch %s/%s: removed the earlier rejected copy %s", dataset, batch_id, stale)
-    time_range = _time_range(ds.interactions)
+    time_range = tuple(t.isoformat() if t is not None else None for t in (batch.stats["min_ts"], batch.stats["max_ts"]))
     logger.info(
         "batch %s/%s accepted in %.1fs: %d items, %d interactions, %s .. %s",
-        dataset, batch_id, time.perf_counter() - started, len(ds.items), len(ds.interactions), *time_range,
+        dataset, batch_id, time.perf_counter() - started, n_items, n_inter, *time_range,
     )  # fmt: skip
-    return BatchResult(
-        batch_id, True, len(ds.items), len(ds.interactions), time_range, None, str(dest / VALIDATION_DIR), str(dest), raw_copies
-    )
+    return BatchResult(batch_id, True, n_items, n_inter, time_range, None, str(dest / VALIDATION_DIR), str(dest), raw_copies)
 
 
 def ingest_inbox(
@@ -424,6 +567,7 @@ def ingest_inbox(
     max_batches: int | None = None,
     *,
     pseudonymize: bool = True,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> IngestResult:
     """Ingest the ready batches of ``inbox/<dataset>`` in batch id order.
 
@@ -437,6 +581,7 @@ def ingest_inbox(
         max_batches: process at most this many ready batches (the rest wait for the next call).
         pseudonymize: False only for batches whose user ids were already pseudonymized with this
             installation's key; their ids must then look pseudonymized or the batch is rejected.
+        chunk_rows: interactions are read, validated and written this many rows at a time.
 
     Returns:
         The accepted and rejected batches, rows upserted, and warehouse counts before and after.
@@ -461,7 +606,9 @@ def ingest_inbox(
                 batches = batches[:max_batches]
             logger.info("inbox %s: %d ready batch(es) to ingest", root, len(batches))
             for batch_dir in batches:
-                br = ingest_batch(batch_dir, paths, dataset, engine, pseudonymizer if pseudonymize else None, config, result.rows_upserted)
+                br = ingest_batch(
+                    batch_dir, paths, dataset, engine, pseudonymizer if pseudonymize else None, config, result.rows_upserted, chunk_rows
+                )  # fmt: skip
                 (result.accepted if br.accepted else result.rejected).append(br)
             result.counts = table_counts(engine, dataset)
     finally:

@@ -36,23 +36,44 @@ def inbox_datasets(paths: ProjectPaths) -> list[str]:
 
 
 def ingest_all(dataset: str | None = None, max_batches: int | None = None, home: str | None = None) -> dict[str, Any]:
-    """Ingest the ready batches of one data set's inbox, or of every inbox folder."""
-    from recsys.ingest import ingest_inbox
+    """Ingest the ready batches of one data set's inbox, or of every inbox folder.
+
+    A bad inbox folder name or an unavailable warehouse is reported under ``problems`` (data set,
+    stage, error) and the other data sets go on; a bad batch is quarantined (`recsys.ingest`).
+
+    Raises:
+        ValueError: ``dataset`` is not a valid data-set name (a setting, not an inbox folder).
+    """
+    from recsys.ingest import check_name, ingest_inbox, warehouse_unavailable
     from recsys.privacy import Pseudonymizer, load_key
     from recsys.validation import ValidationConfig
 
+    if dataset:
+        check_name(dataset, "data set name")
     paths = project_paths(home)
     _, warehouse_url = _urls(paths)
     pseudonymizer = Pseudonymizer(load_key(paths.secrets))
-    accepted, rejected, counts = [], [], {}
+    accepted, rejected, problems, counts = [], [], [], {}
     for name in [dataset] if dataset else inbox_datasets(paths):
+        try:
+            check_name(name, "inbox folder")
+        except ValueError as err:  # e.g. inbox/my shop/: reported, the other folders go on
+            log.error("skipping %s: %s", paths.home / "inbox" / name, err)
+            problems.append({"dataset": name, "stage": "inbox folder", "error": f"{err}; rename the folder to ingest it"})
+            continue
         # events from the future are a producer's bug (clock, time zone): the gate refuses them
         config = ValidationConfig(max_timestamp=(pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=1)).isoformat())
-        result = ingest_inbox(paths, name, warehouse_url, pseudonymizer, validation_config=config, max_batches=max_batches)
+        try:
+            result = ingest_inbox(paths, name, warehouse_url, pseudonymizer, validation_config=config, max_batches=max_batches)
+        except Exception as err:  # noqa: BLE001 - one data set's trouble must not stop the others
+            stage = "warehouse unavailable (batches stay in the inbox for the next run)" if warehouse_unavailable(err) else "inbox"
+            log.error("data set %s: %s", name, stage, exc_info=True)
+            problems.append({"dataset": name, "stage": stage, "error": f"{type(err).__name__}: {' '.join(str(err).split())}"[:1000]})
+            continue
         accepted += [b.to_dict() | {"dataset": name} for b in result.accepted]
         rejected += [b.to_dict() | {"dataset": name} for b in result.rejected]
         counts[name] = result.counts
-    return {"accepted": accepted, "rejected": rejected, "counts": counts}
+    return {"accepted": accepted, "rejected": rejected, "problems": problems, "counts": counts}
 
 
 def champion_dataset(model_name: str, tracking_uri: str) -> tuple[str | None, str | None]:

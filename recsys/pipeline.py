@@ -100,10 +100,15 @@ def _read_input(cfg: PipelineConfig, ctx: RunContext) -> tuple[pd.DataFrame, pd.
     pseudonymizer = Pseudonymizer(load_key(ctx.paths.secrets))
     if cfg.dataset == "files":
         from recsys.datasets.files import keep_raw, read_user_files
+        from recsys.errors import InputError
+        from recsys.input_files import allowed_roots, check_input_file
 
         if not cfg.items_path or not cfg.interactions_path:
-            raise ValueError("dataset='files' needs both items_path and interactions_path")
-        items_path, inter_path = Path(cfg.items_path), Path(cfg.interactions_path)
+            raise InputError("dataset='files' needs both items_path and interactions_path")
+        roots = allowed_roots(ctx.paths.home)
+        # checked before anything reads or copies them: regular files inside the allowed folders only
+        items_path = check_input_file(cfg.items_path, "items", roots)
+        inter_path = check_input_file(cfg.interactions_path, "interactions", roots)
         # the raw files are kept whatever validation says next
         kept = [str(keep_raw(p, ctx.paths.raw)) for p in (items_path, inter_path)]
         items, inter = read_user_files(items_path, inter_path, pseudonymizer)
@@ -111,17 +116,18 @@ def _read_input(cfg: PipelineConfig, ctx: RunContext) -> tuple[pd.DataFrame, pd.
         return items, inter, meta
     if cfg.dataset == "warehouse":  # what the ingest DAG loaded: already pseudonymized and validated once
         from recsys import warehouse
+        from recsys.errors import InputError
 
         name = cfg.warehouse_dataset
         if not name:
-            raise ValueError("dataset='warehouse' needs warehouse_dataset (the data set's name in the warehouse)")
+            raise InputError("dataset='warehouse' needs warehouse_dataset (the data set's name in the warehouse)")
         engine = warehouse.make_engine(ctx.warehouse_url)
         try:
             items, inter = warehouse.read_dataset(engine, name)
         finally:
             engine.dispose()
         if inter.empty:
-            raise ValueError(f"the warehouse holds no interactions for data set {name!r}")
+            raise InputError(f"the warehouse holds no interactions for data set {name!r}")
         source = f"warehouse:{name}"
         meta = {
             "name": name,
@@ -144,7 +150,7 @@ def validate(cfg: PipelineConfig, ctx: RunContext) -> dict[str, Any]:
     On bad input this raises `DataValidationError` (naming table, rule and rows) after writing the
     full report to the run folder and MLflow; nothing downstream runs and nothing is stored.
     """
-    from recsys.errors import DataValidationError
+    from recsys.errors import DataValidationError, InputError
     from recsys.validation import ValidationConfig, validate_dataset
 
     tracking, c = _mlflow(ctx)
@@ -178,6 +184,10 @@ def validate(cfg: PipelineConfig, ctx: RunContext) -> dict[str, Any]:
     except DataValidationError:
         tracking.log_artifacts(c, run_id, report_dir, "validation")
         tracking.set_tags(c, run_id, {"validation": "failed"})
+        tracking.end_run(c, run_id, failed=True)
+        raise
+    except InputError as err:  # a setting that cannot work: the run ends here, with the reason on it
+        tracking.set_tags(c, run_id, {"validation": "failed", "failure.reason": str(err)[:5000]})
         tracking.end_run(c, run_id, failed=True)
         raise
     tracking.log_artifacts(c, run_id, report_dir, "validation")

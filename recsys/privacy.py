@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from recsys.errors import InputError
+
 KEY_ENV = "RECSYS_PSEUDONYM_KEY"
 _PREFIX = "u_"
 _DIGEST_CHARS = 20  # 80 bits: collisions are negligible for any shop's user base
@@ -26,7 +28,7 @@ class Pseudonymizer:
 
     def __init__(self, key: bytes):
         if len(key) < 16:
-            raise ValueError("pseudonymization key must be at least 16 bytes")
+            raise InputError("pseudonymization key must be at least 16 bytes (RECSYS_PSEUDONYM_KEY or secrets/pseudonym.key)")
         self._key = key
 
     def one(self, raw_id: object) -> str:
@@ -34,9 +36,12 @@ class Pseudonymizer:
         return _PREFIX + digest[:_DIGEST_CHARS]
 
     def series(self, raw_ids: pd.Series) -> pd.Series:
-        """Pseudonymize a column; nulls stay null (validation reports them, with no raw id to leak)."""
+        """Pseudonymize a column. Ids are trimmed first (``"alice "`` is ``"alice"``: one user, one
+        pseudonym); nulls and blank ids (spaces, a tab) become null, which validation reports by row
+        with no raw id to leak."""
         uniques = raw_ids.dropna().unique()
-        mapping = {u: self.one(u) for u in uniques}  # hash each distinct id once
+        # hash each distinct id once
+        mapping = {u: (self.one(t) if (t := str(u).strip()) else None) for u in uniques}
         return raw_ids.map(mapping).astype("string")
 
 

@@ -15,7 +15,9 @@ SQLAlchemy 2 Core: SQLite and PostgreSQL alike (tests/test_publish.py on SQLite,
 tests/test_postgres.py on a real PostgreSQL server). On PostgreSQL a publish first takes a
 transaction-level advisory lock on the model name, so two concurrent publishes of one name run one
 after the other (the later one replaces the earlier one's rows) instead of one failing on the
-primary key; run them at READ COMMITTED, the default.
+primary key; run them at READ COMMITTED, the default. On SQLite a publish holds the warehouse write
+lock of the file (`recsys.warehouse.write_lock`), so concurrent publishes and loads queue instead of
+failing with "database is locked", and URLs open engines set up for concurrent use (WAL, busy timeout).
 
 Memory is bounded by the chunk, not by the catalog's row count: each chunk's rows are inserted as
 soon as it is scored (still inside the one transaction), so a publish holds about
@@ -45,7 +47,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
     delete,
     insert,
     select,
@@ -54,6 +55,7 @@ from sqlalchemy import (
 from tqdm.auto import tqdm
 
 from recsys.bundles import BundleConfig, compose_bundle
+from recsys.warehouse import create_tables, open_engine, write_lock
 
 if TYPE_CHECKING:
     from recsys.serving import ItemRecommender
@@ -103,8 +105,8 @@ class PublishResult:
 def _engine(engine_or_url: Engine | str) -> tuple[Engine, bool]:
     """(engine with the table created if missing, whether we created the engine and must dispose it)."""
     owned = isinstance(engine_or_url, str)
-    engine = create_engine(engine_or_url) if owned else engine_or_url
-    metadata.create_all(engine)
+    engine = open_engine(engine_or_url) if owned else engine_or_url
+    create_tables(engine, metadata)  # safe when several processes create it at once
     return engine, owned
 
 
@@ -213,7 +215,12 @@ def publish_recommendations(
     base = {"model_name": model_name, "model_version": model_version, "published_at": published_at}
     n_rows = 0
     try:
-        with engine.begin() as conn, tqdm(total=n, desc=f"publishing {model_name} v{model_version}", unit="item", disable=not progress) as bar:
+        # SQLite: one writer per file; queue on the file's write lock rather than fail on "database is locked"
+        with (
+            write_lock(engine, f"publish of {model_name}"),
+            engine.begin() as conn,
+            tqdm(total=n, desc=f"publishing {model_name} v{model_version}", unit="item", disable=not progress) as bar,
+        ):
             # one transaction: the old rows go and the new ones come at commit, or nothing changes
             if conn.dialect.name == "postgresql":
                 # concurrent publishes of this name queue here until the holder commits or rolls back;

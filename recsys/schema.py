@@ -38,6 +38,11 @@ INTERACTION_REQUIRED: tuple[str, ...] = (USER_ID, ITEM_ID, EVENT)
 
 EVENT_TYPES: tuple[str, ...] = ("view", "cart", "purchase", "rating")
 
+# longest value of each length-limited column: the warehouse's VARCHAR sizes and the validation gate's
+# length rules are both declared from this one table (user ids are stored pseudonymized: 22 characters)
+MAX_LENGTHS: dict[str, int] = {ITEM_ID: 128, USER_ID: 64, EVENT: 16, BASKET_ID: 128}
+DATASET_NAME_MAX = 64  # a data set's name: the warehouse key and its inbox folder
+
 # pandas dtypes of the canonical frames (nullable where a data set may lack the field)
 ITEM_DTYPES: dict[str, str] = {
     ITEM_ID: "string",

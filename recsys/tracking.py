@@ -76,6 +76,81 @@ def end_run(c: MlflowClient, run_id: str, failed: bool = False) -> None:
     c.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED))
 
 
+FAILURE_TASK_TAG = "failure.task"  # the task whose failure ended the pipeline run (absent: the DAG run as a whole)
+FAILURE_REASON_TAG = "failure.reason"  # the error's message (never a traceback)
+FAILURE_ERROR_TAG = "failure.error"  # the error's class name
+FAILURE_NOTE_TAG = "failure.note"  # set when the run had already finished: why its status stayed FINISHED
+MAX_REASON_CHARS = 4000  # MLflow keeps tag values up to 8000 characters
+_TERMINAL = frozenset({"FINISHED", "FAILED", "KILLED"})
+
+
+def trim_reason(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    """`text` cut to `limit` characters, saying so when it was cut."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    marker = " … [cut: the task log has the whole message]"
+    return text[: max(limit - len(marker), 0)].rstrip() + marker
+
+
+def fail_run(c: MlflowClient, run_id: str, reason: str, task_id: str | None = None, error: str | None = None) -> str:
+    """Record why the pipeline run failed on its MLflow run and end the run FAILED; returns its status.
+
+    Idempotent, and safe to call from every failure callback of a DAG run:
+
+    - the failure tags (`failure.task`, `failure.reason` trimmed to `MAX_REASON_CHARS`, `failure.error`)
+      are written unless a task's failure is already recorded: the first failed task is the cause, later
+      ones (a second mapped shard, a consequence) keep it. A reason without a task (the DAG run's own
+      callback, `task_id=None`) is only a fallback, replaced by the first task that reports;
+    - a RUNNING (or SCHEDULED) run ends FAILED; a FAILED or KILLED one stays as it is;
+    - a FINISHED run keeps its status and only gets the tags (plus `failure.note`): the pipeline ends
+      its run once the gate decided and the champion alias moved (promote/reject), so a later failure
+      (publish) is no failure of what the run recorded — its model version exists, and may be the
+      champion serving traffic. Flipping it to FAILED would misreport that; the DAG run shows the failure.
+    """
+    run = c.get_run(run_id)
+    tags, status = run.data.tags, run.info.status
+    recorded_task = tags.get(FAILURE_TASK_TAG)
+    if not recorded_task and (task_id or not tags.get(FAILURE_REASON_TAG)):
+        new = {FAILURE_REASON_TAG: trim_reason(reason) or "(no message)"}
+        if task_id:
+            new[FAILURE_TASK_TAG] = task_id
+        if error:
+            new[FAILURE_ERROR_TAG] = error
+        if status == "FINISHED":
+            new[FAILURE_NOTE_TAG] = "the run had already finished (model registered, gate decided) when this failure happened: its status stays FINISHED"
+        set_tags(c, run_id, new)
+    if status not in _TERMINAL:
+        end_run(c, run_id, failed=True)
+        return "FAILED"
+    return status
+
+
+def find_run_by_key(c: MlflowClient, run_key: str, experiment_ids: list[str] | None = None):
+    """The newest MLflow run tagged `recsys.run_key = run_key` (in the given experiments, else every
+    active one), or None."""
+    from mlflow.entities import ViewType
+
+    if "'" in run_key or "\\" in run_key:
+        raise ValueError(f"unsupported character in run key {run_key!r}")
+    if experiment_ids is None:
+        experiment_ids = [e.experiment_id for e in c.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+    if not experiment_ids:
+        return None
+    found = c.search_runs(experiment_ids, filter_string=f"tags.`{RUN_KEY_TAG}` = '{run_key}'", max_results=1, order_by=["attributes.start_time DESC"])
+    return found[0] if found else None
+
+
+def fail_run_by_key(c: MlflowClient, run_key: str, reason: str, task_id: str | None = None, error: str | None = None) -> str | None:
+    """`fail_run` on the MLflow run of a pipeline run (found by its run key); None when there is none
+    (the run failed before its validate task created one)."""
+    run = find_run_by_key(c, run_key)
+    if run is None:
+        log.info("no MLflow run is tagged %s=%r: no run to mark failed", RUN_KEY_TAG, run_key)
+        return None
+    return fail_run(c, run.info.run_id, reason, task_id, error)
+
+
 def version_of_run(c: MlflowClient, model_name: str, run_id: str) -> str | None:
     """The registered version created by this run, if any (so a retried register adds no second one)."""
     try:

@@ -35,7 +35,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -50,6 +50,7 @@ from recsys.schema import (
     INTERACTION_REQUIRED,
     ITEM_ID,
     ITEM_REQUIRED,
+    MAX_LENGTHS,
     PRICE,
     QUANTITY,
     RATING,
@@ -76,6 +77,13 @@ _TEXT_TYPES = ["StringDtype"]
 _ID_COLUMNS = (ITEM_ID, USER_ID, BASKET_ID)
 _TEXT_COLUMNS = (TITLE, DESCRIPTION, CATEGORY, TAGS, EVENT)
 _NUMBER_COLUMNS = (PRICE, QUANTITY, RATING)
+# the largest finite float: "between 0 and this" also refuses inf and 1e400 (parsed as inf), which the
+# warehouse would store as infinity and every price band / mean would inherit
+_FINITE_MAX = float(np.finfo(np.float64).max)
+# an id with surrounding whitespace (or none at all) would be a second product / basket beside the trimmed one
+_UNTRIMMED = r"^\s|\s$|^$"
+_NUL = r"\x00"  # PostgreSQL cannot store a NUL character in text (SQLite would): refused for both
+_MAX_SHOWN = 60  # characters of a cell shown in a message (a 10 MB id is named, not echoed)
 
 
 @dataclass(frozen=True)
@@ -249,6 +257,23 @@ def _dtype_ok(s: pd.Series, kind: str) -> bool:
     return isinstance(s.dtype, pd.DatetimeTZDtype)
 
 
+def _dtype_is_text(s: pd.Series) -> bool:
+    return isinstance(s.dtype, pd.StringDtype)
+
+
+def _id_rules(plan: _Plan, gxe: Any, col: str) -> None:
+    """What the warehouse needs of an id column: trimmed, non-empty, and no longer than its column."""
+    plan.add(
+        gxe.ExpectColumnValuesToNotMatchRegex(column=col, regex=f"{_UNTRIMMED}|{_NUL}"),
+        f"{col} is not blank and has no leading or trailing whitespace or NUL character",
+    )
+    if col in MAX_LENGTHS:
+        plan.add(
+            gxe.ExpectColumnValueLengthsToBeBetween(column=col, min_value=1, max_value=MAX_LENGTHS[col]),
+            f"{col} is at most {MAX_LENGTHS[col]} characters",
+        )
+
+
 def _items_plan(gxe: Any, prep: _Prepared, config: ValidationConfig, has_text: bool) -> _Plan:
     plan = _Plan()
     df = prep.frame
@@ -257,6 +282,7 @@ def _items_plan(gxe: Any, prep: _Prepared, config: ValidationConfig, has_text: b
     plan.add(gxe.ExpectTableRowCountToBeBetween(min_value=1), "table has at least 1 row")
     if ITEM_ID in present:
         plan.add(gxe.ExpectColumnValuesToNotBeNull(column=ITEM_ID), f"{ITEM_ID} is not null")
+        _id_rules(plan, gxe, ITEM_ID)
         plan.add(gxe.ExpectColumnValuesToBeUnique(column=ITEM_ID), f"{ITEM_ID} is unique")
     else:
         for t in ("expect_column_values_to_not_be_null", "expect_column_values_to_be_unique"):
@@ -264,7 +290,7 @@ def _items_plan(gxe: Any, prep: _Prepared, config: ValidationConfig, has_text: b
     if PRICE in present:
         _typed_range(
             plan, gxe, prep, PRICE, _NUMBER_TYPES, "numbers",
-            gxe.ExpectColumnValuesToBeBetween(column=PRICE, min_value=0), f"{PRICE} >= 0 (nulls allowed)",
+            gxe.ExpectColumnValuesToBeBetween(column=PRICE, min_value=0, max_value=_FINITE_MAX), f"{PRICE} >= 0 and finite (nulls allowed)",
         )
     if TITLE in present:
         if has_text:
@@ -282,6 +308,8 @@ def _items_plan(gxe: Any, prep: _Prepared, config: ValidationConfig, has_text: b
     for col in (TITLE, DESCRIPTION, CATEGORY, TAGS):
         if col in present:
             plan.add(gxe.ExpectColumnValuesToBeInTypeList(column=col, type_list=_TEXT_TYPES), f"{col} holds text")
+            if _dtype_is_text(df[col]):
+                plan.add(gxe.ExpectColumnValuesToNotMatchRegex(column=col, regex=_NUL), f"{col} holds no NUL character")
     return plan
 
 
@@ -295,9 +323,13 @@ def _interactions_plan(
     plan.add(gxe.ExpectTableRowCountToBeBetween(min_value=1), "table has at least 1 row")
     for col in (USER_ID, ITEM_ID, EVENT):
         if col in present:
-            plan.add(gxe.ExpectColumnValuesToNotBeNull(column=col), f"{col} is not null")
+            # user ids arrive pseudonymized: a blank raw id became null there (recsys.privacy)
+            plan.add(gxe.ExpectColumnValuesToNotBeNull(column=col), f"{col} is not null" + (" or blank" if col == USER_ID else ""))
         else:
             plan.skip("expect_column_values_to_not_be_null", col, f"column {col} is missing")
+    for col in (USER_ID, ITEM_ID, BASKET_ID):
+        if col in present:
+            _id_rules(plan, gxe, col)
     if EVENT in present:
         plan.add(
             gxe.ExpectColumnValuesToBeInSet(column=EVENT, value_set=list(EVENT_TYPES)),
@@ -325,8 +357,8 @@ def _interactions_plan(
     if QUANTITY in present:
         _typed_range(
             plan, gxe, prep, QUANTITY, _NUMBER_TYPES, "numbers",
-            gxe.ExpectColumnValuesToBeBetween(column=QUANTITY, min_value=0, strict_min=True),
-            f"{QUANTITY} > 0 (nulls allowed)",
+            gxe.ExpectColumnValuesToBeBetween(column=QUANTITY, min_value=0, strict_min=True, max_value=_FINITE_MAX),
+            f"{QUANTITY} > 0 and finite (nulls allowed)",
         )
     if RATING in present:
         _typed_range(
@@ -388,6 +420,8 @@ def _fmt(value: Any) -> str:
         return repr(value.isoformat())
     if isinstance(value, np.generic):
         value = value.item()
+    if isinstance(value, str) and len(value) > _MAX_SHOWN:
+        return f"{value[:_MAX_SHOWN]!r}... ({len(value)} characters)"
     return repr(value)
 
 
@@ -473,6 +507,31 @@ def _table_report(
     }
 
 
+def case_only_duplicates(ids: pd.Series, max_examples: int = 5) -> list[str]:
+    """Warnings for ids that differ from another only by letter case (``SKU-0001`` / ``sku-0001``).
+
+    Not an error: some shops do use case to tell products apart. But more often it is one product
+    typed twice, so the report names the groups (first examples, with their 1-based rows).
+    """
+    s = ids.dropna().astype("string")
+    folded = s.str.casefold()
+    distinct = pd.DataFrame({"id": s, "key": folded}).drop_duplicates("id")
+    groups = distinct.groupby("key")["id"].nunique()
+    clashing = groups[groups > 1].index
+    if not len(clashing):
+        return []
+    examples = []
+    for key in clashing[:max_examples]:
+        members = s[folded == key]
+        shown = ", ".join(f"row {int(i) + 1} {_fmt(v)}" for i, v in members.drop_duplicates().items())
+        examples.append(f"{{{shown}}}")
+    more = ", ..." if len(clashing) > max_examples else ""
+    return [
+        f"{ITEM_ID}: {len(clashing)} group(s) of ids differ only by letter case and are kept as different items "
+        f"— {', '.join(examples)}{more} (warning: fix the source if they are one product)"
+    ]
+
+
 def _order_results(result: Any, plan: _Plan) -> None:
     """GX returns results grouped its own way; put them back in the order the rules were written."""
     rank = {e.id: i for i, e in enumerate(plan.expectations)}
@@ -498,9 +557,30 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def _merge_parts(name: str, source: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One table report from the reports of its consecutive row ranges (a large file read in parts)."""
+    if len(parts) == 1:
+        return parts[0]
+    failures: list[str] = []
+    for part in parts:  # row numbers are already the file's; say which range a count is out of
+        failures += [f"(rows {part['first_row']}-{part['last_row']}) {line}" for line in part["failures"]]
+    skipped = {(s["expectation_type"], s["column"]): s for part in parts for s in part["skipped"]}
+    return {
+        "table": name,
+        "source": source,
+        "success": all(p["success"] for p in parts),
+        "rows": sum(p["rows"] for p in parts),
+        "parts": len(parts),
+        "expectations_evaluated": sum(p["expectations_evaluated"] for p in parts),
+        "expectations_failed": sum(p["expectations_failed"] for p in parts),
+        "skipped": list(skipped.values()),
+        "failures": failures,
+    }
+
+
 def validate_dataset(
     items: pd.DataFrame,
-    interactions: pd.DataFrame,
+    interactions: pd.DataFrame | Iterable[pd.DataFrame],
     *,
     out_dir: Path,
     config: ValidationConfig,
@@ -512,15 +592,18 @@ def validate_dataset(
 
     Args:
         items: the items table, canonical or raw (unparsed strings, missing columns).
-        interactions: the interactions table, canonical or raw.
+        interactions: the interactions table, canonical or raw; or its consecutive parts (a large
+            file read in chunks, each indexed by its rows' 0-based position in the file). Every
+            interactions rule is about one row at a time, so parts are judged one by one and only
+            one part is held at once; their results are merged into one report.
         out_dir: report folder; ``validation.json`` and ``data_docs/index.html`` go there.
         config: thresholds and the timestamp window.
         has_text: the data set has titles, so the title-presence rule applies.
         item_source, interaction_source: where the tables came from (shown in errors).
 
     Returns:
-        A JSON-able summary: success, report paths, and per table the row count and number of
-        expectations evaluated.
+        A JSON-able summary: success, warnings, report paths, and per table the row count and
+        number of expectations evaluated.
 
     Raises:
         DataValidationError: a rule failed (items first; the other table's failures are added
@@ -535,34 +618,44 @@ def validate_dataset(
     import great_expectations.expectations as gxe
 
     items_prep = _prepare(items)
-    inter_prep = _prepare(interactions)
     item_ids: list[str] | None = None
     if ITEM_ID in items_prep.frame.columns:
         item_ids = sorted(items_prep.frame[ITEM_ID].dropna().unique().tolist())
-
-    plans = {
-        ITEMS: _items_plan(gxe, items_prep, config, has_text),
-        INTERACTIONS: _interactions_plan(gxe, inter_prep, config, item_ids),
-    }
     context = _context(docs_dir)
-    tables = {
-        ITEMS: (item_source, items, items_prep),
-        INTERACTIONS: (interaction_source, interactions, inter_prep),
-    }
     results: dict[str, Any] = {}
     reports: dict[str, dict[str, Any]] = {}
-    for name, (source, raw, prep) in tables.items():
-        result = _run_suite(context, name, prep.frame, plans[name], config.max_examples)
-        _order_results(result, plans[name])
+
+    plan = _items_plan(gxe, items_prep, config, has_text)
+    result = _run_suite(context, ITEMS, items_prep.frame, plan, config.max_examples)
+    _order_results(result, plan)
+    results[ITEMS] = result
+    reports[ITEMS] = _table_report(ITEMS, item_source, items, items_prep, plan, result, config.max_examples)
+
+    parts = [interactions] if isinstance(interactions, pd.DataFrame) else interactions
+    part_reports: list[dict[str, Any]] = []
+    for k, part in enumerate(parts):
+        prep = _prepare(part)
+        plan = _interactions_plan(gxe, prep, config, item_ids)
+        name = INTERACTIONS if k == 0 else f"{INTERACTIONS}_part_{k + 1}"
+        result = _run_suite(context, name, prep.frame, plan, config.max_examples)
+        _order_results(result, plan)
         results[name] = result
-        reports[name] = _table_report(name, source, raw, prep, plans[name], result, config.max_examples)
+        report = _table_report(INTERACTIONS, interaction_source, part, prep, plan, result, config.max_examples)
+        first = int(prep.frame.index[0]) + 1 if len(prep.frame) and pd.api.types.is_integer_dtype(prep.frame.index) else 1
+        part_reports.append(report | {"first_row": first, "last_row": first + len(prep.frame) - 1})
+        del prep, part  # one part in memory at a time
+    reports[INTERACTIONS] = _merge_parts(INTERACTIONS, interaction_source, part_reports)
 
     docs_index = docs_dir / "index.html"
     context.build_data_docs(site_names=[_SITE])
 
     success = all(r["success"] for r in reports.values())
+    warnings_found = case_only_duplicates(items_prep.frame[ITEM_ID], config.max_examples) if ITEM_ID in items_prep.frame.columns else []
+    for line in warnings_found:
+        logger.warning("validation of %s: %s", item_source, line)
     summary: dict[str, Any] = {
         "success": success,
+        "warnings": warnings_found,
         "report_dir": str(out_dir),
         "validation_json": str(out_dir / VALIDATION_JSON),
         "data_docs_index": str(docs_index),

@@ -33,6 +33,8 @@ os.environ.update(
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        # the tests' input files live in pytest's temporary folders: allow those (a deployment allows its upload folders)
+        "RECSYS_INPUT_ROOTS": tempfile.gettempdir(),
     }
 )
 os.environ.pop("RECSYS_WAREHOUSE_URL", None)

@@ -118,3 +118,66 @@ def test_good_files_pass_and_load_idempotently(tmp_path: Path) -> None:
     assert counts == [{"items": 3, "interactions": 3}, {"items": 3, "interactions": 3}]
     stored = pd.read_parquet(ctx.run_dir / "data" / "interactions.parquet")
     assert not stored["user_id"].isin(["alice", "bob"]).any()  # pseudonymized before anything was written
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "symlink", "outside_roots", "fifo"])
+def test_input_paths_must_be_regular_files_inside_the_allowed_folders(kind: str, tmp_path: Path, session_home: Path, monkeypatch) -> None:
+    """Checked before anything reads or copies the file: a link or a path outside RECSYS_INPUT_ROOTS
+    is never followed, copied under raw/ or echoed; the run ends FAILED with the rule."""
+    import os
+
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    monkeypatch.setenv("RECSYS_INPUT_ROOTS", str(uploads))
+    secret = tmp_path / "elsewhere" / "passwd.csv"  # readable by the worker, outside the allowed folder
+    secret.parent.mkdir()
+    secret.write_text("root-secret-first-line,x\n1,2\n")
+    items_path = _write(uploads / "items.csv", GOOD_ITEMS)
+    inter_path = uploads / "interactions.csv"
+    expected = {
+        "missing": "file not found",
+        "directory": "is a directory",
+        "symlink": "is a symbolic link",
+        "outside_roots": "lies outside the allowed input folders",
+        "fifo": "is a pipe",
+    }[kind]
+    if kind == "directory":
+        inter_path.mkdir()
+    elif kind == "symlink":
+        inter_path.symlink_to(secret)
+    elif kind == "outside_roots":
+        inter_path = secret
+    elif kind == "fifo":
+        os.mkfifo(inter_path)
+    raw_before = set((session_home / "raw").rglob("*")) if (session_home / "raw").exists() else set()
+    cfg = PipelineConfig(dataset="files", items_path=str(items_path), interactions_path=str(inter_path), model_name=f"path-{kind}")
+    ctx = pipeline.RunContext.create(f"bad_path__{kind}", "2026-11-28T00:00:00+00:00")
+
+    with pytest.raises(DataValidationError) as info:
+        pipeline.validate(cfg, ctx)
+
+    message = str(info.value)
+    assert "table 'interactions'" in message and expected in message and str(inter_path) in message
+    assert "root-secret-first-line" not in message
+    raw_after = set((session_home / "raw").rglob("*")) if (session_home / "raw").exists() else set()
+    assert not any("root-secret" in p.read_text(errors="replace") for p in raw_after - raw_before if p.is_file())
+    assert not any(p.name == "interactions.csv" for p in raw_after - raw_before)  # nothing of it was copied
+    c = tracking.client(ctx.tracking_uri)
+    run = c.search_runs(
+        [c.get_experiment_by_name(cfg.experiment).experiment_id], filter_string=f"tags.`{tracking.RUN_KEY_TAG}` = '{ctx.run_key}'"
+    )[0]
+    assert run.info.status == "FAILED" and run.data.tags["validation"] == "failed"
+
+
+def test_a_missing_setting_is_an_input_error_that_fails_the_run(session_home: Path) -> None:
+    from recsys.errors import InputError
+
+    cfg = PipelineConfig(dataset="files", items_path=None, interactions_path=None, model_name="no-paths")
+    ctx = pipeline.RunContext.create("bad_setting__no_paths", "2026-11-28T00:00:00+00:00")
+    with pytest.raises(InputError, match="needs both items_path and interactions_path"):
+        pipeline.validate(cfg, ctx)
+    c = tracking.client(ctx.tracking_uri)
+    run = c.search_runs(
+        [c.get_experiment_by_name(cfg.experiment).experiment_id], filter_string=f"tags.`{tracking.RUN_KEY_TAG}` = '{ctx.run_key}'"
+    )[0]
+    assert run.info.status == "FAILED" and "needs both" in run.data.tags["failure.reason"]

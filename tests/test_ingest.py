@@ -249,3 +249,31 @@ def test_replayed_movielens_lands_with_the_loaders_user_ids(paths, pseudo, engin
     replay(home, "ml", raw, freq="W", count=2)  # the same windows again
     again = ingest_inbox(home, "ml", engine, pseudo)
     assert len(again.accepted) == 2 and again.counts == result.counts
+
+
+def test_a_batch_read_in_parts_loads_the_same_rows_and_names_the_files_rows(paths, pseudo, engine, tmp_path) -> None:
+    """chunk_rows=2: five interactions in three parts. A bad row in the last part is named by its row in
+    the file and nothing of the batch loads; the good batch loads exactly what a one-part read loads."""
+    inter = INTER + "carol,A1,cart,2024-01-03\ncarol,B2,purchase,2024-01-04\ncarol,B2,purchase,2024-01-04\n"
+    bad = inter.replace("2024-01-04\n", "2999-01-04\n")  # rows 4 and 5: from the future
+    _batch(paths, "0001", bad, ITEMS)
+    _batch(paths, "0002", inter, ITEMS)
+    from recsys.validation import ValidationConfig
+
+    result = ingest_inbox(paths, DATASET, engine, pseudo, validation_config=ValidationConfig(max_timestamp="2030-01-01"), chunk_rows=2)
+
+    (rejected,) = result.rejected
+    doc = json.loads((inbox_dir(paths, DATASET) / REJECTED / "0001" / ERROR_JSON).read_text())
+    assert doc["stage"] == "validate" and doc["rows"] == [4, 5]  # rows of the file, across parts
+    assert any("(rows 3-4)" in f["line"] for f in doc["failures"]) and any("(rows 5-5)" in f["line"] for f in doc["failures"])
+    report = json.loads((inbox_dir(paths, DATASET) / REJECTED / "0001" / "validation" / "validation.json").read_text())
+    assert report["tables"]["interactions"]["parts"] == 3 and report["tables"]["interactions"]["rows"] == 5
+    (accepted,) = result.accepted
+    assert accepted.interactions == 5 and accepted.time_range == ("2024-01-01T00:00:00+00:00", "2024-01-04T00:00:00+00:00")
+    chunked = read_dataset(engine, DATASET)[1]
+    whole = make_engine(f"sqlite:///{tmp_path / 'whole.db'}")
+    paths2 = ProjectPaths(home=tmp_path / "home2")
+    _batch(paths2, "0002", inter, ITEMS)
+    ingest_inbox(paths2, DATASET, whole, pseudo)
+    pd.testing.assert_frame_equal(chunked, read_dataset(whole, DATASET)[1])  # same rows; the repeated purchase kept twice
+    assert len(chunked) == 5

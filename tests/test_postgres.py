@@ -6,11 +6,13 @@ Skipped, with the reason, only when the PostgreSQL server binaries are not insta
 the tiny hand-built ones of tests/test_warehouse.py and tests/test_publish.py, with exact expected
 values; what SQLite cannot show is checked here: readers on other connections during a swap, two
 concurrent publishes of one name, a session time zone other than UTC, a non-C collation, PostgreSQL's
-VARCHAR limits and duplicate keys inside one multi-row upsert.
+VARCHAR limits, duplicate keys inside one multi-row upsert, and concurrent loads (of two data sets side
+by side; of one data set in turns) and table creations.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 import threading
@@ -33,11 +35,20 @@ from recsys import publish  # noqa: E402
 from recsys import schema as S  # noqa: E402
 from recsys.publish import published_table, published_version, publish_recommendations, read_published  # noqa: E402
 from recsys.serving import ItemRecommender  # noqa: E402
-from recsys.warehouse import interactions_table, items_table, make_engine, read_dataset, table_counts, upsert_dataset  # noqa: E402
+from recsys.warehouse import (  # noqa: E402
+    interaction_keys,
+    interactions_table,
+    items_table,
+    make_engine,
+    read_dataset,
+    table_counts,
+    upsert_dataset,
+    upsert_frames,
+)
 from published_rows import published_rows
 # the tiny hand-built data of the SQLite tests (tests/ is on sys.path: pytest's default import mode)
 from test_publish import EXPECTED_TOP3, IDS, W, _write_model  # noqa: E402
-from test_warehouse import _dataset, _interactions, _items  # noqa: E402
+from test_warehouse import _dataset, _interactions, _items, _many_interactions  # noqa: E402
 
 try:
     find_bindir()
@@ -244,6 +255,108 @@ def test_a_large_load_in_several_statements(engine, monkeypatch):
     assert upsert_dataset(engine, _dataset(items=items, interactions=inter)) == {"items": n, "interactions": n}
     got, _ = read_dataset(engine, "shop")
     assert got[S.PRICE].sum() == sum(range(n))
+
+
+def test_concurrent_loads_of_two_data_sets_run_side_by_side_and_both_land(url):
+    # load A holds its transaction open (items and its first chunk written) while load B of another
+    # data set runs start to finish: nothing serialises them, and both commit whole
+    north = _many_interactions(3_000, seed=3)
+    south = _many_interactions(2_000, seed=4)
+    b_done = threading.Event()
+    a_waited: list[bool] = []
+    errors: list[BaseException] = []
+
+    def slow_chunks():
+        yield north.iloc[:1_500]
+        a_waited.append(b_done.wait(30))  # True only if B committed while A was still open
+        yield north.iloc[1_500:]
+
+    def load_a() -> None:
+        eng = make_engine(url)
+        try:
+            upsert_frames(eng, "north", _items(), slow_chunks())
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+        finally:
+            eng.dispose()
+
+    th = threading.Thread(target=load_a)
+    th.start()
+    eng = make_engine(url)
+    try:
+        assert upsert_dataset(eng, _dataset("south", interactions=south)) == {"items": 3, "interactions": 2_000}
+        b_done.set()
+        th.join(60)
+        assert not errors, errors
+        assert a_waited == [True]
+        assert table_counts(eng, "north") == {"items": 3, "interactions": 3_000}
+        assert table_counts(eng, "south") == {"items": 3, "interactions": 2_000}
+    finally:
+        b_done.set()
+        eng.dispose()
+
+
+def test_concurrent_loads_of_one_data_set_take_turns_and_both_land(url, caplog):
+    # chunks cannot be locked in one global key order, so loads of ONE data set take turns on an
+    # advisory lock (no deadlock, no failure); the second adds only its new rows
+    first = _many_interactions(2_000, seed=5)
+    second = pd.concat([first.iloc[:1_000], _many_interactions(500, seed=6, users=10_000)], ignore_index=True)
+    release = threading.Event()
+    errors: list[BaseException] = []
+
+    def held_chunks():
+        yield first.iloc[:1_000]
+        release.wait(30)
+        yield first.iloc[1_000:]
+
+    def load(chunks) -> None:
+        eng = make_engine(url)
+        try:
+            upsert_frames(eng, "shop", _items(), chunks)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+        finally:
+            eng.dispose()
+
+    a = threading.Thread(target=load, args=(held_chunks(),))
+    b = threading.Thread(target=load, args=([second],))
+    with caplog.at_level(logging.INFO, logger="recsys.warehouse"):
+        a.start()
+        time.sleep(0.5)  # A holds the data set's lock
+        b.start()
+        time.sleep(1.0)
+        assert b.is_alive()  # B waits for A's commit
+        release.set()
+        a.join(60)
+        b.join(60)
+    assert not errors, errors
+    assert "waiting for the load lock of data set 'shop'" in caplog.text
+    expected = set(interaction_keys(first)) | set(interaction_keys(second))
+    assert 2_000 < len(expected) <= 2_500  # the first 1000 rows of `second` are rows of `first`
+    eng = make_engine(url)
+    assert table_counts(eng, "shop") == {"items": 3, "interactions": len(expected)}
+    eng.dispose()
+
+
+def test_tables_are_created_once_when_processes_start_at_once(pg):
+    # concurrent CREATE TABLEs of one name would fail on PostgreSQL's catalog: they take turns
+    url = pg.create_database(f"t_{uuid.uuid4().hex[:12]}")
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            make_engine(url).dispose()
+            published_version(url, "recs")  # the published table, too
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not errors, errors
+    assert _count(url, items_table) == 0 and _count(url, published_table) == 0
 
 
 # -- the published-recommendations swap ---------------------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from dataclasses import asdict
 from datetime import timezone
 
@@ -12,7 +14,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, insert, select
 
-from recsys import publish
+from recsys import publish, warehouse
 from recsys.bundles import BundleCatalog
 from recsys.hybrid import HybridConfig
 from recsys.publish import (
@@ -252,3 +254,36 @@ def test_table_schema_and_argument_checks(url, hybrid):
     with pytest.raises(ValueError, match="non-empty"):
         _publish(url, hybrid, " ")
     assert published_version(url, "recs") is None  # nothing was written
+
+
+def test_two_concurrent_publishes_of_one_name_into_sqlite_both_succeed(url, hybrid, monkeypatch, caplog):
+    # SQLite alone would fail the second writer once its busy timeout (shortened here) ran out; the
+    # publishes queue on the file's write lock instead, and the later one replaces the earlier's rows
+    monkeypatch.setattr(warehouse, "_BUSY_TIMEOUT_S", 0.2)
+    _publish(url, hybrid, "1")
+    real = publish._chunk_scores
+
+    def slow(recommender, idx):
+        time.sleep(0.1)  # each publish holds its transaction for ~0.6 s
+        return real(recommender, idx)
+
+    monkeypatch.setattr(publish, "_chunk_scores", slow)
+    results, errors = {}, []
+
+    def run(version: str, k: int) -> None:
+        try:
+            results[version] = _publish(url, hybrid, version, k=k, chunk_size=1)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(v, k)) for v, k in (("2", 2), ("3", 1))]
+    with caplog.at_level(logging.INFO, logger="recsys.warehouse"):
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(60)
+    assert not errors, errors
+    assert "waiting for the warehouse write lock" in caplog.text
+    final = published_version(url, "recs")  # one version, whole
+    assert final in {"2", "3"}
+    assert len(published_rows(url, "recs")) == results[final].rows

@@ -133,7 +133,7 @@ def test_negative_price(tmp_path: Path) -> None:
     err = _fail(tmp_path, _items(price=["1", "-3.5", None, "2", "3"]), _interactions())
     assert err.table == "items"
     assert err.failures == [
-        "expect_column_values_to_be_between(price): 1 of 5 rows break \"price >= 0 (nulls allowed)\" "
+        "expect_column_values_to_be_between(price): 1 of 5 rows break \"price >= 0 and finite (nulls allowed)\" "
         "— row 2 price='-3.5'"
     ]
 
@@ -237,7 +237,7 @@ def test_unparseable_timestamp(tmp_path: Path) -> None:
 def test_quantity_and_rating_ranges(tmp_path: Path) -> None:
     err = _fail(tmp_path, _items(), _interactions(quantity=["1", "0", "2", None], rating=[None, None, None, "11"]))
     assert err.failures == [
-        "expect_column_values_to_be_between(quantity): 1 of 4 rows break \"quantity > 0 (nulls allowed)\" "
+        "expect_column_values_to_be_between(quantity): 1 of 4 rows break \"quantity > 0 and finite (nulls allowed)\" "
         "— row 2 quantity='0'",
         "expect_column_values_to_be_between(rating): 1 of 4 rows break "
         "\"rating is between 0 and 10 (nulls allowed)\" — row 4 rating='11'",
