@@ -314,7 +314,7 @@ def _items_plan(gxe: Any, prep: _Prepared, config: ValidationConfig, has_text: b
 
 
 def _interactions_plan(
-    gxe: Any, prep: _Prepared, config: ValidationConfig, item_ids: list[str] | None
+    gxe: Any, prep: _Prepared, config: ValidationConfig, item_ids: pd.Index | None
 ) -> _Plan:
     plan = _Plan()
     df = prep.frame
@@ -338,12 +338,17 @@ def _interactions_plan(
     else:
         plan.skip("expect_column_values_to_be_in_set", EVENT, f"column {EVENT} is missing")
     if ITEM_ID not in present:
-        plan.skip("expect_column_values_to_be_in_set", ITEM_ID, f"column {ITEM_ID} is missing")
+        plan.skip("expect_column_values_to_not_be_in_set", ITEM_ID, f"column {ITEM_ID} is missing")
     elif item_ids is None:
-        plan.skip("expect_column_values_to_be_in_set", ITEM_ID, f"the items table has no {ITEM_ID} column")
+        plan.skip("expect_column_values_to_not_be_in_set", ITEM_ID, f"the items table has no {ITEM_ID} column")
     else:
+        # "in the catalog" as "not among this table's ids that are missing from the catalog": the same rows
+        # fail, but the expectation carries the few unknown ids instead of the whole catalog, which GX
+        # copies and serialises many times per run (a 50k-item catalog made this one rule cost ~20 s)
+        ids = df[ITEM_ID].dropna().unique()
+        unknown = sorted(pd.Index(ids).difference(item_ids).tolist())
         plan.add(
-            gxe.ExpectColumnValuesToBeInSet(column=ITEM_ID, value_set=item_ids),
+            gxe.ExpectColumnValuesToNotBeInSet(column=ITEM_ID, value_set=unknown),
             f"{ITEM_ID} exists in the items table",
         )
     if TIMESTAMP in present and df[TIMESTAMP].notna().any():
@@ -618,9 +623,9 @@ def validate_dataset(
     import great_expectations.expectations as gxe
 
     items_prep = _prepare(items)
-    item_ids: list[str] | None = None
+    item_ids: pd.Index | None = None
     if ITEM_ID in items_prep.frame.columns:
-        item_ids = sorted(items_prep.frame[ITEM_ID].dropna().unique().tolist())
+        item_ids = pd.Index(items_prep.frame[ITEM_ID].dropna().unique())
     context = _context(docs_dir)
     results: dict[str, Any] = {}
     reports: dict[str, dict[str, Any]] = {}

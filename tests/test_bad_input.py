@@ -30,7 +30,7 @@ CASES = {
         GOOD_ITEMS,
         GOOD_INTER + "bob,Z9,purchase,2024-01-04\n",
         "interactions",
-        ["expect_column_values_to_be_in_set(item_id)", "row 4 item_id='Z9'"],
+        ["expect_column_values_to_not_be_in_set(item_id)", "row 4 item_id='Z9'"],
     ),
     "negative_price": (
         "item_id,title,price\nA1,Red mug,3.5\nB2,Blue plate,-4\nC3,Green bowl,2.25\n",

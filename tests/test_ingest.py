@@ -217,7 +217,7 @@ def test_error_document_parses_gate_lines() -> None:
         "items", "f.csv",
         [
             'expect_column_values_to_be_unique(item_id): 2 of 3 rows break "item_id is unique" — row 1 item_id=\'A\', row 3 item_id=\'A\'',
-            '[interactions] expect_column_values_to_be_in_set(item_id): 1 of 9 rows break "item_id exists in the items table" — row 7 item_id=\'Q\'',
+            '[interactions] expect_column_values_to_not_be_in_set(item_id): 1 of 9 rows break "item_id exists in the items table" — row 7 item_id=\'Q\'',
         ],
     )  # fmt: skip
     doc = error_document("b", "shop", err)

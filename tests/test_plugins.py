@@ -231,7 +231,7 @@ def test_validation_gate_operator_fails_bad_data_without_retry_and_still_links(m
     op = rm.ValidationGateOperator(task_id="validate", mlflow_conn_id=_store_conn(monkeypatch))
     run_id = f"manual__{uuid.uuid4().hex}"
     context = {"dag_run": _dag_run("recsys_training", run_id), "params": _files_params(tmp_path, GOOD_INTER + "bob,Z9,purchase,2024-01-04\n")}
-    with pytest.raises(AirflowFailException, match=r"expect_column_values_to_be_in_set\(item_id\)"):
+    with pytest.raises(AirflowFailException, match=r"expect_column_values_to_not_be_in_set\(item_id\)"):
         op.execute(context)
     run = rm.MlflowHook(op.mlflow_conn_id).find_run(f"recsys_training__{run_id}")
     assert run is not None and run.data.tags["validation"] == "failed" and run.info.status == "FAILED"

@@ -374,3 +374,43 @@ def test_no_poison_batch_blocks_the_good_ones_and_no_row_is_lost_postgres(pg_cor
 def test_the_docstring_table_lists_every_case() -> None:
     table = [line.split()[0] for line in __doc__.splitlines() if line and line.split()[0] in CASES]
     assert table == list(CASES)
+
+
+@pytest.mark.slow
+def test_the_ingest_dag_loads_the_good_batch_and_its_report_names_each_problem(session_home: Path) -> None:
+    """A real `airflow dags test recsys_ingest`: a poison batch before a good one, and a badly named folder.
+    `ingest` succeeds and loads the good batch, the warehouse asset is updated, `report_rejections` fails
+    naming the rejected batch (stage, rule, error.json) and the skipped folder, once (no retry)."""
+    import re
+
+    from test_e2e_training import _airflow
+
+    assert _airflow("db", "migrate", timeout=300).returncode == 0
+    inbox = session_home / "inbox"
+    for folder, batch, items, inter in (
+        ("dag-shop", "b1", "item_id,title,price\nA1,Mug,inf\n", f"{INTER_HEAD}\nu1,A1,view,2024-01-01\n"),
+        ("dag-shop", "b2", GOOD_ITEMS, _good_inter("u2")),
+        ("bad shop", "b1", GOOD_ITEMS, _good_inter("u3")),
+    ):
+        d = inbox / folder / batch
+        d.mkdir(parents=True)
+        (d / "items.csv").write_text(items)
+        (d / "interactions.csv").write_text(inter)
+        (d / READY).touch()
+
+    proc = _airflow("dags", "test", "recsys_ingest")
+    out = proc.stdout + proc.stderr
+    run_id, state = re.findall(r"DagRun Finished: .*?run_id=([^,]+),.*?state=(\w+)", out)[-1]
+    states = _airflow("tasks", "states-for-dag-run", "recsys_ingest", run_id, "-o", "json")
+    rows = {r["task_id"]: r for r in json.loads(states.stdout[states.stdout.index("[") :])}
+
+    assert state == "failed"
+    assert {t: rows[t]["state"] for t in ("ingest", "anything_new", "mark_updated", "report_rejections")} == {
+        "ingest": "success", "anything_new": "success", "mark_updated": "success", "report_rejections": "failed",
+    }  # fmt: skip
+    assert "REJECTED dag-shop/b1: validate: items: price >= 0 and finite" in out and "error.json" in out
+    assert "SKIPPED bad shop (inbox folder)" in out
+    assert (inbox / "dag-shop" / DONE / "b2").is_dir() and (inbox / "dag-shop" / REJECTED / "b1" / ERROR_JSON).is_file()
+    assert (inbox / "bad shop" / "b1" / READY).exists()
+    engine = make_engine(ProjectPaths(home=session_home).warehouse_url)
+    assert read_dataset(engine, "dag-shop")[1][S.USER_ID].nunique() == 1  # only the good batch's user

@@ -124,7 +124,7 @@ def test_unknown_item_in_interactions(tmp_path: Path) -> None:
     err = _fail(tmp_path, _items(), _interactions(item_id=["A1", "B2", "ZZ9", "A1"]))
     assert err.table == "interactions" and err.source == "interactions.csv"
     assert err.failures == [
-        "expect_column_values_to_be_in_set(item_id): 1 of 4 rows break \"item_id exists in the items table\" "
+        "expect_column_values_to_not_be_in_set(item_id): 1 of 4 rows break \"item_id exists in the items table\" "
         "— row 3 item_id='ZZ9'"
     ]
 
@@ -204,7 +204,7 @@ def test_empty_items_fails_both_tables(tmp_path: Path) -> None:
     assert err.table == "items"
     assert err.failures[0] == 'expect_table_row_count_to_be_between: breaks "table has at least 1 row" — the table has 0 rows'
     # the other table's failures ride along, prefixed
-    assert err.failures[1].startswith("[interactions] expect_column_values_to_be_in_set(item_id): 4 of 4 rows break")
+    assert err.failures[1].startswith("[interactions] expect_column_values_to_not_be_in_set(item_id): 4 of 4 rows break")
     assert "[interactions]" in str(err)
 
 
