@@ -563,6 +563,8 @@ class ReferenceStats:
         basket_unit: "basket", "user-day" or None (no basket ids and no timestamps).
         period_seconds: the slice length of user_activity / item_popularity; None = the whole reference.
         max_sample, seed: how the samples were drawn.
+        recall_k: the k of eval_recall (the training run's `eval.k`): the monitor measures the window
+            at the same k; None in references saved before it was kept.
     """
 
     category_mix: dict[str, int]
@@ -598,6 +600,7 @@ class ReferenceStats:
     eval_recall_users_total: int = 0
     max_sample: int = 20_000
     seed: int = 0
+    recall_k: int | None = None
 
     @classmethod
     def build(
@@ -615,6 +618,7 @@ class ReferenceStats:
         max_vectors: int = 2_000,
         period: str | pd.Timedelta | None = None,
         eval_recall_per_user: Sequence[float] | np.ndarray | None = None,
+        recall_k: int | None = None,
     ) -> ReferenceStats:
         """Condense the champion's training interactions.
 
@@ -631,6 +635,7 @@ class ReferenceStats:
                 compare like with like against a window of that length. None = whole reference.
             eval_recall_per_user: the evaluation Recall@10 of each evaluated user (NaN = a user
                 without target, left out); its mean is the evaluation score when eval_recall is None.
+            recall_k: the k those recalls were measured at (stored, so the monitor measures alike).
         """
         catalog = np.asarray([str(i) for i in item_ids], dtype=object)
         idx = pd.Index(catalog)
@@ -689,6 +694,7 @@ class ReferenceStats:
             period_seconds=None if per is None else per.total_seconds(),
             max_sample=int(max_sample),
             seed=int(seed),
+            recall_k=None if recall_k is None else int(recall_k),
             **_capped_slices("user", prof["_user_slices"], seed, 6),
             **_capped_slices("item", prof["_item_slices"], seed, 7),
         )
@@ -709,6 +715,7 @@ class ReferenceStats:
             "period_seconds": self.period_seconds,
             "max_sample": self.max_sample,
             "seed": self.seed,
+            "recall_k": self.recall_k,
             "category_mix": self.category_mix,
             "event_mix": self.event_mix,
         }
@@ -781,6 +788,7 @@ class ReferenceStats:
             period_seconds=meta["period_seconds"],
             max_sample=int(meta["max_sample"]),
             seed=int(meta["seed"]),
+            recall_k=meta.get("recall_k"),  # None: saved before k was kept
         )
 
     def __eq__(self, other: object) -> bool:
