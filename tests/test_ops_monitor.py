@@ -204,3 +204,4 @@ def test_a_reference_made_at_k5_is_compared_at_k5(champion, monkeypatch) -> None
     result = ops.monitor(MODEL, "7D", run_key="k5")
     assert seen == [5] and result["k"] == 5
     assert champion["c"].get_run(result["mlflow_run_id"]).data.params["k"] == "5"
+    assert "Champion Recall@5" in Path(result["report"]).read_text() and "Recall@10" not in Path(result["report"]).read_text()
