@@ -55,7 +55,12 @@ from recsys_mlflow import (  # plugins/: Airflow glue
 )
 from recsys_review import PromotionReviewOperator
 
-DATASETS = ["online-retail", "movielens-100k", "instacart-sample", "files", "warehouse"]
+
+def _params() -> dict[str, Param]:
+    """The trigger form, generated from the one declaration of each setting (`recsys.settings`)."""
+    from recsys.settings import dag_params  # light (no pandas); inside a function: DAG files import no recsys at top level
+
+    return {name: Param(**spec) for name, spec in dag_params().items()}
 
 
 def _run_inputs():
@@ -80,67 +85,7 @@ def _run_inputs():
         "owner": "recsys",
     },
     on_failure_callback=mark_mlflow_run_failed_on_dag_failure,  # backstop: a DAG run failing without a task's report
-    params={
-        "dataset": Param("online-retail", enum=DATASETS, description="Packaged real data set, 'files' for your own, or 'warehouse' for what the ingest DAG loaded"),
-        "warehouse_dataset": Param(None, type=["null", "string"], description="With dataset=warehouse: the data set's name in the warehouse"),
-        "trigger_reason": Param(None, type=["null", "string"], description="Why this run was started (set by the drift monitor and the scheduled retraining)"),
-        "items_path": Param(None, type=["null", "string"], description="With dataset=files: catalog CSV/Parquet"),
-        "interactions_path": Param(None, type=["null", "string"], description="With dataset=files: interactions CSV/Parquet"),
-        "sample_users": Param(None, type=["null", "integer"], minimum=1, description="Keep only this many users (quick runs)"),
-        "embed_shard_size": Param(2000, type="integer", minimum=0, maximum=10_000_000, description="Items per embedding task (mapped: Celery workers embed shards in parallel); 0 = one task"),
-        "encoder_precision": Param(
-            "auto",
-            enum=["auto", "float32", "bfloat16"],
-            description="Embedding precision: auto = bf16 autocast on a GPU and on CPUs with native bf16 (1.6x faster here), else float32",
-        ),
-        "finetune_on_gpu": Param(False, type="boolean", description="Run fine-tuning on the Celery queue 'gpu' (a worker on a GPU node)"),
-        "max_train_steps": Param(60, type="integer", minimum=0, maximum=1_000_000, description="Fine-tuning steps (0 = skip)"),
-        "pair_strategy": Param("cooccurrence", enum=["cooccurrence", "random"], description="Training pairs: strongest co-items, or random basket pairs"),
-        "train_batch_size": Param(48, type="integer", minimum=2, maximum=4096),
-        "train_profile": Param(
-            "auto",
-            enum=["auto", "params"],
-            description="auto: on a GPU use the measured GPU recipe (batch 2048, lr 2e-4, up to 10 epochs), on the CPU these Params; params: always these Params",
-        ),
-        "learning_rate": Param(5e-5, type="number", exclusiveMinimum=0, maximum=1),
-        "k": Param(10, type="integer", minimum=1, maximum=100, description="Cut-off of the ranking metrics"),
-        "seed": Param(42, type="integer"),
-        "model_name": Param("recsys-item-encoder", type="string", description="Registered model name in MLflow"),
-        "document_template": Param(
-            "title,description,category,tags,price_band,rating_band",
-            type="string",
-            description="Parts of each item's document, in order (numeric signals as bands; sales_band is available but off: it hurts new items)",
-        ),
-        "min_text_share": Param(0.9, type="number", minimum=0, maximum=1, description="Share of items that must have a title"),
-        "fusion": Param(True, type="boolean", description="Fuse the text vectors with the numeric signals through a learned projection (kept only if it wins on validation)"),
-        "fusion_signals": Param("price,sales,rating", type="string", description="Numeric signals the fusion projection reads (comma-separated: price, sales, rating; those the data has)"),
-        "fusion_text_adaptor": Param(True, type="boolean", description="Fusion also learns a residual linear adaptor on the text vector"),
-        "candidate": Param("hybrid", enum=["hybrid", "text"], description="Model put to the gate: hybrid (text + behaviour) or the fine-tuned text model alone"),
-        "gate_primary_metric": Param("ndcg", enum=["ndcg", "recall", "mrr", "hit_rate"], description="Gate: the metric (at k) that must improve"),
-        "gate_min_relative_gain": Param(0.01, type="number", minimum=0, maximum=1, description="Gate: required relative improvement over the champion"),
-        "gate_tolerance_cold_recall": Param(0.05, type="number", minimum=0, maximum=1, description="Gate: tolerated relative drop of cold-start recall"),
-        "gate_tolerance_coverage": Param(0.10, type="number", minimum=0, maximum=1, description="Gate: tolerated relative drop of catalog coverage"),
-        "gate_tolerance_recall": Param(0.02, type="number", minimum=0, maximum=1, description="Gate: tolerated relative drop of Recall@k"),
-        "gate_confidence": Param(
-            0.95, type="number", minimum=0.5, exclusiveMaximum=1, description="Gate: confidence of the paired-bootstrap interval (the gain's lower bound must be above 0)"
-        ),
-        "gate_min_test_users": Param(
-            50, type="integer", minimum=1, description="Gate: fewest test users a champion comparison may rest on, after excluding what the champion trained on"
-        ),
-        "gate_not_applicable": Param(
-            "", type="string", description="Gate: guardrails with no evidence expected, skipped and reported (comma-separated bases, e.g. cold_recall)"
-        ),
-        "split_salt": Param(
-            "", type="string", description="Re-draw the stable split with a new salt (empty = the data set's stored salt). On purpose only: the gate sees it"
-        ),
-        "gate_baselines": Param(
-            "popularity,itemknn,ease,frozen",
-            type="string",
-            description="Gate: the baselines the FIRST model of a name must beat on the primary metric (comma-separated)",
-        ),
-        "require_approval": Param(False, type="boolean", description="Pause for a reviewer before moving the champion alias"),
-        "publish": Param(True, type="boolean", description="After a promotion, publish recommendations for every item to the warehouse"),
-    },
+    params=_params(),
 )
 def recsys_training():
     @task

@@ -32,6 +32,8 @@ def _tracking_uri() -> str:
 def summary(experiment: str, model_name: str) -> int:
     """Print the latest run's test metrics (fine-tuned vs frozen vs popularity) and the champion."""
     from recsys import tracking
+    from recsys.config import EvalConfig
+    from recsys.gate import metric_name
 
     c = tracking.client(_tracking_uri())
     exp = c.get_experiment_by_name(experiment)
@@ -44,8 +46,9 @@ def summary(experiment: str, model_name: str) -> int:
     print(f"MLflow run {run.info.run_id} ({run.info.run_name}), status {run.info.status}")
     print(f"data: {int(m.get('data.items', 0))} items, {int(m.get('data.interactions', 0))} interactions; "
           f"split {run.data.tags.get('split.protocol')}: {int(m.get('split.users', 0))} users, {int(m.get('split.cold_items', 0))} cold items")
-    k = min((int(key.rsplit("_", 1)[1]) for key in m if key.startswith("test.hybrid.recall_at_")), default=10)
-    wanted = [f"recall_at_{k}", f"ndcg_at_{k}", f"mrr_at_{k}", f"cold_recall_at_{k}", f"coverage_at_{k}", f"long_tail_share_at_{k}"]
+    # the run's own k (its logged eval.k): metric names cannot tell it (other cut-offs are logged too)
+    k = int(float(run.data.params.get("eval.k") or EvalConfig.k))
+    wanted = [metric_name(base, k) for base in ("recall", "ndcg", "mrr", "cold_recall", "coverage", "long_tail_share")]
     present = {key.split(".", 2)[2] for key in m if key.startswith("test.")}
     keys = [w for w in wanted if w in present]
     header = f"{'model (test split)':<22}" + "".join(f"{k:>18}" for k in keys)

@@ -14,32 +14,13 @@ printed as "nan". An item with no text at all gets its id, so it still has a (we
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
 from recsys import schema as S
 
-FIELDS = ("title", "description", "category", "tags", "price_band", "sales_band", "rating_band")
-# The sales band is off by default: it writes "Sales: new" into every new item's text, which pulls new
-# items towards each other and away from the items they belong with. Measured on online-retail (same
-# split): with it the frozen encoder's cold-slice Recall@10 fell from 0.033 to 0.007 and the hybrid's
-# from 0.046 to 0.032, for no gain overall (Recall@10 0.2090 -> 0.2089).
-DEFAULT_TEMPLATE = ("title", "description", "category", "tags", "price_band", "rating_band")
-
-
-@dataclass(frozen=True)
-class DocumentConfig:
-    template: tuple[str, ...] = DEFAULT_TEMPLATE  # which parts, in which order (any subset of FIELDS)
-    bestseller_share: float = 0.10  # top share of items by sales called "bestseller"
-    popular_share: float = 0.40  # the next share called "popular"
-    rating_scale: float = 5.0  # ratings are mapped to a 0-5 scale for the bands
-
-    def __post_init__(self) -> None:
-        unknown = set(self.template) - set(FIELDS)
-        if unknown:
-            raise ValueError(f"unknown document fields {sorted(unknown)}; known: {FIELDS}")
+# declared in recsys.config, which stays pandas-free: the training DAG reads the settings when Airflow parses it
+from recsys.config import DEFAULT_TEMPLATE, FIELDS, DocumentConfig  # noqa: F401  (re-exported)
 
 
 def _present(value: object) -> bool:

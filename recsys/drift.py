@@ -73,6 +73,7 @@ _OTHER = "(other)"  # the bin of a split category's interactions in none of its 
 _MAX_MULTINOMIAL_VALUES = 256  # above this many distinct values, drawing users is faster than counts per value
 MAX_RECALL_USERS = 20_000  # per-user evaluation recalls kept in a reference (a seeded sample above it)
 _FORMAT_VERSION = 1
+LEGACY_RECALL_K = 10  # the k of references saved before they kept theirs (the monitor's k then)
 _LABELS = {
     "category_mix": "category mix",
     "event_mix": "event mix",
@@ -82,7 +83,7 @@ _LABELS = {
     "item_popularity": "item popularity distribution",
     "text_embedding": "item text embeddings",
     "unseen_items": "unseen items",
-    "champion_recall": "champion Recall@10",
+    "champion_recall": "champion Recall@k",
 }
 
 
@@ -563,6 +564,8 @@ class ReferenceStats:
         basket_unit: "basket", "user-day" or None (no basket ids and no timestamps).
         period_seconds: the slice length of user_activity / item_popularity; None = the whole reference.
         max_sample, seed: how the samples were drawn.
+        recall_k: the k of eval_recall (the training run's `eval.k`): the monitor measures the window
+            at the same k; None in references saved before it was kept.
     """
 
     category_mix: dict[str, int]
@@ -598,6 +601,7 @@ class ReferenceStats:
     eval_recall_users_total: int = 0
     max_sample: int = 20_000
     seed: int = 0
+    recall_k: int | None = None
 
     @classmethod
     def build(
@@ -615,6 +619,7 @@ class ReferenceStats:
         max_vectors: int = 2_000,
         period: str | pd.Timedelta | None = None,
         eval_recall_per_user: Sequence[float] | np.ndarray | None = None,
+        recall_k: int | None = None,
     ) -> ReferenceStats:
         """Condense the champion's training interactions.
 
@@ -631,6 +636,7 @@ class ReferenceStats:
                 compare like with like against a window of that length. None = whole reference.
             eval_recall_per_user: the evaluation Recall@10 of each evaluated user (NaN = a user
                 without target, left out); its mean is the evaluation score when eval_recall is None.
+            recall_k: the k those recalls were measured at (stored, so the monitor measures alike).
         """
         catalog = np.asarray([str(i) for i in item_ids], dtype=object)
         idx = pd.Index(catalog)
@@ -689,6 +695,7 @@ class ReferenceStats:
             period_seconds=None if per is None else per.total_seconds(),
             max_sample=int(max_sample),
             seed=int(seed),
+            recall_k=None if recall_k is None else int(recall_k),
             **_capped_slices("user", prof["_user_slices"], seed, 6),
             **_capped_slices("item", prof["_item_slices"], seed, 7),
         )
@@ -709,6 +716,7 @@ class ReferenceStats:
             "period_seconds": self.period_seconds,
             "max_sample": self.max_sample,
             "seed": self.seed,
+            "recall_k": self.recall_k,
             "category_mix": self.category_mix,
             "event_mix": self.event_mix,
         }
@@ -781,6 +789,7 @@ class ReferenceStats:
             period_seconds=meta["period_seconds"],
             max_sample=int(meta["max_sample"]),
             seed=int(meta["seed"]),
+            recall_k=meta.get("recall_k"),  # None: saved before k was kept
         )
 
     def __eq__(self, other: object) -> bool:
@@ -1214,22 +1223,24 @@ def _finite(values: Sequence[float] | np.ndarray | None) -> np.ndarray | None:
 def _recall_signal(
     reference: ReferenceStats, window_recall: float | None, window_users: Sequence[float] | np.ndarray | None, cfg: DriftConfig
 ) -> Signal:
-    """The relative drop of the champion's Recall@10, decided on its bootstrap interval (see DriftConfig)."""
+    """The relative drop of the champion's Recall@k, decided on its bootstrap interval (see DriftConfig)."""
     name, t, kind = "champion_recall", cfg.recall_drop_threshold, "relative_drop"
+    recall = f"Recall@{reference.recall_k or LEGACY_RECALL_K}"
     ref_users = _finite(reference.eval_recall_users)
     eval_recall = float(ref_users.mean()) if len(ref_users) else reference.eval_recall
     if eval_recall is None or not math.isfinite(eval_recall):
-        return _not_measured(name, kind, t, "no evaluation Recall@10 stored with the champion")
+        return _not_measured(name, kind, t, f"no evaluation {recall} stored with the champion")
     if eval_recall <= 0:
-        return _not_measured(name, kind, t, f"evaluation Recall@10 is {eval_recall}: no drop to measure")
+        return _not_measured(name, kind, t, f"evaluation {recall} is {eval_recall}: no drop to measure")
     win_users = _finite(window_users)
     if win_users is not None and len(win_users):
         window_recall = float(win_users.mean())
     if win_users is None and (window_recall is None or not math.isfinite(window_recall)):
-        return _not_measured(name, kind, t, "no Recall@10 on the window was given")
+        return _not_measured(name, kind, t, f"no {recall} on the window was given")
     n_ref, n_win, need = len(ref_users), 0 if win_users is None else len(win_users), cfg.min_recall_users
     point = None if window_recall is None or not math.isfinite(window_recall) else (eval_recall - window_recall) / eval_recall
     extra: dict[str, Any] = {
+        "k": reference.recall_k or LEGACY_RECALL_K,
         "eval_recall": float(eval_recall),
         "window_recall": window_recall,
         "point_drop": point,
@@ -1250,7 +1261,7 @@ def _recall_signal(
     if why:
         # no decision either way: not an alarm, and not a 0 that reads as "no drop"
         extra["status"] = "not enough evidence"
-        seen = f"Recall@10 {window_recall:.4f} on the window vs {eval_recall:.4f} at evaluation (point drop {_pct(point)})" if point is not None else f"evaluation Recall@10 {eval_recall:.4f}"
+        seen = f"{recall} {window_recall:.4f} on the window vs {eval_recall:.4f} at evaluation (point drop {_pct(point)})" if point is not None else f"evaluation {recall} {eval_recall:.4f}"
         return Signal(name, kind, None, t, False, f"not enough evidence: {seen}, but {'; '.join(why)}: no alarm", extra)
     point, low, high = bootstrap_relative_drop(ref_users, win_users, cfg.recall_bootstrap_samples, cfg.recall_confidence, cfg.seed)
     alarm = bool(low > t)  # the interval's conservative end, not the point, must be past the line
@@ -1265,7 +1276,7 @@ def _recall_signal(
     extra["status"] = "alarm" if alarm else "no alarm"
     low_txt = _pct(low) if math.isfinite(low) else "undefined"
     detail = (
-        f"Recall@10 {window_recall:.4f} on the window ({n_win:,} users) vs {eval_recall:.4f} at evaluation ({n_ref:,} users): "
+        f"{recall} {window_recall:.4f} on the window ({n_win:,} users) vs {eval_recall:.4f} at evaluation ({n_ref:,} users): "
         f"relative drop {_pct(point)}, {cfg.recall_confidence:.0%} interval [{low_txt}, {_pct(high)}] "
         f"(alarms when its lower end > {_pct(t)})"
     )
@@ -1273,7 +1284,7 @@ def _recall_signal(
 
 
 def _reason(s: Signal) -> str:
-    label = _LABELS.get(s.name, s.name)
+    label = _LABELS.get(s.name, s.name).replace("Recall@k", f"Recall@{s.extra.get('k', LEGACY_RECALL_K)}")
     v, t = s.value, s.threshold
     if s.kind == "psi":
         b = s.extra.get("biggest_change") or {}

@@ -158,7 +158,7 @@ dl { display: grid; grid-template-columns: max-content auto; gap: .2em 1em; } dt
 {% for s in signals %}<tr class="{{ s.row_class }}"><td class="name">{{ s.name }}</td><td class="name">{{ s.kind }}</td><td>{{ s.value }}</td><td>{{ s.threshold }}</td><td class="{{ s.alarm_class }}">{{ s.alarm }}</td><td class="name">{{ s.detail }}</td></tr>
 {% endfor %}</table>
 
-{% if recall %}<h2>Champion Recall@10</h2>
+{% if recall %}<h2>Champion Recall@{{ recall_k }}</h2>
 <dl class="recall">{% for k, v in recall %}<dt>{{ k }}</dt><dd>{{ v }}</dd>{% endfor %}</dl>{% endif %}
 {% if category %}<h2>Category mix</h2>
 <dl class="category">{% for k, v in category %}<dt>{{ k }}</dt><dd>{{ v }}</dd>{% endfor %}</dl>{% endif %}
@@ -198,8 +198,8 @@ def _recall_rows(s: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     ci = e.get("interval") or {}
     rows = [
         ("status", str(e.get("status") or ("alarm" if (s or {}).get("alarm") else "no alarm"))),
-        ("evaluation Recall@10", fmt_value(e.get("eval_recall"))),
-        ("window Recall@10", fmt_value(e.get("window_recall"))),
+        (f"evaluation Recall@{e.get('k', 10)}", fmt_value(e.get("eval_recall"))),
+        (f"window Recall@{e.get('k', 10)}", fmt_value(e.get("window_recall"))),
         ("relative drop (point)", _pct(e.get("point_drop", (s or {}).get("value")))),
     ]
     if ci:
@@ -247,6 +247,7 @@ def render_html(report_dict: DriftReport | Mapping[str, Any], plots: Mapping[str
             }
         )
     ref = d.get("reference") or {}
+    recall_signal = next((s for s in d.get("signals") or [] if s.get("name") == "champion_recall"), None)
     env = Environment(autoescape=True)
     return env.from_string(_HTML).render(
         verdict="DRIFT" if drift else "NO DRIFT",
@@ -256,7 +257,8 @@ def render_html(report_dict: DriftReport | Mapping[str, Any], plots: Mapping[str
         reference_name=" ".join(str(x) for x in (ref.get("dataset"), (ref.get("digest") or "")[:12]) if x),
         reasons=[str(r) for r in d.get("reasons") or []],
         signals=signals,
-        recall=_recall_rows(next((s for s in d.get("signals") or [] if s.get("name") == "champion_recall"), None)),
+        recall=_recall_rows(recall_signal),
+        recall_k=((recall_signal or {}).get("extra") or {}).get("k", 10),
         category=_category_rows(next((s for s in d.get("signals") or [] if s.get("name") == "category_mix"), None)),
         window=_pairs(d.get("window")),
         reference=_pairs(ref),

@@ -30,7 +30,7 @@ class MonitorConfig:
     dataset: str  # the data set's name in the warehouse
     model_name: str = "recsys-item-encoder"
     window: str = "7D"  # the recent window: this much event time up to the newest interaction
-    k: int = 10
+    k: int | None = None  # None: the reference's k (the training run's), so both recalls are measured alike
     max_recall_users: int = 2000  # users scored for the champion's window recall (bounded cost)
     drift: DriftConfig = field(default_factory=DriftConfig)
     seed: int = 0
@@ -47,20 +47,36 @@ def reference_for_model(
     digest: str,
     window: str = MonitorConfig.window,
     eval_recall_per_user: np.ndarray | None = None,
+    k: int | None = None,
 ) -> Path:
     """Condense the training data into reference statistics inside the model directory.
 
     eval_recall_per_user: the champion's evaluation Recall@k of each test user (NaN: no target), what
     the monitor's recall signal bootstraps over; without it that signal reports the drop but never
     alarms ("not enough evidence": a mean alone says nothing of how sure it is).
+    k: the cut-off of those recalls (the run's `eval.k`), stored so the monitor measures the window alike.
     """
     period = window if interactions[S.TIMESTAMP].notna().any() else None
     ref = ReferenceStats.build(
-        interactions, items, item_ids, vectors, eval_recall, dataset=dataset, digest=digest, period=period, eval_recall_per_user=eval_recall_per_user
+        interactions, items, item_ids, vectors, eval_recall, dataset=dataset, digest=digest, period=period, eval_recall_per_user=eval_recall_per_user, recall_k=k
     )
     out = model_dir / REFERENCE_DIR
     ref.save(out)
     return out
+
+
+LEGACY_K = 10  # the k the monitor always used before references stored theirs
+
+
+def recall_k(reference: ReferenceStats, config: MonitorConfig) -> int:
+    """The k of the champion's window recall: the reference's (a recall at another k is not comparable)."""
+    if reference.recall_k is not None:
+        if config.k is not None and config.k != reference.recall_k:
+            log.warning("monitor k=%d ignored: the reference's recall was measured at k=%d", config.k, reference.recall_k)
+        return int(reference.recall_k)
+    k = config.k if config.k is not None else LEGACY_K
+    log.warning("the reference (saved before it kept its k) does not say at which k its recall was measured: assuming k=%d", k)
+    return k
 
 
 def recent_window(interactions: pd.DataFrame, window: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -164,7 +180,8 @@ def check_drift(config: MonitorConfig, tracking_uri: str, warehouse_url: str, ou
     history, recent = recent_window(inter, config.window)
     template = tuple(recommender.document_template) if getattr(recommender, "document_template", None) else None
     window = window_from_frames(recent, items, _vectors_for(recommender, items, template), seed=config.seed)
-    per_user = window_recall_per_user(recommender, history, recent, config.k, config.max_recall_users, config.seed)
+    k = recall_k(reference, config)
+    per_user = window_recall_per_user(recommender, history, recent, k, config.max_recall_users, config.seed)
     recall, n_users = (float(per_user.mean()) if len(per_user) else None), len(per_user)
     report = detect_drift(reference, window, config.drift, window_recall_per_user=per_user)
     seconds = time.perf_counter() - started
@@ -175,7 +192,7 @@ def check_drift(config: MonitorConfig, tracking_uri: str, warehouse_url: str, ou
     exp = tracking.ensure_experiment(c, EXPERIMENT, artifact_root)
     run = c.create_run(exp, run_name=f"drift-{config.dataset}-v{version}", tags={"dataset": config.dataset, "champion_version": version, "drift": str(report.drift).lower()})
     run_id = run.info.run_id
-    tracking.log_params(c, run_id, {"window": config.window, "k": config.k} | {f"threshold.{k}": v for k, v in config.drift.__dict__.items()})
+    tracking.log_params(c, run_id, {"window": config.window, "k": k} | {f"threshold.{k}": v for k, v in config.drift.__dict__.items()})
     tracking.log_metrics(
         c,
         run_id,
@@ -193,6 +210,7 @@ def check_drift(config: MonitorConfig, tracking_uri: str, warehouse_url: str, ou
         "champion_version": version,
         "window": report.window,
         "window_recall": recall,
+        "k": k,
         "window_recall_users": n_users,
         "report": str(html_path),
         "report_json": str(json_path),

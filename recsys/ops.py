@@ -87,43 +87,17 @@ def champion_dataset(model_name: str, tracking_uri: str) -> tuple[str | None, st
     return version, tracking.version_tags(c, model_name, version).get("dataset")
 
 
-# the champion's training settings (MLflow params of its run) -> the training DAG's Params: a retraining
-# follows the champion's recipe on the new data
-def _bool(value: str) -> bool:
-    """An MLflow param logged from a bool ("True"/"False") back to a bool (the DAG's boolean Params reject strings)."""
-    return str(value).strip().lower() in ("true", "1", "yes")
-
-
-RECIPE_PARAMS = {
-    "train.max_steps": ("max_train_steps", int),
-    "train.batch_size": ("train_batch_size", int),
-    "train.learning_rate": ("learning_rate", float),
-    "train.pair_strategy": ("pair_strategy", str),
-    "split.seed": ("seed", int),
-    "eval.k": ("k", int),
-    "sample_users": ("sample_users", int),
-    "candidate": ("candidate", str),
-    "train_profile": ("train_profile", str),
-    "fusion.enabled": ("fusion", _bool),
-    "fusion.text_adaptor": ("fusion_text_adaptor", _bool),
-}
-
-
 def champion_recipe(model_name: str, tracking_uri: str) -> dict[str, Any]:
-    """The Params the champion was trained with (those that shape the model), from its MLflow run."""
+    """The Params the champion was trained with (the recipe settings of `recsys.settings`: those that shape
+    the model), from its MLflow run: a retraining follows the champion's recipe on the new data."""
     from recsys import tracking
+    from recsys.settings import recipe_from_logged
 
     c = tracking.client(tracking_uri)
     version = tracking.champion_version(c, model_name)
     if version is None:
         return {}
-    params = c.get_run(c.get_model_version(model_name, version).run_id).data.params
-    recipe = {}
-    for key, (name, cast) in RECIPE_PARAMS.items():
-        value = params.get(key)
-        if value not in (None, "", "None"):
-            recipe[name] = cast(float(value)) if cast is int else cast(value)
-    return recipe
+    return recipe_from_logged(c.get_run(c.get_model_version(model_name, version).run_id).data.params)
 
 
 def training_conf(model_name: str, dataset: str, reason: str, recipe: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -120,7 +120,7 @@ def _save_reference(cfg: PipelineConfig, ctx: RunContext, split, catalog: pd.Dat
     per_user_path = ctx.run_dir / PER_USER_TEST
     per_user = np.load(per_user_path)[f"{candidate_model(cfg)}.recall_at_{cfg.eval.k}"] if per_user_path.exists() else None
     reference_for_model(
-        ctx.run_dir / "model", train, catalog, catalog[S.ITEM_ID].tolist(), vectors, recall, identity["name"], identity["digest"], eval_recall_per_user=per_user
+        ctx.run_dir / "model", train, catalog, catalog[S.ITEM_ID].tolist(), vectors, recall, identity["name"], identity["digest"], eval_recall_per_user=per_user, k=cfg.eval.k
     )
 
 

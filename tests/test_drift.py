@@ -504,11 +504,13 @@ def test_a_reference_saved_without_per_user_recalls_cannot_decide(tmp_path):
     (tmp_path / "ref" / "reference.npz").write_bytes(buf.getvalue())
     meta = json.loads((tmp_path / "ref" / "reference.json").read_text())
     meta.pop("eval_recall_users")
+    meta.pop("recall_k")
     meta["npz_sha256"] = hashlib.sha256(buf.getvalue()).hexdigest()
     (tmp_path / "ref" / "reference.json").write_text(json.dumps(meta))
 
     ref = ReferenceStats.load(tmp_path / "ref")
     assert ref.eval_recall == 0.2 and len(ref.eval_recall_users) == 0 and ref.category_paths == {}
+    assert ref.recall_k is None  # the monitor then assumes the k it always used (recsys.monitor.recall_k)
     report = detect_drift(ref, window_from_frames(inter, items), ANY_WINDOW, window_recall_per_user=np.zeros(500))
     s = report.signal("champion_recall")
     assert not s.alarm and s.value is None and s.extra["status"] == "not enough evidence" and s.extra["point_drop"] == 1.0
@@ -517,6 +519,14 @@ def test_a_reference_saved_without_per_user_recalls_cannot_decide(tmp_path):
     # a caller that passes only the window's mean: reported, not decided
     s = detect_drift(_tiny_reference(recall_users(0.2)), window_from_frames(TINY, None), ANY_WINDOW, window_recall=0.05).signal("champion_recall")
     assert not s.alarm and "only the window's mean recall was given" in s.detail
+
+
+def test_the_reference_keeps_the_k_of_its_recall(tmp_path):
+    inter = TINY.assign(**{S.ITEM_ID: ["i00000", "i00001"]})
+    ref = ReferenceStats.build(inter, None, ["i00000", "i00001"], None, 0.2, recall_k=5)
+    ref.save(tmp_path / "ref")
+    loaded = ReferenceStats.load(tmp_path / "ref")
+    assert loaded.recall_k == 5 and loaded == ref and loaded.summary()["recall_k"] == 5
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ embedding unseen items. The statistics themselves are tested in test_drift.py.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -14,7 +15,8 @@ import pytest
 
 from recsys import ops, schema as S, tracking, warehouse
 from recsys.drift import ReferenceStats
-from recsys.monitor import reference_for_model, recent_window, window_recall, window_recall_per_user
+from recsys import monitor as monitor_module
+from recsys.monitor import MonitorConfig, recall_k, reference_for_model, recent_window, window_recall, window_recall_per_user
 from recsys.paths import project_paths
 from recsys.serving import ItemRecommender, save_catalog
 
@@ -178,3 +180,28 @@ def test_retraining_follows_the_champions_recipe(champion) -> None:
     assert recipe["fusion"] is False and recipe["fusion_text_adaptor"] is True  # bools again, as the DAG's Params want
     conf = ops.scheduled_retrain_check(MODEL)["training_conf"]
     assert conf["max_train_steps"] == 0 and conf["dataset"] == "warehouse" and conf["model_name"] == MODEL
+
+
+def test_the_recall_k_is_the_references(caplog) -> None:
+    ref = ReferenceStats.build(_interactions(["a", "b"], "2026-01-01", 3, 20, seed=0), None, ["a", "b"], None, 0.2, recall_k=5)
+    assert recall_k(ref, MonitorConfig("d")) == 5
+    assert recall_k(ref, MonitorConfig("d", k=10)) == 5  # another k would not be comparable: the reference's wins
+    with caplog.at_level("WARNING", logger="recsys.monitor"):
+        assert recall_k(dataclasses.replace(ref, recall_k=None), MonitorConfig("d")) == 10  # saved before k was kept
+    assert "assuming k=10" in caplog.text
+
+
+def test_a_reference_made_at_k5_is_compared_at_k5(champion, monkeypatch) -> None:
+    """The champion's window recall is measured at the k its reference recall was measured at."""
+    load, measure, seen = ReferenceStats.load, monitor_module.window_recall_per_user, []
+    monkeypatch.setattr(monitor_module.ReferenceStats, "load", classmethod(lambda cls, d: dataclasses.replace(load(d), recall_k=5)))
+
+    def spy(recommender, history, window, k, *args, **kwargs):
+        seen.append(k)
+        return measure(recommender, history, window, k, *args, **kwargs)
+
+    monkeypatch.setattr(monitor_module, "window_recall_per_user", spy)
+    result = ops.monitor(MODEL, "7D", run_key="k5")
+    assert seen == [5] and result["k"] == 5
+    assert champion["c"].get_run(result["mlflow_run_id"]).data.params["k"] == "5"
+    assert "Champion Recall@5" in Path(result["report"]).read_text() and "Recall@10" not in Path(result["report"]).read_text()
