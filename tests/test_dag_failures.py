@@ -72,9 +72,9 @@ def _bad_paths(case: str, tmp_path: Path) -> tuple[dict, str, str]:
     return {"dataset": "files", "model_name": f"failures-{uuid.uuid4().hex[:6]}"} | conf, str(bad), rule
 
 
+@pytest.mark.slow  # a real `airflow dags test` run: ~30 s
 @pytest.mark.parametrize(
     "case",
-    # ~20 s each on 2 cores (an `airflow dags test`): the link to a system file always runs, the other two with the slow tests
     # one real DAG run per kind costs ~30 s: missing files and directories are covered at the pipeline
     # level (tests/test_bad_input.py); the wiring (no retry, MLflow run FAILED) is the same for every kind
     ["symlink"],

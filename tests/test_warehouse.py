@@ -388,6 +388,7 @@ def _spawn(tmp_path, *args: str) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow  # two 150k-row loads in real processes: ~20 s
 def test_concurrent_loads_into_one_sqlite_file_both_land_and_readers_never_fail(tmp_path):
     # two OS processes load 150k interaction rows each (two data sets) into ONE SQLite file at the
     # same moment, while a third reads the counts in a loop: nothing fails, every count is exact
