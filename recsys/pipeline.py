@@ -187,8 +187,8 @@ def validate(cfg: PipelineConfig, ctx: RunContext) -> dict[str, Any]:
         tracking.end_run(c, run_id, failed=True)
         raise
     except InputError as err:  # a setting that cannot work: the run ends here, with the reason on it
-        tracking.set_tags(c, run_id, {"validation": "failed", "failure.reason": str(err)[:5000]})
-        tracking.end_run(c, run_id, failed=True)
+        tracking.set_tags(c, run_id, {"validation": "failed"})
+        tracking.fail_run(c, run_id, str(err), "validate", type(err).__name__)  # the DAG's failure callback then keeps it
         raise
     tracking.log_artifacts(c, run_id, report_dir, "validation")
     tracking.set_tags(c, run_id, {"validation": "passed"})

@@ -47,7 +47,7 @@ from recsys.warehouse import (  # noqa: E402
 )
 from published_rows import published_rows
 # the tiny hand-built data of the SQLite tests (tests/ is on sys.path: pytest's default import mode)
-from test_publish import EXPECTED_TOP3, IDS, W, _write_model  # noqa: E402
+from test_publish import EXPECTED_TOP3, IDS, W, _publish, _write_model, publish_concurrently  # noqa: E402
 from test_warehouse import _dataset, _interactions, _items, _many_interactions  # noqa: E402
 
 try:
@@ -99,10 +99,6 @@ def _count(url: str, table, **where) -> int:
             return int(conn.execute(stmt).scalar_one())
     finally:
         eng.dispose()
-
-
-def _publish(url, rec, version, **kw):
-    return publish_recommendations(url, rec, "recs", version, progress=False, **{"k": 3, **kw})
 
 
 # -- the local server itself --------------------------------------------------------------------
@@ -452,26 +448,7 @@ def test_concurrent_readers_see_the_old_or_the_new_version_never_a_mix(url, hybr
 
 def test_two_concurrent_publishes_of_one_name_serialise(url, hybrid, monkeypatch):
     _publish(url, hybrid, "1")
-    real = publish._chunk_scores
-
-    def slow(recommender, idx):
-        time.sleep(0.02)
-        return real(recommender, idx)
-
-    monkeypatch.setattr(publish, "_chunk_scores", slow)
-    results, errors = {}, []
-
-    def run(version: str, k: int) -> None:
-        try:
-            results[version] = _publish(url, hybrid, version, k=k, chunk_size=1)
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(v, k)) for v, k in (("2", 2), ("3", 1))]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(60)
+    results, errors = publish_concurrently(url, hybrid, monkeypatch, delay=0.02)
     assert not errors, errors
     # whichever committed last holds the table, whole: one version, its exact row count
     final = published_version(url, "recs")

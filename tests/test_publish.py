@@ -256,15 +256,13 @@ def test_table_schema_and_argument_checks(url, hybrid):
     assert published_version(url, "recs") is None  # nothing was written
 
 
-def test_two_concurrent_publishes_of_one_name_into_sqlite_both_succeed(url, hybrid, monkeypatch, caplog):
-    # SQLite alone would fail the second writer once its busy timeout (shortened here) ran out; the
-    # publishes queue on the file's write lock instead, and the later one replaces the earlier's rows
-    monkeypatch.setattr(warehouse, "_BUSY_TIMEOUT_S", 0.2)
-    _publish(url, hybrid, "1")
+def publish_concurrently(url, hybrid, monkeypatch, delay: float) -> tuple[dict, list]:
+    """Publish versions "2" (k=2) and "3" (k=1) of "recs" from two threads at once, each chunk slowed by
+    `delay` s so the transactions overlap; returns (results by version, errors raised)."""
     real = publish._chunk_scores
 
     def slow(recommender, idx):
-        time.sleep(0.1)  # each publish holds its transaction for ~0.6 s
+        time.sleep(delay)
         return real(recommender, idx)
 
     monkeypatch.setattr(publish, "_chunk_scores", slow)
@@ -273,15 +271,24 @@ def test_two_concurrent_publishes_of_one_name_into_sqlite_both_succeed(url, hybr
     def run(version: str, k: int) -> None:
         try:
             results[version] = _publish(url, hybrid, version, k=k, chunk_size=1)
-        except Exception as e:  # noqa: BLE001 - reported below
+        except Exception as e:  # noqa: BLE001 - reported by the caller
             errors.append(e)
 
     threads = [threading.Thread(target=run, args=(v, k)) for v, k in (("2", 2), ("3", 1))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    return results, errors
+
+
+def test_two_concurrent_publishes_of_one_name_into_sqlite_both_succeed(url, hybrid, monkeypatch, caplog):
+    # SQLite alone would fail the second writer once its busy timeout (shortened here) ran out; the
+    # publishes queue on the file's write lock instead, and the later one replaces the earlier's rows
+    monkeypatch.setattr(warehouse, "_BUSY_TIMEOUT_S", 0.2)
+    _publish(url, hybrid, "1")
     with caplog.at_level(logging.INFO, logger="recsys.warehouse"):
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(60)
+        results, errors = publish_concurrently(url, hybrid, monkeypatch, delay=0.1)  # each holds its transaction ~0.6 s
     assert not errors, errors
     assert "waiting for the warehouse write lock" in caplog.text
     final = published_version(url, "recs")  # one version, whole
