@@ -15,6 +15,9 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__PARALLELISM := 4
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN ?= sqlite:///$(AIRFLOW_HOME)/airflow.db
+# SQLite only: wait for the write lock instead of failing a UI/API request with "database is locked" (plugins/recsys_sqlite.py)
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS ?= recsys_sqlite.SYNC_CONNECT_ARGS
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC ?= recsys_sqlite.ASYNC_CONNECT_ARGS
 export MLFLOW_TRACKING_URI ?= sqlite:///$(RECSYS_HOME)/mlflow/mlflow.db
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1

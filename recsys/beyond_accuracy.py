@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from recsys.metrics import _check_k
+from recsys.metrics import _check_k, metric_name
 from recsys.schema import CATEGORY_SEP
 
 
@@ -181,16 +181,16 @@ def beyond_accuracy_report(
     with categories (used as given); `long_tail_share_at_k` with popularity; `novelty_at_k` with
     both popularity and n_users.
     """
-    out = {f"coverage_at_{k}": catalog_coverage(topk, n_items, k)}
+    out = {metric_name("coverage", k): catalog_coverage(topk, n_items, k)}
     if vectors is not None:
-        out[f"ild_at_{k}"] = intra_list_diversity(topk, vectors, k)
+        out[metric_name("ild", k)] = intra_list_diversity(topk, vectors, k)
     if categories is not None:
-        out[f"category_diversity_at_{k}"] = category_diversity(topk, categories, k)
+        out[metric_name("category_diversity", k)] = category_diversity(topk, categories, k)
     if popularity is not None and n_users is not None:
-        out[f"novelty_at_{k}"] = novelty(topk, popularity, n_users, k)
-    out[f"gini_at_{k}"] = exposure_gini(topk, n_items, k)
+        out[metric_name("novelty", k)] = novelty(topk, popularity, n_users, k)
+    out[metric_name("gini", k)] = exposure_gini(topk, n_items, k)
     if popularity is not None:
-        out[f"long_tail_share_at_{k}"] = long_tail_share(topk, popularity, k)
+        out[metric_name("long_tail_share", k)] = long_tail_share(topk, popularity, k)
     return out
 
 

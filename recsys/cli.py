@@ -33,7 +33,7 @@ def summary(experiment: str, model_name: str) -> int:
     """Print the latest run's test metrics (fine-tuned vs frozen vs popularity) and the champion."""
     from recsys import tracking
     from recsys.config import EvalConfig
-    from recsys.gate import metric_name
+    from recsys.metrics import metric_name
 
     c = tracking.client(_tracking_uri())
     exp = c.get_experiment_by_name(experiment)

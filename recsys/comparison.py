@@ -11,7 +11,7 @@ import numpy as np
 from recsys.bootstrap import paired_relative_gain
 from recsys.config import GateConfig
 from recsys.evaluate import EvaluationContext, Scorer, evaluate_scorers
-from recsys.gate import metric_name
+from recsys.metrics import metric_name
 from recsys.lineage import Lineage, exclude_seen
 from recsys.splits import Split
 

@@ -186,24 +186,12 @@ class PipelineConfig:
         None/"" mean 'default'.
 
         Raises:
-            ValueError: a setting out of its range or not one of its values.
+            InputError: a setting not of its type, out of its declared bounds or not one of its choices
+                (checked from the declaration); the sections' own checks (fusion signals, document fields).
         """
         from recsys.settings import config_from_params  # settings imports this module
 
-        cfg = config_from_params(params)
-        if cfg.ann_min_items < 1:
-            raise ValueError(f"ann_min_items must be >= 1, got {cfg.ann_min_items}")
-        if cfg.embed_shard_size < 0:
-            raise ValueError(f"embed_shard_size must be >= 0 (0 = one shard), got {cfg.embed_shard_size}")
-        if cfg.encoder.precision not in ("auto", "float32", "bfloat16"):
-            raise ValueError(f"encoder_precision must be auto, float32 or bfloat16, got {cfg.encoder.precision!r}")
-        if not 0.5 <= cfg.gate.confidence < 1:
-            raise ValueError(f"gate_confidence must be in [0.5, 1), got {cfg.gate.confidence}")
-        if cfg.candidate not in CANDIDATES:
-            raise ValueError(f"candidate must be one of {CANDIDATES}, got {cfg.candidate!r}")
-        if cfg.train_profile not in TRAIN_PROFILES:
-            raise ValueError(f"train_profile must be one of {TRAIN_PROFILES}, got {cfg.train_profile!r}")
-        return cfg
+        return config_from_params(params)
 
     def train_for(self, device_type: str) -> TrainConfig:
         """The training settings for a device ("cuda" or "cpu")."""

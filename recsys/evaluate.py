@@ -6,13 +6,14 @@ catalog item is scored and the query's own items are excluded from the ranking.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-import re
 
 import numpy as np
 
 from recsys import metrics
+from recsys.metrics import metric_name
 from recsys.splits import Split
 
 
@@ -42,11 +43,11 @@ def popularity_top_k(popularity: np.ndarray, queries: Sequence[np.ndarray], k: i
 def ranking_report(topk: np.ndarray, targets: Sequence[np.ndarray], k: int) -> dict[str, float]:
     """Recall, NDCG and hit rate at k, plus how many queries were scored (NaN, i.e. missing, with no query)."""
     if not len(targets):
-        return {f"recall_at_{k}": float("nan"), f"ndcg_at_{k}": float("nan"), f"hit_rate_at_{k}": float("nan"), "n_queries": 0.0}
+        return {metric_name("recall", k): float("nan"), metric_name("ndcg", k): float("nan"), metric_name("hit_rate", k): float("nan"), "n_queries": 0.0}
     return {
-        f"recall_at_{k}": metrics.recall_at_k(topk, targets, k),
-        f"ndcg_at_{k}": metrics.ndcg_at_k(topk, targets, k),
-        f"hit_rate_at_{k}": metrics.hit_rate_at_k(topk, targets, k),
+        metric_name("recall", k): metrics.recall_at_k(topk, targets, k),
+        metric_name("ndcg", k): metrics.ndcg_at_k(topk, targets, k),
+        metric_name("hit_rate", k): metrics.hit_rate_at_k(topk, targets, k),
         "n_queries": float(len(targets)),
     }
 
@@ -146,12 +147,12 @@ def evaluate_scorers(
         row = ranking_report(topk, targets, k)
         if len(targets):
             row.update(metrics.ranking_metrics(topk, targets, ks))
-        row[f"cold_recall_at_{k}"] = metrics.recall_at_k(topk[cold_rows], [cold_targets[j] for j in cold_rows], k) if cold_rows else float("nan")
+        row[metric_name("cold_recall", k)] = metrics.recall_at_k(topk[cold_rows], [cold_targets[j] for j in cold_rows], k) if cold_rows else float("nan")
         if per_query_out is not None:
             per_query_out[name] = {
-                f"recall_at_{k}": metrics.per_query_recall(topk, targets, k),
-                f"ndcg_at_{k}": metrics.per_query_ndcg(topk, targets, k),
-                f"cold_recall_at_{k}": metrics.per_query_recall(topk, cold_targets, k),
+                metric_name("recall", k): metrics.per_query_recall(topk, targets, k),
+                metric_name("ndcg", k): metrics.per_query_ndcg(topk, targets, k),
+                metric_name("cold_recall", k): metrics.per_query_recall(topk, cold_targets, k),
             }
         if context is not None and len(targets):
             row.update(
@@ -160,7 +161,7 @@ def evaluate_scorers(
                 )
             )
             for slice_name, mask in slices.items():
-                row[f"{slice_name}_recall_at_{k}"] = ba.slice_recall(topk, targets, mask, k)[0]
+                row[metric_name(f"{slice_name}_recall", k)] = ba.slice_recall(topk, targets, mask, k)[0]
         report[name] = row
     return report
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from recsys.bootstrap import Interval
 from recsys.config import GateConfig
+from recsys.metrics import metric_name
 
 PROMOTED = "promoted"
 REJECTED = "rejected"
@@ -72,10 +73,6 @@ class GateDecision:
             checks=tuple(Check(**c) for c in data["checks"]),
             reasons=tuple(data["reasons"]),
         )
-
-
-def metric_name(base: str, k: int) -> str:
-    return f"{base}_at_{k}"
 
 
 def _value(metrics: dict[str, float] | None, name: str) -> float | None:

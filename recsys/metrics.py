@@ -12,6 +12,11 @@ from collections.abc import Sequence
 import numpy as np
 
 
+def metric_name(base: str, k: int) -> str:
+    """The one spelling of a metric at a cut-off: ("recall", 10) -> "recall_at_10" (MLflow names, gate, reports)."""
+    return f"{base}_at_{k}"
+
+
 def _hits(topk: np.ndarray, targets: Sequence[np.ndarray], k: int) -> list[np.ndarray]:
     return [np.isin(row[:k], t) for row, t in zip(topk, targets, strict=True)]
 
@@ -87,11 +92,11 @@ def ranking_metrics(
         _check_k(topk, k)
     out: dict[str, float] = {}
     for k in ks:
-        out[f"recall_at_{k}"] = recall_at_k(topk, targets, k)
-        out[f"ndcg_at_{k}"] = ndcg_at_k(topk, targets, k)
-        out[f"mrr_at_{k}"] = mrr_at_k(topk, targets, k)
-        out[f"hit_rate_at_{k}"] = hit_rate_at_k(topk, targets, k)
-        out[f"precision_at_{k}"] = precision_at_k(topk, targets, k)
+        out[metric_name("recall", k)] = recall_at_k(topk, targets, k)
+        out[metric_name("ndcg", k)] = ndcg_at_k(topk, targets, k)
+        out[metric_name("mrr", k)] = mrr_at_k(topk, targets, k)
+        out[metric_name("hit_rate", k)] = hit_rate_at_k(topk, targets, k)
+        out[metric_name("precision", k)] = precision_at_k(topk, targets, k)
     return out
 
 

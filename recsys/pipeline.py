@@ -21,6 +21,7 @@ import pandas as pd
 
 from recsys import schema as S
 from recsys.config import FusionConfig, PipelineConfig
+from recsys.metrics import metric_name
 from recsys.paths import ProjectPaths, project_paths
 
 log = logging.getLogger(__name__)
@@ -432,7 +433,7 @@ def finetune(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
         # the first call scores the untouched encoder: its vectors were written by `embed`
         vectors = np.load(ctx.run_dir / "embeddings" / "frozen.npy") if not scored else enc.encode(docs, desc="validation embedding")
         scored.append(vectors)
-        return evaluate_models(item_ids, {"m": vectors}, popularity, split, "val", cfg.eval.k)["m"][f"recall_at_{cfg.eval.k}"]
+        return evaluate_models(item_ids, {"m": vectors}, popularity, split, "val", cfg.eval.k)["m"][metric_name("recall", cfg.eval.k)]
 
     losses: dict[int, float] = {}
     start = time.perf_counter()
@@ -449,10 +450,10 @@ def finetune(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[s
     for step, loss in losses.items():
         tracking.log_metrics(c, mlflow_run_id, {"train.loss": loss}, step=step)
     for step, score in result.val_history.items():
-        tracking.log_metrics(c, mlflow_run_id, {f"train.val_recall_at_{cfg.eval.k}": score}, step=step)
+        tracking.log_metrics(c, mlflow_run_id, {metric_name("train.val_recall", cfg.eval.k): score}, step=step)
     _write_json(
         ctx.run_dir / "train_history.json",
-        {"losses": losses, "val_history": result.val_history, "best_step": result.best_step, "val_metric": f"recall_at_{cfg.eval.k}"},
+        {"losses": losses, "val_history": result.val_history, "best_step": result.best_step, "val_metric": metric_name("recall", cfg.eval.k)},
     )
     encoder_dir = ctx.run_dir / "model" / "encoder"
     encoder.save(encoder_dir)
@@ -544,9 +545,9 @@ def train_run_fusion(fusion: FusionConfig, pairs: np.ndarray, split, catalog: pd
     features = scaler.transform(raw) if scaler is not None else None
     hidden = np.zeros(0, dtype=np.int64)
     fold_features = features
-    metric = f"recall_at_{k}"
+    metric = metric_name("recall", k)
     if select_on == "pseudo_cold":
-        metric = f"cold_recall_at_{k}"
+        metric = metric_name("cold_recall", k)
         hidden = tuning_fold(split, catalog)
         pairs = pairs[~np.isin(pairs, hidden).any(axis=1)]
         if scaler is not None and scaler.new_item_sales() is not None:
@@ -605,7 +606,7 @@ def fuse(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, 
     scores = {name: r[0].val_history[r[0].best_step] for name, r in trained.items()}
     kept = [name for name in trained if trained[name][0].kept]
     chosen = max(kept, key=lambda name: scores[name]) if kept else None  # max keeps the first of equals
-    metric = f"fusion.val_{select_on}_recall_at_{cfg.eval.k}"
+    metric = metric_name(f"fusion.val_{select_on}_recall", cfg.eval.k)
     for name, (result, *_rest) in trained.items():
         for step, score in result.val_history.items():
             tracking.log_metrics(c, mlflow_run_id, {f"{metric}.{name}": score}, step=step)
@@ -683,7 +684,6 @@ def fit_model(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[
     bracketed-grid rule (`recsys.tuning`), so the candidate is compared with baselines as well tuned as it."""
     from recsys import baselines
     from recsys.evaluate import evaluate_scorers
-    from recsys.gate import metric_name
     from recsys.hybrid import HybridConfig, tune_hybrid
 
     tracking, c = _mlflow(ctx)

@@ -20,6 +20,7 @@ import pandas as pd
 
 from recsys import schema as S
 from recsys.config import PipelineConfig
+from recsys.metrics import metric_name
 from recsys.pipeline import PER_USER_TEST, RunContext, _load_split, _mlflow, _read_json, _write_json, bundle_catalog, evaluation_context, item_vectors
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def package(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[st
     ann = _save_ann_index(cfg, model_dir, vectors)
     if ann:
         tracking.log_params(c, mlflow_run_id, {"ann.kind": ann["kind"], "ann.nlist": ann["nlist"]})
-        tracking.log_metrics(c, mlflow_run_id, {f"ann.recall_at_{cfg.eval.k}": ann["recall"], "ann.build_seconds": ann["seconds"]})
+        tracking.log_metrics(c, mlflow_run_id, {metric_name("ann.recall", cfg.eval.k): ann["recall"], "ann.build_seconds": ann["seconds"]})
     # every request kind in the example, so the signature accepts ids, carts and free text (cold start)
     first, second = catalog[S.ITEM_ID].iloc[0], catalog[S.ITEM_ID].iloc[min(1, len(catalog) - 1)]
     example = pd.DataFrame(
@@ -116,9 +117,9 @@ def _save_reference(cfg: PipelineConfig, ctx: RunContext, split, catalog: pd.Dat
     inter = S.to_canonical_interactions(pd.read_parquet(ctx.run_dir / "data" / "interactions.parquet"))
     train = inter.merge(split.part(TRAIN)[[S.USER_ID, S.ITEM_ID]].drop_duplicates(), on=[S.USER_ID, S.ITEM_ID])
     metrics = _read_json(ctx.run_dir / "metrics.json")["test"][candidate_model(cfg)]
-    recall = metrics.get(f"recall_at_{cfg.eval.k}")
+    recall = metrics.get(metric_name("recall", cfg.eval.k))
     per_user_path = ctx.run_dir / PER_USER_TEST
-    per_user = np.load(per_user_path)[f"{candidate_model(cfg)}.recall_at_{cfg.eval.k}"] if per_user_path.exists() else None
+    per_user = np.load(per_user_path)[metric_name(f"{candidate_model(cfg)}.recall", cfg.eval.k)] if per_user_path.exists() else None
     reference_for_model(
         ctx.run_dir / "model", train, catalog, catalog[S.ITEM_ID].tolist(), vectors, recall, identity["name"], identity["digest"], eval_recall_per_user=per_user, k=cfg.eval.k
     )
@@ -235,7 +236,7 @@ def _decision_report(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str, v
         if name in metrics and name != candidate_model(cfg):
             models[name] = metrics[name]
     k = cfg.eval.k
-    slices = sorted({m for row in models.values() for m in row if m.endswith(f"_recall_at_{k}")})
+    slices = sorted({m for row in models.values() for m in row if m.endswith(metric_name("_recall", k))})
     env = environment()
     code = code_version()
     return {
@@ -292,7 +293,7 @@ def _plots(ctx: RunContext, report: dict[str, Any], cfg: PipelineConfig) -> dict
                 {int(s): v for s, v in h["losses"].items()}, {int(s): v for s, v in h["val_history"].items()}, h["val_metric"], out / "learning_curve.png", h["best_step"]
             )
         )
-    headline = [f"ndcg_at_{k}", f"recall_at_{k}", f"cold_recall_at_{k}", f"coverage_at_{k}"]
+    headline = [metric_name("ndcg", k), metric_name("recall", k), metric_name("cold_recall", k), metric_name("coverage", k)]
     made["comparison"] = str(plots.model_comparison(report["metrics"]["test"], headline, out / "comparison.png"))
     exposure = _read_json(ctx.run_dir / "exposure.json")
     curves = {"candidate": exposure[candidate_model(cfg)]}

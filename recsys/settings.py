@@ -14,10 +14,12 @@ runs (shards, GPU queue, precision, ANN threshold): a retraining takes those fro
 from __future__ import annotations
 
 import ast
+import math
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from recsys.config import CANDIDATES, FIELDS, SIGNALS, TRAIN_PROFILES, GateConfig, PipelineConfig
+from recsys.errors import InputError
 
 Kind = Literal["integer", "number", "boolean", "string", "enum", "list"]
 
@@ -59,9 +61,26 @@ class Setting:
         return ",".join(value) if self.kind == "list" else value
 
     def parse(self, value: Any) -> Any:
-        """A form or conf value (not None / "") -> the config's value."""
+        """A form or conf value (not None / "") -> the config's value, checked against the declared type,
+        bounds and choices. The trigger form checks the same JSON schema, but a run's conf (REST API, the
+        drift monitor, conf-only settings) reaches here without it.
+
+        Raises:
+            InputError: the value is not of the setting's type, out of its bounds, or not one of its choices.
+        """
+        try:
+            parsed = self._convert(value)
+        except (TypeError, ValueError):
+            raise InputError(f"{self.name} must be {_KIND_WORDS[self.kind]}, got {value!r}") from None
+        self.check(parsed)
+        return parsed
+
+    def _convert(self, value: Any) -> Any:
         if self.kind == "integer":
-            return int(value)
+            number = float(value)
+            if not number.is_integer():
+                raise ValueError(value)
+            return int(number)
         if self.kind == "number":
             return float(value)
         if self.kind == "boolean":
@@ -69,6 +88,25 @@ class Setting:
         if self.kind == "list":
             return tuple(v.strip() for v in str(value).split(",") if v.strip())
         return str(value)
+
+    def check(self, value: Any) -> None:
+        """Raise `InputError` when a parsed value breaks the declared bounds or choices."""
+        if self.kind in ("integer", "number"):
+            low = f"[{self.minimum:g}" if self.minimum is not None else f"({self.exclusive_minimum:g}" if self.exclusive_minimum is not None else "(-inf"
+            high = f"{self.maximum:g}]" if self.maximum is not None else f"{self.exclusive_maximum:g})" if self.exclusive_maximum is not None else "inf)"
+            inside = (
+                math.isfinite(value)
+                and (self.minimum is None or value >= self.minimum)
+                and (self.maximum is None or value <= self.maximum)
+                and (self.exclusive_minimum is None or value > self.exclusive_minimum)
+                and (self.exclusive_maximum is None or value < self.exclusive_maximum)
+            )
+            if not inside:
+                raise InputError(f"{self.name} must be in {low}, {high}, got {value:g}")
+        elif self.choices and self.kind == "enum" and value not in self.choices:
+            raise InputError(f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}")
+        elif self.choices and self.kind == "list" and (unknown := [v for v in value if v not in self.choices]):
+            raise InputError(f"{self.name} takes only {', '.join(self.choices)}; unknown: {', '.join(unknown)}")
 
     def from_logged(self, text: str) -> Any:
         """An MLflow param (str() of the config's value; None logged as "") -> the form's value; None when unset."""
@@ -86,9 +124,16 @@ class Setting:
         return text
 
 
+_KIND_WORDS = {"integer": "an integer", "number": "a number", "boolean": "true or false", "string": "a string", "enum": "a string", "list": "a comma-separated list"}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def _as_bool(value: Any) -> bool:
     if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
+        word = value.strip().lower()
+        if word not in _TRUE + _FALSE:
+            raise ValueError(value)  # "ture" is a typo, not False
+        return word in _TRUE
     return bool(value)
 
 

@@ -24,6 +24,7 @@ from recsys.config import FusionConfig, TrainConfig
 from recsys.evaluate import evaluate_models, evaluate_scorers
 from recsys.finetune import training_pairs
 from recsys.hybrid import HybridConfig, tune_hybrid
+from recsys.metrics import metric_name
 from recsys.pipeline import _baseline_inputs, _load_split, item_features, item_signals, train_run_fusion
 from recsys.splits import TRAIN
 
@@ -58,7 +59,7 @@ def main() -> None:
     print(f"{args.run_dir.name}: {len(item_ids)} items ({int(is_cold.sum())} cold), {len(pairs)} training pairs")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
 
-    cols = [f"recall_at_{k}", f"ndcg_at_{k}", f"cold_recall_at_{k}"]
+    cols = [metric_name("recall", k), metric_name("ndcg", k), metric_name("cold_recall", k)]
     header = f"{'variant':<18}{'kept@step':>10}{'secs':>6}" + "".join(f"{'text ' + c.replace('_at_', '@'):>18}" for c in cols)
     if not args.no_hybrid:
         header += "".join(f"{'hybrid ' + c.replace('_at_', '@'):>20}" for c in cols)
@@ -77,7 +78,7 @@ def main() -> None:
         if not args.no_hybrid:
 
             def score(model, hidden: np.ndarray) -> float:
-                return evaluate_scorers(item_ids, {"m": model.scores}, split, "val", k, extra_cold=np.flatnonzero(hidden))["m"][f"ndcg_at_{k}"]
+                return evaluate_scorers(item_ids, {"m": model.scores}, split, "val", k, extra_cold=np.flatnonzero(hidden))["m"][metric_name("ndcg", k)]
 
             model, record = tune_hybrid(x, fused, is_cold, score, HybridConfig(), hybrid_features)
             hybrid = evaluate_scorers(item_ids, {"m": model.scores}, split, "test", k)["m"]

@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recsys.metrics import metric_name
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -84,7 +86,7 @@ def main() -> None:
         hidden = tuning_fold(split, catalog)
 
         def fold_score(v: np.ndarray) -> float:
-            return evaluate_scorers(item_ids, {"m": vector_scorer(v)}, split, "val", k, extra_cold=hidden)["m"][f"cold_recall_at_{k}"]
+            return evaluate_scorers(item_ids, {"m": vector_scorer(v)}, split, "val", k, extra_cold=hidden)["m"][metric_name("cold_recall", k)]
 
         fused = train_fusion(frozen, None, pairs, replace(FusionConfig(), signals=(), seed=seed, steps=args.fusion_steps), fold_score)
         vectors = fused.adaptor.apply(frozen, None).astype(np.float32) if fused.kept else frozen
@@ -92,7 +94,7 @@ def main() -> None:
         is_cold = np.asarray(x.sum(axis=0)).ravel() == 0
 
         def val_score(model, hidden_mask: np.ndarray) -> float:
-            return evaluate_scorers(item_ids, {"m": model.scores}, split, "val", k, extra_cold=np.flatnonzero(hidden_mask))["m"][f"ndcg_at_{k}"]
+            return evaluate_scorers(item_ids, {"m": model.scores}, split, "val", k, extra_cold=np.flatnonzero(hidden_mask))["m"][metric_name("ndcg", k)]
 
         model, record = tune_hybrid(x, vectors, is_cold, val_score, HybridConfig(seed=seed), pseudo_cold=hidden)
         return model.scores, {"fusion_kept": fused.kept, **record["chosen"]}
@@ -118,7 +120,7 @@ def main() -> None:
         intervals = {m: Interval(**ci) if ci else None for m, ci in result["intervals"].items()}
         return result, decide(result["candidate_metrics"], result["metrics"], {}, gate, k, intervals, result["test_users"])
 
-    primary = f"{gate.primary_metric}_at_{k}"
+    primary = metric_name(f"{gate.primary_metric}", k)
     rows = []
     champion = weeks[0]
     for w in weeks[1:]:

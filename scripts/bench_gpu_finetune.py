@@ -30,14 +30,13 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
@@ -48,6 +47,7 @@ from recsys.config import EncoderConfig, PipelineConfig, TrainConfig  # noqa: E4
 from recsys.encoder import TextEncoder  # noqa: E402
 from recsys.evaluate import evaluate_scorers, scorer_top_k, split_queries, vector_scorer  # noqa: E402
 from recsys.finetune import finetune_encoder, training_pairs  # noqa: E402
+from recsys.metrics import metric_name  # noqa: E402
 from recsys.splits import default_salt, make_split  # noqa: E402
 
 BENCH_KEY = "benchmark-key-not-a-secret"  # the key scripts/bench_quality.py fixes: the same users, the same split
@@ -212,7 +212,7 @@ def main() -> None:
         from recsys.hybrid import HybridConfig, tune_hybrid
 
         # fit_model tunes on the promotion gate's primary metric (NDCG@k by default)
-        metric = f"{getattr(getattr(cfg, 'gate', None), 'primary_metric', 'ndcg')}_at_{k}"
+        metric = metric_name(f"{getattr(getattr(cfg, 'gate', None), 'primary_metric', 'ndcg')}", k)
 
         def validation_score(model, hidden: np.ndarray) -> float:
             return evaluate_scorers(item_ids, {"m": model.scores}, split, "val", k, extra_cold=np.flatnonzero(hidden))["m"][metric]
@@ -245,7 +245,7 @@ def main() -> None:
 
         # EASE tuned on validation on its own, bracketed (as the pipeline's fit_model does)
         ease, ease_record = baselines.tune_ease(
-            x, lambda w: evaluate_scorers(item_ids, {"m": lambda q: baselines.item_item_scores(w, q)}, split, "val", k)["m"][f"ndcg_at_{k}"]
+            x, lambda w: evaluate_scorers(item_ids, {"m": lambda q: baselines.item_item_scores(w, q)}, split, "val", k)["m"][metric_name("ndcg", k)]
         )
         ease_l2 = ease_record["chosen"]["l2"]
         res["ease"] = {"l2": ease_l2, "test": pick(evaluate_scorers(item_ids, {"m": lambda q: baselines.item_item_scores(ease, q)}, split, "test", k)["m"])}
@@ -253,7 +253,7 @@ def main() -> None:
     phase("frozen_eval", t)
 
     # --- 2. fine-tuning configs -----------------------------------------------------------------------
-    frozen_val = res["frozen"]["text"]["val"][f"recall_at_{k}"]
+    frozen_val = res["frozen"]["text"]["val"][metric_name("recall", k)]
     best_vectors: dict[int, np.ndarray] = {}
     for ci, c in enumerate(parse_configs(args.configs)):
         if time.perf_counter() - T0 > args.deadline - args.hybrid_reserve:
@@ -286,7 +286,7 @@ def main() -> None:
             v0 = time.perf_counter()
             step = len(clock["step_s"])
             vec = frozen if step == 0 else e.encode(docs, progress=False)
-            score = evaluate_scorers(item_ids, {"m": vector_scorer(vec)}, split, "val", k, cfg.eval.batch_size)["m"][f"recall_at_{k}"]
+            score = evaluate_scorers(item_ids, {"m": vector_scorer(vec)}, split, "val", k, cfg.eval.batch_size)["m"][metric_name("recall", k)]
             scored[step], history[step] = vec, float(score)
             now = time.perf_counter()
             clock["val_s"] += now - v0
@@ -426,7 +426,7 @@ def embed_speed(enc: TextEncoder, docs: list[str], args) -> dict:
 
 
 def print_table(res: dict, k: int) -> None:
-    r, n, c = f"recall_at_{k}", f"ndcg_at_{k}", f"cold_recall_at_{k}"
+    r, n, c = metric_name("recall", k), metric_name("ndcg", k), metric_name("cold_recall", k)
     print(f"\n=== {res['machine']['device']} — online-retail, full ranking, bench_quality split; total {res.get('total_seconds')} s ===")
     print(f"{'model':<34}{'val R@10':>9}{'test R@10':>10}{'NDCG@10':>9}{'cold R@10':>10} | {'hyb val':>8}{'hyb R@10':>9}{'hyb NDCG':>9}{'hyb cold':>9}{'pairs/s':>9}{'best step':>10}")
 

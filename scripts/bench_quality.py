@@ -17,6 +17,8 @@ import time
 
 import torch
 
+from recsys.metrics import metric_name
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -56,7 +58,7 @@ def main() -> None:
     seconds = time.perf_counter() - start
 
     k = cfg.eval.k
-    cols = [f"recall_at_{k}", f"ndcg_at_{k}", f"cold_recall_at_{k}"]
+    cols = [metric_name("recall", k), metric_name("ndcg", k), metric_name("cold_recall", k)]
     print(f"\n{args.dataset} {args.param}: test split, full ranking over the catalog ({int(report['hybrid']['n_queries'])} queries)")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; pipeline {seconds:.0f} s")
     print(f"fusion ({fused.get('selected_on')}): " + (f"kept {fused['variant']!r} at step {fused['best_step']}, signals {','.join(fused['signals']) or 'none'}" if fused["kept"] else "not kept") + f"; variant scores {fused.get('scores')}")
@@ -81,7 +83,7 @@ def print_intervals(run_dir, k: int) -> None:
     from recsys.pipeline import PER_USER_TEST
 
     per = np.load(run_dir / PER_USER_TEST)
-    for metric in (f"recall_at_{k}", f"ndcg_at_{k}"):
+    for metric in (metric_name("recall", k), metric_name("ndcg", k)):
         ci = paired_relative_gain(per[f"hybrid.{metric}"], per[f"ease.{metric}"], 2000, 0.95, seed=42)
         print(f"hybrid vs EASE {metric}: {ci.point * 100:+.1f}% [95% CI {ci.low * 100:+.1f}%, {ci.high * 100:+.1f}%] over {ci.n} users")
 

@@ -28,6 +28,9 @@ os.environ.update(
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_SESSION_HOME / 'airflow' / 'airflow.db'}",
+        # as the Makefile: SQLite waits for the write lock (plugins/recsys_sqlite.py)
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "recsys_sqlite.SYNC_CONNECT_ARGS",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "recsys_sqlite.ASYNC_CONNECT_ARGS",
         "MLFLOW_TRACKING_URI": f"sqlite:///{_SESSION_HOME / 'mlflow' / 'mlflow.db'}",
         "RECSYS_PSEUDONYM_KEY": "test-pseudonym-key-not-a-secret",
         "HF_HUB_OFFLINE": "1",

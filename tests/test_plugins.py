@@ -463,3 +463,34 @@ def test_links_are_stored_by_airflow_and_served_by_the_api(tmp_path: Path, monke
     assert response.status_code == 307 and response.headers["location"] == run_url
     response = http.get(f"/recsys/mlflow/recsys_plugin_probe/{dag_run_id}?target=version", cookies={"_token": token}, follow_redirects=False)
     assert response.status_code == 307 and response.headers["location"].endswith(f"/#/models/{model}/versions/{champion.version}")
+
+
+def test_the_embedded_airflow_database_waits_for_its_write_lock(tmp_path: Path) -> None:
+    """A writer that holds SQLite's lock longer than Python's default 5 s no longer fails Airflow's own
+    connections with "database is locked" (a UI/API trigger answered HTTP 500 on a busy machine)."""
+    import sqlite3
+    import threading
+    import time
+
+    import recsys_sqlite
+    from airflow.settings import _get_connect_args
+    from sqlalchemy import create_engine, text
+
+    assert recsys_sqlite.connect_args("postgresql+psycopg2://u@h/db") == {}  # psycopg2 has no `timeout`
+    args = _get_connect_args("sync")  # what Airflow's metadata engine is built with in this session (conftest)
+    assert args["timeout"] == recsys_sqlite.BUSY_TIMEOUT_S == 60
+    db = tmp_path / "metadata.db"
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("CREATE TABLE t (x INTEGER)")
+    holder.execute("BEGIN IMMEDIATE")  # the write lock, as a long scheduler transaction holds it
+    holder.execute("INSERT INTO t VALUES (1)")
+    threading.Timer(6.0, holder.commit).start()
+    engine = create_engine(f"sqlite:///{db}", connect_args=dict(args))
+    started = time.monotonic()
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO t VALUES (2)"))
+    assert time.monotonic() - started >= 5.0  # it waited past the default instead of failing
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM t")).scalar() == 2
+    holder.close()

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from recsys.config import PipelineConfig
+from recsys.errors import InputError
 from recsys.settings import BY_NAME, DATASETS, PACKAGED_DATASETS, RECIPE, SETTINGS, Setting, dag_params, get_path, recipe_from_logged
 
 DAG_FILE = Path(__file__).resolve().parents[1] / "dags" / "recsys_training.py"
@@ -131,13 +132,28 @@ def test_settings_import_no_heavy_library() -> None:
 @pytest.mark.parametrize(
     ("conf", "error"),
     [
-        ({"candidate": "best"}, "candidate must be one of"),
-        ({"train_profile": "x"}, "train_profile must be one of"),
-        ({"encoder_precision": "fp8"}, "encoder_precision must be auto, float32 or bfloat16"),
-        ({"gate_confidence": 0.3}, r"gate_confidence must be in \[0.5, 1\)"),
-        ({"fusion_signals": "price,colour"}, "unknown fusion signals"),
+        # the declared choices and bounds, checked for a run's conf too (the REST API and the drift monitor
+        # reach from_params without the trigger form's JSON-schema check)
+        ({"candidate": "best"}, "candidate must be one of hybrid, text, got 'best'"),
+        ({"train_profile": "x"}, "train_profile must be one of auto, params, got 'x'"),
+        ({"encoder_precision": "fp8"}, "encoder_precision must be one of auto, float32, bfloat16, got 'fp8'"),
+        ({"gate_confidence": 0.3}, r"gate_confidence must be in \[0.5, 1\), got 0.3"),
+        ({"k": 0}, r"k must be in \[1, 100\], got 0"),
+        ({"learning_rate": 0}, r"learning_rate must be in \(0, 1\], got 0"),
+        ({"ann_min_items": 0}, r"ann_min_items must be in \[1, inf\), got 0"),
+        ({"gate_min_relative_gain": float("nan")}, r"gate_min_relative_gain must be in \[0, 1\], got nan"),
+        ({"max_train_steps": "ten"}, "max_train_steps must be an integer, got 'ten'"),
+        ({"max_train_steps": 2.5}, "max_train_steps must be an integer, got 2.5"),
+        ({"fusion": "ture"}, "fusion must be true or false, got 'ture'"),
+        ({"gate_baselines": "popularity,bm25"}, "gate_baselines takes only popularity, itemknn, ease, frozen; unknown: bm25"),
+        ({"fusion_signals": "price,colour"}, "fusion_signals takes only price, sales, rating; unknown: colour"),
     ],
 )
-def test_from_params_keeps_its_errors(conf: dict, error: str) -> None:
-    with pytest.raises(ValueError, match=error):
+def test_from_params_checks_every_declared_bound_and_choice(conf: dict, error: str) -> None:
+    with pytest.raises(InputError, match=f"^{error}$"):
         PipelineConfig.from_params(conf)
+
+
+def test_values_on_the_bounds_are_accepted() -> None:
+    cfg = PipelineConfig.from_params({"k": 100, "gate_confidence": 0.5, "learning_rate": 1, "max_train_steps": "0", "fusion": "off", "train_batch_size": 2.0})
+    assert (cfg.eval.k, cfg.gate.confidence, cfg.train.learning_rate, cfg.train.max_steps, cfg.fusion.enabled, cfg.train.batch_size) == (100, 0.5, 1.0, 0, False, 2)
