@@ -62,9 +62,6 @@ import pandas as pd
 from recsys.schema import BASKET_ID, CATEGORY, CATEGORY_SEP, EVENT, ITEM_ID, PRICE, TIMESTAMP, USER_ID
 
 PSI_EPS = 1e-4  # share given to a bin that is empty on one side (PSI's log would be infinite)
-NUMERIC_SIGNALS: tuple[str, ...] = ("price", "basket_size", "user_activity", "item_popularity")
-MIX_SIGNALS: tuple[str, ...] = ("category_mix", "event_mix")
-SIGNAL_NAMES: tuple[str, ...] = (*MIX_SIGNALS, *NUMERIC_SIGNALS, "text_embedding", "unseen_items", "champion_recall")
 # counts that grow with the window's length (see the module docstring)
 _TIME_SCALED: frozenset[str] = frozenset({"user_activity", "item_popularity"})
 _MIN_NUMERIC_VALUES = 5  # fewer values than this on either side: the distribution is not measured
@@ -74,17 +71,6 @@ _MAX_MULTINOMIAL_VALUES = 256  # above this many distinct values, drawing users 
 MAX_RECALL_USERS = 20_000  # per-user evaluation recalls kept in a reference (a seeded sample above it)
 _FORMAT_VERSION = 1
 LEGACY_RECALL_K = 10  # the k of references saved before they kept theirs (the monitor's k then)
-_LABELS = {
-    "category_mix": "category mix",
-    "event_mix": "event mix",
-    "price": "price distribution",
-    "basket_size": "basket size distribution",
-    "user_activity": "user activity distribution",
-    "item_popularity": "item popularity distribution",
-    "text_embedding": "item text embeddings",
-    "unseen_items": "unseen items",
-    "champion_recall": "champion Recall@k",
-}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -529,17 +515,21 @@ def _arrays_equal(a: Any, b: Any) -> bool:
     return bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
 
 
-_ARRAY_FIELDS = ("price", "basket_size", "user_activity", "item_popularity", "user_totals", "user_slices", "user_keys", "item_totals", "item_slices", "item_keys")
 MAX_TOTALS = 1_000_000  # users kept for thinning (a seeded sample above it)
 
 
 # ---------------------------------------------------------------------------------------------
-# the reference (stored with a model version) and the window
+# the reference (stored with a model version) and the window: one profile, two uses
+
+_NPZ = {"store": "npz"}  # field metadata: a profile array saved in reference.npz (the rest goes to reference.json)
 
 
-@dataclass(eq=False)
-class ReferenceStats:
-    """What the monitor keeps of the champion's training data (small: a few MB at most).
+@dataclass(eq=False, kw_only=True)
+class Profile:
+    """The statistics the signals compare, computed alike for the reference and for a window (`_profile`).
+
+    A new signal that needs a new statistic adds its field here and computes it in `_profile`; saving
+    and loading the reference follow the fields (arrays marked `_NPZ` go to the npz, the rest to JSON).
 
     Attributes:
         category_mix: interactions per top-level category of the interacted item.
@@ -548,55 +538,76 @@ class ReferenceStats:
         event_mix: interactions per event type.
         price, basket_size, user_activity, item_popularity: seeded samples (at most `max_sample`
             values, float32) of the price of each interaction's item, the items per basket (or per
-            user-day, see `basket_unit`), the interactions per user and per interacted item (per
-            `period_seconds`-long slice of the reference when that is set).
+            user-day, see `basket_unit`), the interactions per user and per interacted item (for a
+            reference: per `period_seconds`-long slice when that is set).
+        basket_unit: "basket", "user-day" or None (no basket ids and no timestamps).
         vector_item_ids, vectors: a seeded sample of at most 2,000 distinct interacted items and
             their vectors (float16); vectors None when there was no embedding.
+        n_interactions, n_users, n_items, time_min, time_max: size and ISO time range of the
+            interactions (time None without timestamps).
+    """
+
+    category_mix: dict[str, int]
+    event_mix: dict[str, int]
+    price: np.ndarray = field(metadata=_NPZ)
+    basket_size: np.ndarray = field(metadata=_NPZ)
+    user_activity: np.ndarray = field(metadata=_NPZ)
+    item_popularity: np.ndarray = field(metadata=_NPZ)
+    vector_item_ids: list[str]
+    vectors: np.ndarray | None
+    n_interactions: int
+    n_users: int
+    n_items: int
+    time_min: str | None
+    time_max: str | None
+    basket_unit: str | None = None
+    category_paths: dict[str, int] = field(default_factory=dict)
+
+
+# saved with their own encodings (packed strings, optional arrays), not field by field
+_SPECIALLY_STORED = ("category_paths", "vector_item_ids", "vectors")
+_PROFILE_ARRAYS = tuple(f.name for f in fields(Profile) if f.metadata.get("store") == "npz")
+_PROFILE_JSON = tuple(f.name for f in fields(Profile) if f.name not in _PROFILE_ARRAYS + _SPECIALLY_STORED)
+
+
+def _profile_fields(prof: Mapping[str, Any]) -> dict[str, Any]:
+    """The `Profile` fields of `_profile`'s result (it also returns private helpers, prefixed `_`)."""
+    return {f.name: prof[f.name] for f in fields(Profile) if f.name in prof}
+
+
+@dataclass(eq=False, kw_only=True)
+class ReferenceStats(Profile):
+    """What the monitor keeps of the champion's training data (small: a few MB at most): its `Profile`
+    and what only a reference has.
+
+    Attributes:
         catalog_item_ids: every item id the champion was trained with (its catalog).
         eval_recall: the champion's evaluation Recall@10, or None.
         eval_recall_users: the evaluation Recall@10 of each evaluated user (float32; a seeded sample
             of at most MAX_RECALL_USERS), what the recall signal's bootstrap resamples; empty when
             not given (then the recall signal cannot decide with confidence and never alarms).
         eval_recall_users_total: how many users the evaluation had (before that sample).
-        n_interactions, n_users, n_items, time_min, time_max: size and ISO time range of the
-            reference interactions (time None without timestamps).
         dataset, digest: which data this was (name and content digest).
-        basket_unit: "basket", "user-day" or None (no basket ids and no timestamps).
         period_seconds: the slice length of user_activity / item_popularity; None = the whole reference.
         max_sample, seed: how the samples were drawn.
         recall_k: the k of eval_recall (the training run's `eval.k`): the monitor measures the window
             at the same k; None in references saved before it was kept.
     """
 
-    category_mix: dict[str, int]
-    event_mix: dict[str, int]
-    price: np.ndarray
-    basket_size: np.ndarray
-    user_activity: np.ndarray
-    item_popularity: np.ndarray
-    vector_item_ids: list[str]
-    vectors: np.ndarray | None
     catalog_item_ids: np.ndarray
     eval_recall: float | None
-    n_interactions: int
-    n_users: int
-    n_items: int
-    time_min: str | None
-    time_max: str | None
     dataset: str = ""
     digest: str = ""
-    basket_unit: str | None = None
     period_seconds: float | None = None
     # interactions per (slice, user) and per (slice, item), with each entry's slice (one slice without
     # `period`): redrawn at a window's volume they give the activity and popularity a window of that
     # size would show if nothing had changed (entries sampled above MAX_TOTALS)
-    user_totals: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    user_slices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
-    user_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
-    item_totals: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    item_slices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
-    item_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
-    category_paths: dict[str, int] = field(default_factory=dict)
+    user_totals: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), metadata=_NPZ)
+    user_slices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32), metadata=_NPZ)
+    user_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32), metadata=_NPZ)
+    item_totals: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64), metadata=_NPZ)
+    item_slices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32), metadata=_NPZ)
+    item_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32), metadata=_NPZ)
     eval_recall_users: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     eval_recall_users_total: int = 0
     max_sample: int = 20_000
@@ -671,27 +682,15 @@ class ReferenceStats:
             vec_ids = [str(x) for x in catalog[pos]]
             vecs = _store_vectors(np.asarray(vectors[pos], dtype=np.float32))
         return cls(
-            category_mix=prof["category_mix"],
-            category_paths=prof["category_paths"],
-            event_mix=prof["event_mix"],
-            price=prof["price"],
-            basket_size=prof["basket_size"],
-            user_activity=prof["user_activity"],
-            item_popularity=prof["item_popularity"],
+            **_profile_fields(prof),
             vector_item_ids=vec_ids,
             vectors=vecs,
             catalog_item_ids=catalog,
             eval_recall_users=users,
             eval_recall_users_total=int(n_users_total),
             eval_recall=None if eval_recall is None else float(eval_recall),
-            n_interactions=int(prof["n_interactions"]),
-            n_users=int(prof["n_users"]),
-            n_items=int(prof["n_items"]),
-            time_min=prof["time_min"],
-            time_max=prof["time_max"],
             dataset=str(dataset),
             digest=str(digest),
-            basket_unit=prof["basket_unit"],
             period_seconds=None if per is None else per.total_seconds(),
             max_sample=int(max_sample),
             seed=int(seed),
@@ -705,20 +704,13 @@ class ReferenceStats:
             "format": _FORMAT_VERSION,
             "dataset": self.dataset,
             "digest": self.digest,
-            "n_interactions": self.n_interactions,
-            "n_users": self.n_users,
-            "n_items": self.n_items,
-            "time_min": self.time_min,
-            "time_max": self.time_max,
+            **{name: getattr(self, name) for name in _PROFILE_JSON},
             "eval_recall": self.eval_recall,
             "eval_recall_users": self.eval_recall_users_total,
-            "basket_unit": self.basket_unit,
             "period_seconds": self.period_seconds,
             "max_sample": self.max_sample,
             "seed": self.seed,
             "recall_k": self.recall_k,
-            "category_mix": self.category_mix,
-            "event_mix": self.event_mix,
         }
 
     def summary(self) -> dict[str, Any]:
@@ -767,25 +759,18 @@ class ReferenceStats:
             names = _unpack_strings(arrays["category_paths_blob"], arrays["category_paths_offsets"])
             paths = {k: int(v) for k, v in zip(names, arrays["category_path_counts"].tolist())}
         return cls(
-            category_mix={str(k): int(v) for k, v in meta["category_mix"].items()},
+            **{name: meta.get(name) for name in _PROFILE_JSON},  # JSON keeps their types (str keys, ints)
             category_paths=paths,
             eval_recall_users=arrays.get("eval_recall_users", np.zeros(0, dtype=np.float32)).astype(np.float32),
             eval_recall_users_total=int(meta.get("eval_recall_users") or 0),
-            event_mix={str(k): int(v) for k, v in meta["event_mix"].items()},
             # references saved before the totals existed load with empty ones (no thinning)
             **{k: arrays[k] if k in arrays else np.zeros(0, dtype=np.int64) for k in _ARRAY_FIELDS},
             vector_item_ids=_unpack_strings(arrays["vector_item_ids_blob"], arrays["vector_item_ids_offsets"]),
             vectors=arrays.get("vectors"),
             catalog_item_ids=np.asarray(_unpack_strings(arrays["catalog_blob"], arrays["catalog_offsets"]), dtype=object),
             eval_recall=meta["eval_recall"],
-            n_interactions=int(meta["n_interactions"]),
-            n_users=int(meta["n_users"]),
-            n_items=int(meta["n_items"]),
-            time_min=meta["time_min"],
-            time_max=meta["time_max"],
             dataset=meta["dataset"],
             digest=meta["digest"],
-            basket_unit=meta["basket_unit"],
             period_seconds=meta["period_seconds"],
             max_sample=int(meta["max_sample"]),
             seed=int(meta["seed"]),
@@ -807,32 +792,20 @@ class ReferenceStats:
     __hash__ = None  # mutable, compared by value
 
 
-@dataclass(eq=False)
-class Window:
-    """The same statistics as ReferenceStats, for a recent window (full, unless above `max_sample`).
+_ARRAY_FIELDS = tuple(f.name for f in fields(ReferenceStats) if f.metadata.get("store") == "npz")
+
+
+@dataclass(eq=False, kw_only=True)
+class Window(Profile):
+    """The same `Profile` as the reference's, for a recent window (full, unless above `max_sample`).
 
     item_ids / item_counts: every distinct interacted item and its interaction count (for the
     unseen-items share); vector_item_ids / vectors: a seeded sample of distinct window items;
     category_paths: interactions per full category path (binned like the reference's).
     """
 
-    category_mix: dict[str, int]
-    event_mix: dict[str, int]
-    price: np.ndarray
-    basket_size: np.ndarray
-    user_activity: np.ndarray
-    item_popularity: np.ndarray
     item_ids: np.ndarray
     item_counts: np.ndarray
-    vector_item_ids: list[str]
-    vectors: np.ndarray | None
-    n_interactions: int
-    n_users: int
-    n_items: int
-    time_min: str | None
-    time_max: str | None
-    basket_unit: str | None = None
-    category_paths: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -880,25 +853,7 @@ def window_from_frames(
         ok = np.isfinite(v).all(axis=1)
         vec_ids = [i for i, keep in zip(vec_ids, ok) if keep]
         vecs = _store_vectors(v[ok])
-    return Window(
-        category_mix=prof["category_mix"],
-        event_mix=prof["event_mix"],
-        price=prof["price"],
-        basket_size=prof["basket_size"],
-        user_activity=prof["user_activity"],
-        item_popularity=prof["item_popularity"],
-        item_ids=ids,
-        item_counts=prof["_item_counts"],
-        vector_item_ids=vec_ids,
-        vectors=vecs,
-        n_interactions=int(prof["n_interactions"]),
-        n_users=int(prof["n_users"]),
-        n_items=int(prof["n_items"]),
-        time_min=prof["time_min"],
-        time_max=prof["time_max"],
-        basket_unit=prof["basket_unit"],
-        category_paths=prof["category_paths"],
-    )
+    return Window(**_profile_fields(prof), item_ids=ids, item_counts=prof["_item_counts"], vector_item_ids=vec_ids, vectors=vecs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1088,7 +1043,7 @@ def numeric_signal(name: str, ref: np.ndarray, cur: np.ndarray, cfg: DriftConfig
     """
     from scipy.stats import ks_2samp
 
-    what = _LABELS.get(name, name).replace(" distribution", "")
+    what = _label(name).replace(" distribution", "")
     if len(ref) < _MIN_NUMERIC_VALUES:
         return _not_measured(name, "ks", cfg.ks_threshold, f"{len(ref)} {what} value(s) in the reference")
     if len(cur) < _MIN_NUMERIC_VALUES:
@@ -1284,7 +1239,7 @@ def _recall_signal(
 
 
 def _reason(s: Signal) -> str:
-    label = _LABELS.get(s.name, s.name).replace("Recall@k", f"Recall@{s.extra.get('k', LEGACY_RECALL_K)}")
+    label = _label(s.name).replace("Recall@k", f"Recall@{s.extra.get('k', LEGACY_RECALL_K)}")
     v, t = s.value, s.threshold
     if s.kind == "psi":
         b = s.extra.get("biggest_change") or {}
@@ -1360,6 +1315,89 @@ def _thin(totals: np.ndarray, slices: np.ndarray, n: int, rng: np.random.Generat
     return np.concatenate(out).astype(np.float32) if out else np.zeros(0, dtype=np.float32)
 
 
+def _numeric_signal(name: str, reference: ReferenceStats, window: Window, config: DriftConfig) -> Signal:
+    """KS of the `Profile` distribution `name`, volume-matched for the counts that grow with traffic."""
+    if name == "basket_size" and reference.basket_unit and window.basket_unit and reference.basket_unit != window.basket_unit:
+        return _not_measured(name, "ks", config.ks_threshold, f"units differ (reference per {reference.basket_unit}, window per {window.basket_unit})")
+    if name == "basket_size" and window.basket_unit == "user-day" and not config.user_day_baskets:
+        return _not_measured(name, "ks", config.ks_threshold, "no basket ids: the user-day proxy depends on traffic volume (measured to false-alarm on shuffled replays); set user_day_baskets to use it")
+    totals, slices, keys = {
+        "user_activity": (reference.user_totals, reference.user_slices, reference.user_keys),
+        "item_popularity": (reference.item_totals, reference.item_slices, reference.item_keys),
+    }.get(name, (None, None, None))
+    if totals is not None and len(totals) and len(slices) == len(totals) and window.n_interactions:
+        # volume-matched: what the reference's users / items would show in a window of this many
+        # interactions if nothing had changed (multinomial thinning, seeded); counts per user and
+        # per item grow with traffic, so comparing raw counts alarms on volume alone
+        thinned = _thin(totals, slices, window.n_interactions, _rng(config.seed, 21 if name == "user_activity" else 22), keys)
+        s = numeric_signal(name, thinned, getattr(window, name), config, f"; reference thinned to the window's {window.n_interactions:,} interactions")
+        if name == "user_activity":
+            # traffic can change through how many people come (per-user activity stays) or how much
+            # the same people do (it scales): alarm only when neither explains the window
+            note, span_extra = _span_note(name, reference, window)
+            raw = numeric_signal(name, reference.user_activity, window.user_activity, config, note + "; reference per period as it was")
+            if raw.measured and (raw.value or 0) < (s.value or 0):
+                s = replace(raw, extra=raw.extra | span_extra | {"thinned_ks": s.value})
+            else:
+                s = replace(s, extra=s.extra | {"as_was_ks": raw.value})
+        return replace(s, extra=s.extra | {"volume_matched": True})
+    note, span_extra = _span_note(name, reference, window)
+    s = numeric_signal(name, getattr(reference, name), getattr(window, name), config, note)
+    if name == "basket_size" and s.measured:
+        span_extra = span_extra | {"unit": window.basket_unit}
+    return replace(s, extra=s.extra | span_extra) if span_extra else s
+
+
+# ---------------------------------------------------------------------------------------------
+# the signals: one registry, read by detect_drift, the reasons and the report
+
+
+@dataclass(frozen=True)
+class WindowRecall:
+    """The champion's Recall@k on the window, computed by the caller (`recsys.monitor`)."""
+
+    mean: float | None = None
+    per_user: Sequence[float] | np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class SignalSpec:
+    """One drift signal: its name, its label in reasons, and how it is measured.
+
+    A new signal is one entry here (and its statistic in `Profile` / `_profile` if it needs a new one).
+    `numeric`: a distribution of the `Profile` field of the same name (the report plots it).
+    """
+
+    name: str
+    label: str
+    measure: Callable[[ReferenceStats, Window, DriftConfig, WindowRecall], Signal]
+    numeric: bool = False
+
+
+def _numeric_spec(name: str, label: str) -> SignalSpec:
+    return SignalSpec(name, label, lambda r, w, c, _: _numeric_signal(name, r, w, c), numeric=True)
+
+
+SIGNALS: tuple[SignalSpec, ...] = (
+    SignalSpec("category_mix", "category mix", lambda r, w, c, _: category_signal(r, w, c)),
+    SignalSpec("event_mix", "event mix", lambda r, w, c, _: mix_signal("event_mix", r.event_mix, w.event_mix, c, "event type")),
+    _numeric_spec("price", "price distribution"),
+    _numeric_spec("basket_size", "basket size distribution"),
+    _numeric_spec("user_activity", "user activity distribution"),
+    _numeric_spec("item_popularity", "item popularity distribution"),
+    SignalSpec("text_embedding", "item text embeddings", lambda r, w, c, _: _embedding_signal(r, w, c)),
+    SignalSpec("unseen_items", "unseen items", lambda r, w, c, _: _unseen_signal(r, w, c)),
+    SignalSpec("champion_recall", "champion Recall@k", lambda r, w, c, recall: _recall_signal(r, recall.mean, recall.per_user, c)),
+)
+SIGNAL_NAMES: tuple[str, ...] = tuple(spec.name for spec in SIGNALS)
+NUMERIC_SIGNALS: tuple[str, ...] = tuple(spec.name for spec in SIGNALS if spec.numeric)
+
+
+def _label(name: str) -> str:
+    """A signal's label in reasons (looked up when used: a registry extended later is read too)."""
+    return next((spec.label for spec in SIGNALS if spec.name == name), name)
+
+
 def detect_drift(
     reference: ReferenceStats,
     window: Window,
@@ -1375,48 +1413,8 @@ def detect_drift(
     Both None: the champion_recall signal is not measured. Below `config.min_window_interactions`
     window interactions every signal is still computed but none may alarm.
     """
-    signals = [
-        category_signal(reference, window, config),
-        mix_signal("event_mix", reference.event_mix, window.event_mix, config, "event type"),
-    ]
-    for name in NUMERIC_SIGNALS:
-        if name == "basket_size" and reference.basket_unit and window.basket_unit and reference.basket_unit != window.basket_unit:
-            signals.append(_not_measured(name, "ks", config.ks_threshold, f"units differ (reference per {reference.basket_unit}, window per {window.basket_unit})"))
-            continue
-        if name == "basket_size" and window.basket_unit == "user-day" and not config.user_day_baskets:
-            signals.append(_not_measured(name, "ks", config.ks_threshold, "no basket ids: the user-day proxy depends on traffic volume (measured to false-alarm on shuffled replays); set user_day_baskets to use it"))
-            continue
-        totals, slices, keys = {
-            "user_activity": (reference.user_totals, reference.user_slices, reference.user_keys),
-            "item_popularity": (reference.item_totals, reference.item_slices, reference.item_keys),
-        }.get(name, (None, None, None))
-        if totals is not None and len(totals) and len(slices) == len(totals) and window.n_interactions:
-            # volume-matched: what the reference's users / items would show in a window of this many
-            # interactions if nothing had changed (multinomial thinning, seeded); counts per user and
-            # per item grow with traffic, so comparing raw counts alarms on volume alone
-            thinned = _thin(totals, slices, window.n_interactions, _rng(config.seed, 21 if name == "user_activity" else 22), keys)
-            s = numeric_signal(name, thinned, getattr(window, name), config, f"; reference thinned to the window's {window.n_interactions:,} interactions")
-            if name == "user_activity":
-                # traffic can change through how many people come (per-user activity stays) or how much
-                # the same people do (it scales): alarm only when neither explains the window
-                note, span_extra = _span_note(name, reference, window)
-                raw = numeric_signal(name, reference.user_activity, window.user_activity, config, note + "; reference per period as it was")
-                if raw.measured and (raw.value or 0) < (s.value or 0):
-                    s = replace(raw, extra=raw.extra | span_extra | {"thinned_ks": s.value})
-                else:
-                    s = replace(s, extra=s.extra | {"as_was_ks": raw.value})
-            signals.append(replace(s, extra=s.extra | {"volume_matched": True}))
-            continue
-        note, span_extra = _span_note(name, reference, window)
-        s = numeric_signal(name, getattr(reference, name), getattr(window, name), config, note)
-        if name == "basket_size" and s.measured:
-            span_extra = span_extra | {"unit": window.basket_unit}
-        signals.append(replace(s, extra=s.extra | span_extra) if span_extra else s)
-    signals += [
-        _embedding_signal(reference, window, config),
-        _unseen_signal(reference, window, config),
-        _recall_signal(reference, window_recall, window_recall_per_user, config),
-    ]
+    recall = WindowRecall(window_recall, window_recall_per_user)
+    signals = [spec.measure(reference, window, config, recall) for spec in SIGNALS]
 
     reasons: list[str]
     if window.n_interactions < config.min_window_interactions:

@@ -83,7 +83,7 @@ def pick(row: dict) -> dict:
 
 def build_run(args) -> tuple[PipelineConfig, pipeline.RunContext, dict]:
     """Write what the pipeline's validate + load_and_split would write (data/, split/) into a temp run folder."""
-    from recsys.datasets.online_retail import load_online_retail  # not recsys.datasets.load_dataset: same loader
+    from recsys.datasets import load_dataset
     from recsys.privacy import Pseudonymizer
 
     params = {"dataset": "online-retail", "sample_users": args.sample_users}
@@ -91,7 +91,7 @@ def build_run(args) -> tuple[PipelineConfig, pipeline.RunContext, dict]:
     home = tempfile.mkdtemp(prefix="recsys-gpu-bench-")
     ctx = pipeline.RunContext.create("gpu-bench", "2026-11-28T00:00:00+00:00", home=home)
     key = os.environ.get("RECSYS_PSEUDONYM_KEY") or BENCH_KEY
-    ds = load_online_retail(Path(args.cache_dir), Pseudonymizer(key.encode("utf-8")))
+    ds = load_dataset("online-retail", Path(args.cache_dir), Pseudonymizer(key.encode("utf-8")))
     if cfg.sample_users:
         ds = pipeline._sample_users(ds, cfg.sample_users)
     data_dir, split_dir = ctx.run_dir / "data", ctx.run_dir / "split"

