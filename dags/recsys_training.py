@@ -73,11 +73,12 @@ def _run_inputs(validated: dict | None = None):
 def _stage(stage: str, task_id: str | None = None, **task_args):
     """A task running the stage `recsys.<module>.<function>` (stage = "module.function") on this DAG run as
     `function(cfg, run, *args)`: the task takes validate's XCom (the run's MLflow run), then the stage's
-    own arguments. Its XCom is the stage's dict; `task_args` are the task's own settings (queue, trigger rule)."""
+    own arguments. Its XCom is what the stage returns; `task_args` are the task's own settings (queue, trigger
+    rule). A stage's dict is also pushed key by key (multiple_outputs), as a TaskFlow task returning `dict` is."""
     module, function = stage.split(".")
 
-    @task(task_id=task_id or function, **task_args)
-    def run_stage(validated: dict, *args) -> dict:
+    @task(task_id=task_id or function, **{"multiple_outputs": True, **task_args})
+    def run_stage(validated: dict, *args):
         import importlib  # the stage's module (pandas, torch, mlflow) is imported in the task only
 
         cfg, run = _run_inputs(validated)
@@ -154,7 +155,7 @@ def recsys_training():
 
     validated = ValidationGateOperator(task_id="validate").output  # bad data fails it without retries
     split = _stage("pipeline.load_and_split")(validated)
-    planned = _stage("pipeline.embedding_shards", task_id="plan_embedding")(validated)
+    planned = _stage("pipeline.embedding_shards", task_id="plan_embedding", multiple_outputs=False)(validated)  # a list: one shard per mapped task
     embedded = _stage("pipeline.merge_embeddings")(validated, embed_shard.expand(shard=planned))
     device = choose_device()
     trained = [_stage("pipeline.finetune")(validated), _stage("pipeline.finetune", task_id="finetune_gpu", queue="gpu")(validated)]
