@@ -63,10 +63,28 @@ def _params() -> dict[str, Param]:
     return {name: Param(**spec) for name, spec in dag_params().items()}
 
 
-def _run_inputs():
-    """The typed config and the run context of the current DAG run (built inside a task), with the MLflow
-    server and the warehouse from the Airflow connections mlflow_default / recsys_warehouse when defined."""
-    return run_inputs()
+def _run_inputs(validated: dict | None = None):
+    """The typed config and the run context of the current DAG run (built inside a task), logging to the
+    MLflow run `validate` opened (named in its XCom `validated`), with the MLflow server and the warehouse
+    from the Airflow connections mlflow_default / recsys_warehouse when defined."""
+    return run_inputs(mlflow_run_id=validated["mlflow_run_id"] if validated else None)
+
+
+def _stage(stage: str, task_id: str | None = None, **task_args):
+    """A task running the stage `recsys.<module>.<function>` (stage = "module.function") on this DAG run as
+    `function(cfg, run, *args)`: the task takes validate's XCom (the run's MLflow run), then the stage's
+    own arguments. Its XCom is what the stage returns; `task_args` are the task's own settings (queue, trigger
+    rule). A stage's dict is also pushed key by key (multiple_outputs), as a TaskFlow task returning `dict` is."""
+    module, function = stage.split(".")
+
+    @task(task_id=task_id or function, **{"multiple_outputs": True, **task_args})
+    def run_stage(validated: dict, *args):
+        import importlib  # the stage's module (pandas, torch, mlflow) is imported in the task only
+
+        cfg, run = _run_inputs(validated)
+        return getattr(importlib.import_module(f"recsys.{module}"), function)(cfg, run, *args)
+
+    return run_stage
 
 
 @dag(
@@ -88,95 +106,18 @@ def _run_inputs():
     params=_params(),
 )
 def recsys_training():
-    @task
-    def load_and_split(validated: dict) -> dict:
-        from recsys import pipeline
-
-        cfg, ctx = _run_inputs()
-        return pipeline.load_and_split(cfg, ctx, validated["mlflow_run_id"])
-
-    @task
-    def plan_embedding(_split: dict) -> list[dict]:
-        from recsys import pipeline
-
-        cfg, ctx = _run_inputs()
-        return pipeline.embedding_shards(cfg, ctx)
-
     @task(map_index_template="{{ shard_label }}")
     def embed_shard(shard: dict) -> dict:
         from recsys import pipeline
 
         get_current_context()["shard_label"] = f"items {shard['start']}-{shard['stop']}"  # the UI's name of this mapped task
-        cfg, ctx = _run_inputs()
-        return pipeline.embed_shard(cfg, ctx, shard)
-
-    @task
-    def merge_embeddings(validated: dict, shards: list[dict]) -> dict:
-        from recsys import pipeline
-
-        cfg, ctx = _run_inputs()
-        return pipeline.merge_embeddings(cfg, ctx, validated["mlflow_run_id"], list(shards))
+        cfg, run = _run_inputs()
+        return pipeline.embed_shard(cfg, run, shard)
 
     @task.branch
-    def choose_device(_embedded: dict) -> str:
+    def choose_device() -> str:
         cfg, _ = _run_inputs()
         return "finetune_gpu" if cfg.finetune_on_gpu else "finetune"
-
-    def _finetune(validated: dict) -> dict:
-        from recsys import pipeline
-
-        cfg, ctx = _run_inputs()
-        return pipeline.finetune(cfg, ctx, validated["mlflow_run_id"])
-
-    @task
-    def finetune(validated: dict, _embedded: dict) -> dict:
-        return _finetune(validated)
-
-    @task(queue="gpu")
-    def finetune_gpu(validated: dict, _embedded: dict) -> dict:
-        return _finetune(validated)
-
-    @task(trigger_rule="none_failed_min_one_success")
-    def fuse_signals(validated: dict) -> dict:
-        from recsys import pipeline
-
-        cfg, ctx = _run_inputs()
-        return pipeline.fuse(cfg, ctx, validated["mlflow_run_id"])
-
-    @task
-    def fit_model(validated: dict, _fused: dict) -> dict:
-        from recsys import pipeline
-
-        cfg, ctx = _run_inputs()
-        return pipeline.fit_model(cfg, ctx, validated["mlflow_run_id"])
-
-    @task
-    def evaluate(validated: dict, _fitted: dict) -> dict:
-        from recsys import pipeline
-
-        cfg, ctx = _run_inputs()
-        return pipeline.evaluate(cfg, ctx, validated["mlflow_run_id"])
-
-    @task
-    def package(validated: dict, _evaluated: dict) -> dict:
-        from recsys import promotion
-
-        cfg, ctx = _run_inputs()
-        return promotion.package(cfg, ctx, validated["mlflow_run_id"])
-
-    @task
-    def score_champion(validated: dict, _packaged: dict) -> dict:
-        from recsys import promotion
-
-        cfg, ctx = _run_inputs()
-        return promotion.score_champion(cfg, ctx, validated["mlflow_run_id"])
-
-    @task
-    def decide(validated: dict, _scored: dict) -> dict:
-        from recsys import promotion
-
-        cfg, ctx = _run_inputs()
-        return promotion.decide(cfg, ctx, validated["mlflow_run_id"])
 
     @task.branch
     def route(decision: dict) -> str:
@@ -193,52 +134,49 @@ def recsys_training():
         body="{{ ti.xcom_pull(task_ids='decide')['summary_markdown'] }}",
     )
 
-    def _review() -> dict | None:
-        return get_current_context()["ti"].xcom_pull(task_ids="review", key="review")
-
     @task(trigger_rule="none_failed_min_one_success")
-    def reject(validated: dict, _decision: dict) -> dict:
+    def reject(validated: dict) -> dict:
         from recsys import promotion
 
-        cfg, ctx = _run_inputs()
-        answer = _review()
-        return promotion.reject(cfg, ctx, validated["mlflow_run_id"], reviewer_rejected=bool(answer), reviewer=answer["by"] if answer else None)
+        cfg, run = _run_inputs(validated)
+        answer = get_current_context()["ti"].xcom_pull(task_ids="review", key="review")
+        return promotion.reject(cfg, run, reviewer_rejected=bool(answer), reviewer=answer["by"] if answer else None)
 
     @task
-    def publish(promoted: dict) -> dict:
+    def publish() -> dict:
         from airflow.exceptions import AirflowSkipException
 
         from recsys import promotion
 
-        cfg, ctx = _run_inputs()
+        cfg, run = _run_inputs()
         if not get_current_context()["params"].get("publish", True):
             raise AirflowSkipException("publish=false")
-        return promotion.publish(cfg, ctx)
+        return promotion.publish(cfg, run)
 
     validated = ValidationGateOperator(task_id="validate").output  # bad data fails it without retries
-    split = load_and_split(validated)
-    shards = embed_shard.expand(shard=plan_embedding(split))
-    embedded = merge_embeddings(validated, shards)
-    device = choose_device(embedded)
-    trained_cpu = finetune(validated, embedded)
-    trained_gpu = finetune_gpu(validated, embedded)
-    device >> [trained_cpu, trained_gpu]
-    fused = fuse_signals(validated)
-    [trained_cpu, trained_gpu] >> fused
-    fitted = fit_model(validated, fused)
-    evaluated = evaluate(validated, fitted)
-    packaged = package(validated, evaluated)
-    scored = score_champion(validated, packaged)
-    decision = decide(validated, scored)
+    split = _stage("pipeline.load_and_split")(validated)
+    planned = _stage("pipeline.embedding_shards", task_id="plan_embedding", multiple_outputs=False)(validated)  # a list: one shard per mapped task
+    embedded = _stage("pipeline.merge_embeddings")(validated, embed_shard.expand(shard=planned))
+    device = choose_device()
+    trained = [_stage("pipeline.finetune")(validated), _stage("pipeline.finetune", task_id="finetune_gpu", queue="gpu")(validated)]
+    fused = _stage("pipeline.fuse", task_id="fuse_signals", trigger_rule="none_failed_min_one_success")(validated)  # after whichever fine-tuning ran
+    fitted = _stage("pipeline.fit_model")(validated)
+    evaluated = _stage("pipeline.evaluate")(validated)
+    packaged = _stage("promotion.package")(validated)
+    scored = _stage("promotion.score_champion")(validated)
+    decision = _stage("promotion.decide")(validated)
+    split >> planned
+    embedded >> device >> trained
+    trained >> fused >> fitted >> evaluated >> packaged >> scored >> decision
     routed = route(decision)
     applied = apply_gate(decision)
     promoted = PromotionOperator(task_id="promote")  # trigger rule none_failed_min_one_success
     [validated, decision] >> promoted
-    rejected = reject(validated, decision)
+    rejected = reject(validated)
+    decision >> rejected  # with its trigger rule, reject counts the decision among the upstream successes
     routed >> [review, applied]
     review >> [promoted, rejected]
     applied >> [promoted, rejected]
-    publish(promoted.output)
-
+    promoted >> publish()
 
 recsys_training()

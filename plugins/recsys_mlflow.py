@@ -36,14 +36,12 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
     from recsys.config import PipelineConfig
-    from recsys.pipeline import RunContext
+    from recsys.run import RunContext
 
 log = logging.getLogger(__name__)
 
 MLFLOW_CONN_ID = "mlflow_default"
 WAREHOUSE_CONN_ID = "recsys_warehouse"
-TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
-WAREHOUSE_URL_ENV = "RECSYS_WAREHOUSE_URL"
 UI_URL_ENV = "RECSYS_MLFLOW_UI_URL"  # the MLflow UI when no connection says it (embedded: `make mlflow-ui`)
 RUN_KEY_TAG = "recsys.run_key"  # = recsys.tracking.RUN_KEY_TAG (not imported here: that module imports mlflow)
 URL_PREFIX = "/recsys"  # where the plugin's FastAPI app is mounted in the API server
@@ -113,11 +111,9 @@ class MlflowHook(BaseHook):
                 return str(self.extras["tracking_uri"])
             if conn.host:
                 return self._http_uri(conn)
-        if os.environ.get(TRACKING_URI_ENV):
-            return os.environ[TRACKING_URI_ENV]
-        from recsys.paths import project_paths
+        from recsys.paths import resolve_tracking_uri
 
-        return project_paths().mlflow_tracking_uri
+        return resolve_tracking_uri()  # $MLFLOW_TRACKING_URI, else the embedded store
 
     def _http_uri(self, conn) -> str:
         host = conn.host.strip()
@@ -216,14 +212,19 @@ def warehouse_url(conn_id: str | None = WAREHOUSE_CONN_ID) -> str | None:
             if uri.startswith(prefix):
                 return "postgresql+psycopg2://" + uri[len(prefix) :]
         return uri
-    return os.environ.get(WAREHOUSE_URL_ENV) or None
+    from recsys.paths import configured_warehouse_url
+
+    return configured_warehouse_url()
 
 
-def run_inputs(context: Any = None, mlflow_conn_id: str | None = MLFLOW_CONN_ID, warehouse_conn_id: str | None = WAREHOUSE_CONN_ID) -> tuple[PipelineConfig, RunContext]:
+def run_inputs(
+    context: Any = None, mlflow_conn_id: str | None = MLFLOW_CONN_ID, warehouse_conn_id: str | None = WAREHOUSE_CONN_ID, mlflow_run_id: str | None = None
+) -> tuple[PipelineConfig, RunContext]:
     """The typed config and the run context of the current DAG run, with the MLflow server and the
-    warehouse taken from the Airflow connections (inside a task; `context` defaults to the current one)."""
+    warehouse taken from the Airflow connections (inside a task; `context` defaults to the current one),
+    logging to `mlflow_run_id` (the run `validate` opened) when given."""
     from recsys.config import PipelineConfig
-    from recsys.pipeline import RunContext
+    from recsys.run import RunContext
 
     if context is None:
         from airflow.sdk import get_current_context
@@ -239,6 +240,7 @@ def run_inputs(context: Any = None, mlflow_conn_id: str | None = MLFLOW_CONN_ID,
         logical_date=when.isoformat(),
         tracking_uri=hook.get_tracking_uri(),
         warehouse_url=warehouse_url(warehouse_conn_id),
+        mlflow_run_id=mlflow_run_id,
     )
     return cfg, ctx
 
@@ -487,10 +489,10 @@ class PromotionOperator(_MlflowLinks, BaseOperator):
         if not isinstance(validated, dict) or not validated.get("mlflow_run_id"):
             raise AirflowFailException(f"task {self.validate_task_id!r} returned no mlflow_run_id: {validated!r}")
         answer = ti.xcom_pull(task_ids=self.review_task_id, key="review") if self.review_task_id else None
-        cfg, ctx = run_inputs(context, self.mlflow_conn_id, self.warehouse_conn_id)
+        cfg, run = run_inputs(context, self.mlflow_conn_id, self.warehouse_conn_id, validated["mlflow_run_id"])
         hook = MlflowHook(self.mlflow_conn_id)
         try:
-            result = promotion.promote(cfg, ctx, validated["mlflow_run_id"], approved_by=answer["by"] if answer else None)
+            result = promotion.promote(cfg, run, approved_by=answer["by"] if answer else None)
         except Exception:
             self._remember_links(hook, mlflow_run_id=validated["mlflow_run_id"])
             raise

@@ -123,7 +123,7 @@ def _as_matrix(x: np.ndarray, name: str, dim: int | None = None) -> np.ndarray:
 def _select_top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k (values, column ids) per row of a [b, n] score matrix, best first, ties by lower id; k <= n.
 
-    Same answer as argpartition + sort (recsys.evaluate._top_k_from_scores), several times faster
+    Same answer as argpartition + sort (recsys.evaluate.top_k_from_scores), several times faster
     for large n: the k-th largest of ~8k block maxima is a lower bound on each row's k-th largest
     score, so only the few scores at or above it need sorting.
     """

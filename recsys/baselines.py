@@ -19,6 +19,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys import schema as S
+from recsys.splits import TRAIN, Split
 from recsys.tuning import Grid, bracketed_search, coordinate_search
 
 WeightsScore = Callable[[np.ndarray], float]  # item-item weights [n, n] -> validation score (higher is better)
@@ -174,3 +175,19 @@ def query_matrix(queries: Sequence[np.ndarray], n_items: int) -> sp.csr_matrix:
 def item_item_scores(weights: np.ndarray, queries: Sequence[np.ndarray]) -> np.ndarray:
     """Scores of every item for each query under an item-item model: q @ W (dense [n_queries, n_items])."""
     return np.asarray(query_matrix(queries, weights.shape[0]) @ weights)
+
+
+def train_popularity(split: Split, item_ids: list[str]) -> np.ndarray:
+    """Training interactions per item, in `item_ids` order."""
+    return split.part(TRAIN)[S.ITEM_ID].value_counts().reindex(item_ids, fill_value=0).to_numpy()
+
+
+def baseline_inputs(split: Split, catalog: pd.DataFrame) -> tuple[list[str], sp.csr_matrix, np.ndarray, np.ndarray]:
+    """What the baselines and the hybrid are fitted on: the catalog's item ids, the training interaction
+    matrix (users x items), which items are cold (no training interaction) and the training popularity."""
+    item_ids = catalog[S.ITEM_ID].tolist()
+    train = split.part(TRAIN)
+    x = interaction_matrix(train, item_ids)
+    is_cold = np.asarray(x.sum(axis=0)).ravel() == 0  # no training interaction (the cold split, and any item never bought)
+    popularity = train_popularity(split, item_ids)
+    return item_ids, x, is_cold, popularity

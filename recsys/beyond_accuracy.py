@@ -12,14 +12,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from recsys.metrics import _check_k, metric_name
+from recsys.metrics import check_k, metric_name
 from recsys.schema import CATEGORY_SEP
 
 
 def _lists(topk: np.ndarray, k: int, n_items: int) -> list[np.ndarray]:
     """Each row's first k items with the -1 padding dropped; other indices outside the catalog are an error."""
     topk = np.asarray(topk)
-    _check_k(topk, k)
+    check_k(topk, k)
     cut = topk[:, :k]
     bad = (cut < -1) | (cut >= n_items)
     if bad.any():
@@ -145,7 +145,7 @@ def slice_recall(
     those queries), (0.0, 0) when there are none. For cold, head, tail or per-category slices.
     """
     topk = np.asarray(topk)
-    _check_k(topk, k)
+    check_k(topk, k)
     item_mask = np.asarray(item_mask, dtype=bool)
     vals = []
     for row, t in zip(topk, targets, strict=True):

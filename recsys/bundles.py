@@ -41,12 +41,16 @@ import itertools
 import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from recsys.schema import CATEGORY, CATEGORY_SEP, EVENT, ITEM_ID, PRICE, TITLE, USER_ID
+
+if TYPE_CHECKING:
+    from recsys.splits import Split
 
 # explain_item names a cart item as "close in meaning" only from this cosine up: a weak
 # similarity is not a reason a shopper would recognise, even when it added a little score
@@ -848,3 +852,22 @@ def explain_item(
         j = int(np.argmax(sims))
         reasons.append(f"scored lower as a possible substitute for {catalog.titles[others[j]]} (similarity {sims[j]:.2f})")
     return reasons
+
+
+def bundle_catalog(split: Split, catalog: pd.DataFrame, vectors: np.ndarray) -> BundleCatalog:
+    """What bundles and reasons read: item fields plus co-purchase statistics of the training part only."""
+    from recsys.splits import TRAIN
+
+    titles = catalog[TITLE].fillna(catalog[ITEM_ID]).astype(str).tolist()
+    index = {item: i for i, item in enumerate(catalog[ITEM_ID])}
+    train = split.part(TRAIN)
+    train = train[train[ITEM_ID].isin(index)]
+    return BundleCatalog.build(
+        catalog[ITEM_ID].tolist(),
+        titles,
+        vectors,
+        [top_category(c) for c in catalog[CATEGORY]],
+        catalog[PRICE].to_numpy(dtype=np.float64, na_value=np.nan),
+        train[USER_ID].to_numpy(),
+        train[ITEM_ID].map(index).to_numpy(),
+    )

@@ -19,14 +19,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from recsys.paths import project_paths
-
-
-def _tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or project_paths().mlflow_tracking_uri
+from recsys.paths import resolve_tracking_uri, resolve_warehouse_url
 
 
 def summary(experiment: str, model_name: str) -> int:
@@ -35,7 +30,7 @@ def summary(experiment: str, model_name: str) -> int:
     from recsys.config import EvalConfig
     from recsys.metrics import metric_name
 
-    c = tracking.client(_tracking_uri())
+    c = tracking.client(resolve_tracking_uri())
     exp = c.get_experiment_by_name(experiment)
     runs = c.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1) if exp else []
     if not runs:
@@ -78,7 +73,7 @@ def _champion(model_name: str):
 
     from recsys import tracking
 
-    tracking.client(_tracking_uri())
+    tracking.client(resolve_tracking_uri())
     return mlflow.pyfunc.load_model(f"models:/{model_name}@{tracking.CHAMPION}")
 
 
@@ -118,21 +113,17 @@ def bundle(model_name: str, cart: str, k: int, budget: float | None) -> int:
     return 0
 
 
-def _warehouse_url() -> str:
-    return os.environ.get("RECSYS_WAREHOUSE_URL") or project_paths().warehouse_url
-
-
 def publish(model_name: str, k: int) -> int:
     """Write the champion's top-k related items and a bundle for every catalog item to the warehouse."""
     from recsys import tracking
     from recsys.publish import publish_recommendations
 
-    c = tracking.client(_tracking_uri())
+    c = tracking.client(resolve_tracking_uri())
     version = tracking.champion_version(c, model_name)
     if version is None:
         print(f"{model_name} has no champion to publish", file=sys.stderr)
         return 1
-    result = publish_recommendations(_warehouse_url(), tracking.load_recommender(model_name, version), model_name, version, k=k)
+    result = publish_recommendations(resolve_warehouse_url(), tracking.load_recommender(model_name, version), model_name, version, k=k)
     print(f"published {model_name} version {version}: {result.rows} rows for {result.items} items in {result.seconds:.1f} s")
     return 0
 
@@ -143,7 +134,7 @@ def rollback(model_name: str, reason: str, republish: bool, k: int) -> int:
 
     from recsys import tracking
 
-    c = tracking.client(_tracking_uri())
+    c = tracking.client(resolve_tracking_uri())
     try:
         old, new = tracking.rollback_champion(c, model_name, reason, actor=getpass.getuser())
     except ValueError as err:

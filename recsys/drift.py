@@ -50,7 +50,6 @@ import hashlib
 import io
 import json
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -59,6 +58,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsys import atomic
 from recsys.schema import BASKET_ID, CATEGORY, CATEGORY_SEP, EVENT, ITEM_ID, PRICE, TIMESTAMP, USER_ID
 
 PSI_EPS = 1e-4  # share given to a bin that is empty on one side (PSI's log would be infinite)
@@ -323,7 +323,8 @@ def normalised_wasserstein(reference: np.ndarray, current: np.ndarray) -> tuple[
 # profiles of a frame of interactions (shared by the reference and the window)
 
 
-def _rng(seed: int, stream: int) -> np.random.Generator:
+def stream_rng(seed: int, stream: int) -> np.random.Generator:
+    """The random generator of one sampled quantity (`stream`) under `seed`."""
     # one independent stream per quantity: sampling one never shifts another's sample
     return np.random.default_rng([int(seed), stream])
 
@@ -447,11 +448,11 @@ def _profile(
         "category_mix": category_mix,
         "category_paths": category_paths,
         "event_mix": event_mix,
-        "price": _cap(price, max_sample, _rng(seed, 1)),
-        "basket_size": _cap(basket_size.astype(np.float32), max_sample, _rng(seed, 2)),
+        "price": _cap(price, max_sample, stream_rng(seed, 1)),
+        "basket_size": _cap(basket_size.astype(np.float32), max_sample, stream_rng(seed, 2)),
         "basket_unit": basket_unit,
-        "user_activity": _cap(user_activity.astype(np.float32), max_sample, _rng(seed, 3)),
-        "item_popularity": _cap(item_popularity.astype(np.float32), max_sample, _rng(seed, 4)),
+        "user_activity": _cap(user_activity.astype(np.float32), max_sample, stream_rng(seed, 3)),
+        "item_popularity": _cap(item_popularity.astype(np.float32), max_sample, stream_rng(seed, 4)),
         "_item_ids": iuniq,
         "_item_counts": item_counts,
         "_user_slices": _slice_counts(ucodes, sl_codes),
@@ -493,17 +494,6 @@ def _pack_strings(values: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.nd
 def _unpack_strings(blob: np.ndarray, offsets: np.ndarray) -> list[str]:
     raw = blob.tobytes()
     return [raw[a:b].decode("utf-8") for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)  # readers see the old file or the new one, never half of one
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _arrays_equal(a: Any, b: Any) -> bool:
@@ -670,7 +660,7 @@ class ReferenceStats(Profile):
             if eval_recall is None and len(users):
                 eval_recall = float(users.mean())
         n_users_total = len(users)
-        users = _cap(users, MAX_RECALL_USERS, _rng(seed, 8)).astype(np.float32)
+        users = _cap(users, MAX_RECALL_USERS, stream_rng(seed, 8)).astype(np.float32)
 
         vec_ids: list[str] = []
         vecs = None
@@ -678,7 +668,7 @@ class ReferenceStats(Profile):
             pos = idx.get_indexer(pd.Index(prof["_item_ids"]).astype(str).astype(object))
             pos = pos[pos >= 0]
             if len(pos) > max_vectors:
-                pos = np.sort(_rng(seed, 5).choice(pos, size=max_vectors, replace=False))
+                pos = np.sort(stream_rng(seed, 5).choice(pos, size=max_vectors, replace=False))
             vec_ids = [str(x) for x in catalog[pos]]
             vecs = _store_vectors(np.asarray(vectors[pos], dtype=np.float32))
         return cls(
@@ -737,9 +727,9 @@ class ReferenceStats(Profile):
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
         data = buf.getvalue()
-        _atomic_write_bytes(d / "reference.npz", data)
+        atomic.write_bytes(d / "reference.npz", data, mkdir=True)
         meta = self._meta() | {"npz_sha256": hashlib.sha256(data).hexdigest()}
-        _atomic_write_bytes(d / "reference.json", (json.dumps(meta, indent=2, allow_nan=False) + "\n").encode("utf-8"))
+        atomic.write_bytes(d / "reference.json", (json.dumps(meta, indent=2, allow_nan=False) + "\n").encode("utf-8"), mkdir=True)
 
     @classmethod
     def load(cls, path_dir: str | Path) -> ReferenceStats:
@@ -845,7 +835,7 @@ def window_from_frames(
     if item_vectors is not None and len(ids):
         pick = np.arange(len(ids))
         if len(pick) > max_vectors:
-            pick = np.sort(_rng(seed, 5).choice(len(ids), size=max_vectors, replace=False))
+            pick = np.sort(stream_rng(seed, 5).choice(len(ids), size=max_vectors, replace=False))
         vec_ids = [str(x) for x in ids[pick]]
         v = np.asarray(item_vectors(vec_ids), dtype=np.float32)
         if v.ndim != 2 or v.shape[0] != len(vec_ids):
@@ -1048,8 +1038,8 @@ def numeric_signal(name: str, ref: np.ndarray, cur: np.ndarray, cfg: DriftConfig
         return _not_measured(name, "ks", cfg.ks_threshold, f"{len(ref)} {what} value(s) in the reference")
     if len(cur) < _MIN_NUMERIC_VALUES:
         return _not_measured(name, "ks", cfg.ks_threshold, f"{len(cur)} {what} value(s) in the window")
-    r = _cap(np.asarray(ref, dtype=np.float64), cfg.max_test_sample, _rng(cfg.seed, 11))
-    c = _cap(np.asarray(cur, dtype=np.float64), cfg.max_test_sample, _rng(cfg.seed, 12))
+    r = _cap(np.asarray(ref, dtype=np.float64), cfg.max_test_sample, stream_rng(cfg.seed, 11))
+    c = _cap(np.asarray(cur, dtype=np.float64), cfg.max_test_sample, stream_rng(cfg.seed, 12))
     ks = ks_2samp(r, c)
     stat, pvalue = float(ks.statistic), float(ks.pvalue)
     w, w_norm, scale = normalised_wasserstein(r, c)
@@ -1096,8 +1086,8 @@ def _embedding_signal(reference: ReferenceStats, window: Window, cfg: DriftConfi
     prec = np.float16 if rv.dtype == np.float16 or wv.dtype == np.float16 else np.float32
     rv, wv = rv.astype(prec).astype(np.float64), wv.astype(prec).astype(np.float64)
     n = min(n_r, n_w)  # balance the classes: sample the larger side down
-    rv = rv[np.sort(_rng(cfg.seed, 13).choice(n_r, size=n, replace=False))] if n_r > n else rv
-    wv = wv[np.sort(_rng(cfg.seed, 14).choice(n_w, size=n, replace=False))] if n_w > n else wv
+    rv = rv[np.sort(stream_rng(cfg.seed, 13).choice(n_r, size=n, replace=False))] if n_r > n else rv
+    wv = wv[np.sort(stream_rng(cfg.seed, 14).choice(n_w, size=n, replace=False))] if n_w > n else wv
     x = np.vstack([rv, wv])
     y = np.r_[np.zeros(n, dtype=np.int8), np.ones(n, dtype=np.int8)]
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
@@ -1148,7 +1138,7 @@ def bootstrap_relative_drop(
     if not len(ref) or not len(win):
         raise ValueError("both sides need at least one user")
     point = 1.0 - win.mean() / ref.mean() if ref.mean() > 0 else float("-inf")
-    rng = _rng(seed, 31)
+    rng = stream_rng(seed, 31)
     sides = [np.unique(x, return_counts=True) for x in (ref, win)]
 
     def resampled_means(x: np.ndarray, vals: np.ndarray, counts: np.ndarray, size: int) -> np.ndarray:
@@ -1285,7 +1275,7 @@ def _span_note(name: str, reference: ReferenceStats, window: Window) -> tuple[st
 def _capped_slices(kind: str, slices_keys_counts: tuple[np.ndarray, np.ndarray, np.ndarray], seed: int, stream: int) -> dict[str, np.ndarray]:
     slices, keys, counts = slices_keys_counts
     if len(counts) > MAX_TOTALS:
-        keep = np.sort(_rng(seed, stream).choice(len(counts), MAX_TOTALS, replace=False))
+        keep = np.sort(stream_rng(seed, stream).choice(len(counts), MAX_TOTALS, replace=False))
         slices, keys, counts = slices[keep], keys[keep], counts[keep]
     return {f"{kind}_totals": counts.astype(np.int64), f"{kind}_slices": slices.astype(np.int32), f"{kind}_keys": keys.astype(np.int32)}
 
@@ -1329,7 +1319,7 @@ def _numeric_signal(name: str, reference: ReferenceStats, window: Window, config
         # volume-matched: what the reference's users / items would show in a window of this many
         # interactions if nothing had changed (multinomial thinning, seeded); counts per user and
         # per item grow with traffic, so comparing raw counts alarms on volume alone
-        thinned = _thin(totals, slices, window.n_interactions, _rng(config.seed, 21 if name == "user_activity" else 22), keys)
+        thinned = _thin(totals, slices, window.n_interactions, stream_rng(config.seed, 21 if name == "user_activity" else 22), keys)
         s = numeric_signal(name, thinned, getattr(window, name), config, f"; reference thinned to the window's {window.n_interactions:,} interactions")
         if name == "user_activity":
             # traffic can change through how many people come (per-user activity stays) or how much

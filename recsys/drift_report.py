@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from recsys.drift import NUMERIC_SIGNALS, DriftReport, ReferenceStats, Window, _atomic_write_bytes, _rng
+from recsys import atomic
+from recsys.drift import NUMERIC_SIGNALS, DriftReport, ReferenceStats, Window, stream_rng
 from recsys.plots import new_figure, save_figure
 from recsys.report import embed_plots, fmt_value
 
@@ -82,7 +83,7 @@ def _ecdfs(panels: list[tuple[str, np.ndarray, np.ndarray, dict[str, Any]]], pat
         for values, colour, label, stream in ((ref, _REF, "reference", 21), (win, _WIN, "window", 22)):
             v = np.asarray(values, dtype=np.float64)
             if len(v) > _MAX_ECDF_POINTS:
-                v = _rng(0, stream).choice(v, _MAX_ECDF_POINTS, replace=False)
+                v = stream_rng(0, stream).choice(v, _MAX_ECDF_POINTS, replace=False)
             v = np.sort(v)
             ax.step(v, np.arange(1, len(v) + 1) / len(v), where="post", color=colour, lw=1.5, label=label)
         both = np.concatenate([np.asarray(ref, dtype=np.float64), np.asarray(win, dtype=np.float64)])
@@ -279,6 +280,6 @@ def write_drift_report(
     if plots:
         d["plots"] = {str(k): str(v) for k, v in plots.items()}
     json_path, html_path = out_dir / "drift.json", out_dir / "drift.html"
-    _atomic_write_bytes(json_path, (json.dumps(d, indent=2, allow_nan=False) + "\n").encode("utf-8"))
-    _atomic_write_bytes(html_path, render_html(d, plots).encode("utf-8"))
+    atomic.write_bytes(json_path, (json.dumps(d, indent=2, allow_nan=False) + "\n").encode("utf-8"), mkdir=True)
+    atomic.write_bytes(html_path, render_html(d, plots).encode("utf-8"), mkdir=True)
     return json_path, html_path

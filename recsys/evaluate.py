@@ -11,13 +11,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from recsys import metrics
 from recsys.metrics import metric_name
 from recsys.splits import Split
 
 
-def _top_k_from_scores(scores: np.ndarray, k: int) -> np.ndarray:
+def top_k_from_scores(scores: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the indices of the `k` highest scores, best first."""
     k = min(k, scores.shape[1])
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
@@ -73,7 +75,7 @@ def scorer_top_k(scorer: Scorer, queries: Sequence[np.ndarray], k: int, batch_si
         scores = np.array(scorer(chunk), dtype=np.float64, copy=True)
         for row, idx in enumerate(chunk):
             scores[row, idx] = -np.inf
-        out.append(_top_k_from_scores(scores, k))
+        out.append(top_k_from_scores(scores, k))
     return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
 
@@ -179,3 +181,21 @@ def evaluate_models(
     scorers: dict[str, Scorer] = {name: vector_scorer(vec) for name, vec in vectors.items()}
     scorers["popularity"] = popularity_scorer(popularity)
     return evaluate_scorers(item_ids, scorers, split, stage, k, batch_size)
+
+
+def evaluation_context(split: Split, catalog: pd.DataFrame, vectors: np.ndarray) -> EvaluationContext:
+    """What the beyond-accuracy metrics and slices need, the same for every model scored in a run
+    (`vectors`: the item vectors the model is built on)."""
+    from recsys import schema as S
+    from recsys.baselines import baseline_inputs
+    from recsys.bundles import top_category
+
+    _, x, _, popularity = baseline_inputs(split, catalog)
+    categories = [top_category(c) for c in catalog[S.CATEGORY]]
+    return EvaluationContext(
+        ks=(20, 50),
+        vectors=vectors,
+        popularity=popularity,
+        n_users=int(x.shape[0]),
+        categories=categories if any(c is not None for c in categories) else None,
+    )

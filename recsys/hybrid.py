@@ -22,9 +22,11 @@ says for every tuned parameter whether an edge was still hit.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -292,3 +294,11 @@ def _pseudo_cold_items(x: sp.csr_matrix, is_cold: np.ndarray, config: HybridConf
     rng = np.random.default_rng(config.seed)
     warm = np.flatnonzero(~is_cold & (np.asarray(x.sum(axis=0)).ravel() > 0))
     return np.sort(rng.choice(warm, size=max(1, int(round(config.pseudo_cold_share * len(warm)))), replace=False))
+
+
+def load_hybrid(weights: Path, info: Path) -> tuple[HybridModel, dict[str, Any]]:
+    """The hybrid `fit_model` saved (its arrays in `weights`, its config and tuning record in `info`)."""
+    data = np.load(weights)
+    record = json.loads(Path(info).read_text())
+    cfg = HybridConfig.from_dict(record["config"])
+    return HybridModel(weights=data["weights"], vectors=data["vectors"], is_cold=data["is_cold"], config=cfg), record

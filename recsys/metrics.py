@@ -46,7 +46,8 @@ def hit_rate_at_k(topk: np.ndarray, targets: Sequence[np.ndarray], k: int) -> fl
     return float(np.mean(vals)) if vals else 0.0
 
 
-def _check_k(topk: np.ndarray, k: int) -> None:
+def check_k(topk: np.ndarray, k: int) -> None:
+    """Raise ValueError unless `topk` is a 2-D [n_queries, >= k] array of recommendations."""
     width = np.shape(topk)[1] if np.ndim(topk) == 2 else None
     if width is None:
         raise ValueError(f"topk must be a 2-D array [n_queries, k], got shape {np.shape(topk)}")
@@ -60,7 +61,7 @@ def mrr_at_k(topk: np.ndarray, targets: Sequence[np.ndarray], k: int) -> float:
     Raises:
         ValueError: k is below 1 or above topk's width, or topk and targets differ in length.
     """
-    _check_k(topk, k)
+    check_k(topk, k)
     vals = []
     for h, t in zip(_hits(topk, targets, k), targets, strict=True):
         if len(t):
@@ -75,7 +76,7 @@ def precision_at_k(topk: np.ndarray, targets: Sequence[np.ndarray], k: int) -> f
     Raises:
         ValueError: k is below 1 or above topk's width, or topk and targets differ in length.
     """
-    _check_k(topk, k)
+    check_k(topk, k)
     vals = [h.sum() / k for h, t in zip(_hits(topk, targets, k), targets, strict=True) if len(t)]
     return float(np.mean(vals)) if vals else 0.0
 
@@ -89,7 +90,7 @@ def ranking_metrics(
         ValueError: a k is below 1 or above topk's width (the message names both).
     """
     for k in ks:
-        _check_k(topk, k)
+        check_k(topk, k)
     out: dict[str, float] = {}
     for k in ks:
         out[metric_name("recall", k)] = recall_at_k(topk, targets, k)

@@ -4,13 +4,12 @@ returning small JSON-able dicts. The training DAG's stages are in `recsys.pipeli
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from recsys.paths import ProjectPaths, project_paths
+from recsys.paths import ProjectPaths, local_artifact_root, project_paths, resolve_tracking_uri, resolve_warehouse_url
 
 log = logging.getLogger(__name__)
 
@@ -18,13 +17,7 @@ TRAINING_DAG = "recsys_training"
 
 
 def _urls(paths: ProjectPaths) -> tuple[str, str]:
-    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or paths.mlflow_tracking_uri
-    warehouse_url = os.environ.get("RECSYS_WAREHOUSE_URL") or paths.warehouse_url
-    return tracking_uri, warehouse_url
-
-
-def _artifact_root(paths: ProjectPaths, tracking_uri: str) -> Path | None:
-    return paths.mlflow_artifacts if tracking_uri.startswith(("sqlite:", "file:")) or "://" not in tracking_uri else None
+    return resolve_tracking_uri(paths=paths), resolve_warehouse_url(paths=paths)
 
 
 def inbox_datasets(paths: ProjectPaths) -> list[str]:
@@ -120,7 +113,7 @@ def monitor(model_name: str, window: str = "7D", run_key: str = "manual", home: 
     config = MonitorConfig(dataset=dataset, model_name=model_name, window=window, drift=drift)
     out_dir = paths.home / "monitor" / _safe(run_key)
     try:
-        result = check_drift(config, tracking_uri, warehouse_url, out_dir, _artifact_root(paths, tracking_uri))
+        result = check_drift(config, tracking_uri, warehouse_url, out_dir, local_artifact_root(paths, tracking_uri))
     except ValueError as err:  # e.g. a data set without timestamps: nothing to watch, not a failure
         return {"drift": False, "status": str(err), "reasons": [], "champion_version": version, "dataset": dataset}
     result["dataset"] = dataset

@@ -21,7 +21,7 @@ import pandas as pd
 from recsys import schema as S
 from recsys.config import PipelineConfig
 from recsys.metrics import metric_name
-from recsys.pipeline import PER_USER_TEST, RunContext, _load_split, _mlflow, _read_json, _write_json, bundle_catalog, evaluation_context, item_vectors
+from recsys.run import ANN_ARTIFACT, BEHAVIOUR_ARTIFACT, CATALOG_ARTIFACT, CONFIG_ARTIFACT, HYBRID_ARTIFACT, HYBRID_CONFIG_ARTIFACT, RunContext, item_vectors, load_split, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -40,25 +40,25 @@ def candidate_model(cfg: PipelineConfig) -> str:
     return "hybrid" if cfg.candidate == "hybrid" else "fused"
 
 
-def package(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
+def package(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     """Write the self-contained model directory, log it as a pyfunc and register a version
     (pending the gate). A retried task reuses the version this run registered."""
-    from recsys import tracking as _t
-    from recsys.serving import HYBRID_ARTIFACT, HYBRID_CONFIG_ARTIFACT, ItemRecommender, save_behaviour, save_catalog
+    from recsys.bundles import bundle_catalog
+    from recsys.serving import ItemRecommender, save_behaviour, save_catalog
 
-    tracking, c = _mlflow(ctx)
-    split, catalog = _load_split(ctx.run_dir)
+    tracking, c = run.mlflow()
+    split, catalog = load_split(run)
     titles = catalog[S.TITLE].fillna(catalog[S.ITEM_ID]).astype(str).tolist()
-    model_dir = ctx.run_dir / "model"
-    vectors = item_vectors(ctx)
-    save_catalog(model_dir / "catalog.npz", catalog[S.ITEM_ID].tolist(), titles, vectors)
-    save_behaviour(model_dir / "behaviour.npz", bundle_catalog(split, catalog, vectors))
-    identity = _read_json(ctx.run_dir / "split" / "identity.json")
-    _save_reference(cfg, ctx, split, catalog, vectors, identity)
-    ann = _save_ann_index(cfg, model_dir, vectors)
+    model_dir = run.model_dir
+    vectors = item_vectors(run)
+    save_catalog(run.model_file(CATALOG_ARTIFACT), catalog[S.ITEM_ID].tolist(), titles, vectors)
+    save_behaviour(run.model_file(BEHAVIOUR_ARTIFACT), bundle_catalog(split, catalog, vectors))
+    identity = read_json(run.identity)
+    _save_reference(cfg, run, split, catalog, vectors, identity)
+    ann = _save_ann_index(cfg, run, vectors)
     if ann:
-        tracking.log_params(c, mlflow_run_id, {"ann.kind": ann["kind"], "ann.nlist": ann["nlist"]})
-        tracking.log_metrics(c, mlflow_run_id, {metric_name("ann.recall", cfg.eval.k): ann["recall"], "ann.build_seconds": ann["seconds"]})
+        tracking.log_params(c, run.mlflow_run_id, {"ann.kind": ann["kind"], "ann.nlist": ann["nlist"]})
+        tracking.log_metrics(c, run.mlflow_run_id, {metric_name("ann.recall", cfg.eval.k): ann["recall"], "ann.build_seconds": ann["seconds"]})
     # every request kind in the example, so the signature accepts ids, carts and free text (cold start)
     first, second = catalog[S.ITEM_ID].iloc[0], catalog[S.ITEM_ID].iloc[min(1, len(catalog) - 1)]
     example = pd.DataFrame(
@@ -69,13 +69,13 @@ def package(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[st
             "text": [None, None, None, titles[0]],
         }
     )
-    _write_json(model_dir / "config.json", {"pipeline": cfg.flat(), "model_name": cfg.model_name, "mlflow_run_id": mlflow_run_id, "candidate": cfg.candidate})
+    write_json(run.model_file(CONFIG_ARTIFACT), {"pipeline": cfg.flat(), "model_name": cfg.model_name, "mlflow_run_id": run.mlflow_run_id, "candidate": cfg.candidate})
     artifacts = ItemRecommender.artifacts_of(model_dir)
     if cfg.candidate == "text":  # the text model alone: no behaviour weights
         artifacts = {k: v for k, v in artifacts.items() if k not in (HYBRID_ARTIFACT, HYBRID_CONFIG_ARTIFACT)}
     version = tracking.log_and_register_model(
         c,
-        mlflow_run_id,
+        run.mlflow_run_id,
         cfg.model_name,
         ItemRecommender(),
         artifacts=artifacts,
@@ -96,41 +96,41 @@ def package(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[st
                 "data.digest": identity["digest"],
                 "data.interactions": str(identity["interactions"]),
                 "split.salt": split.salt,
-                "run_key": ctx.run_key,
+                "run_key": run.run_key,
             },
         )
     # what this version was trained on: the gate checks the next candidate's test pairs against it
     from recsys.lineage import lineage_of
 
-    lineage = lineage_of(split, identity["digest"]).save(ctx.run_dir / _t.LINEAGE_ARTIFACT)
-    tracking.log_artifacts(c, mlflow_run_id, lineage, _t.LINEAGE_ARTIFACT)
-    _write_json(ctx.run_dir / "package.json", {"model_name": cfg.model_name, "version": version})
-    tracking.set_tags(c, mlflow_run_id, {"registered_version": version})
+    lineage = lineage_of(split, identity["digest"]).save(run.lineage_dir)
+    tracking.log_artifacts(c, run.mlflow_run_id, lineage, tracking.LINEAGE_ARTIFACT)
+    write_json(run.package_info, {"model_name": cfg.model_name, "version": version})
+    tracking.set_tags(c, run.mlflow_run_id, {"registered_version": version})
     return {"model_name": cfg.model_name, "version": version}
 
 
-def _save_reference(cfg: PipelineConfig, ctx: RunContext, split, catalog: pd.DataFrame, vectors: np.ndarray, identity: dict[str, Any]) -> None:
+def _save_reference(cfg: PipelineConfig, run: RunContext, split, catalog: pd.DataFrame, vectors: np.ndarray, identity: dict[str, Any]) -> None:
     """Reference statistics of the training data, stored with the model (the drift monitor reads them)."""
     from recsys.monitor import reference_for_model
     from recsys.splits import TRAIN
 
-    inter = S.to_canonical_interactions(pd.read_parquet(ctx.run_dir / "data" / "interactions.parquet"))
+    inter = S.to_canonical_interactions(pd.read_parquet(run.validated_interactions))
     train = inter.merge(split.part(TRAIN)[[S.USER_ID, S.ITEM_ID]].drop_duplicates(), on=[S.USER_ID, S.ITEM_ID])
-    metrics = _read_json(ctx.run_dir / "metrics.json")["test"][candidate_model(cfg)]
+    metrics = read_json(run.metrics)["test"][candidate_model(cfg)]
     recall = metrics.get(metric_name("recall", cfg.eval.k))
-    per_user_path = ctx.run_dir / PER_USER_TEST
+    per_user_path = run.per_user_test
     per_user = np.load(per_user_path)[metric_name(f"{candidate_model(cfg)}.recall", cfg.eval.k)] if per_user_path.exists() else None
     reference_for_model(
-        ctx.run_dir / "model", train, catalog, catalog[S.ITEM_ID].tolist(), vectors, recall, identity["name"], identity["digest"], eval_recall_per_user=per_user, k=cfg.eval.k
+        run.model_dir, train, catalog, catalog[S.ITEM_ID].tolist(), vectors, recall, identity["name"], identity["digest"], eval_recall_per_user=per_user, k=cfg.eval.k
     )
 
 
-def _save_ann_index(cfg: PipelineConfig, model_dir: Path, vectors: np.ndarray) -> dict[str, Any] | None:
+def _save_ann_index(cfg: PipelineConfig, run: RunContext, vectors: np.ndarray) -> dict[str, Any] | None:
     """For a catalog of at least `cfg.ann_min_items` items, build the FAISS index serving searches with,
     measure its recall@k against exact search (1,000 catalog items as queries) and save it with the model."""
     import shutil
 
-    out = model_dir / "ann"
+    out = run.model_file(ANN_ARTIFACT)
     shutil.rmtree(out, ignore_errors=True)  # a rerun, or a catalog that shrank below the threshold: no stale index
     if len(vectors) < cfg.ann_min_items:
         return None
@@ -153,7 +153,7 @@ def _model_requirements() -> list[str]:
     return [f"{p}=={version(p)}" for p in ("mlflow", "numpy", "pandas", "scipy", "torch", "transformers", "faiss-cpu")]
 
 
-def score_champion(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
+def score_champion(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     """Score the current champion and the candidate on this run's test split, like with like.
 
     Both are loaded from the registry and scored through the same serving code. Test pairs the
@@ -162,38 +162,38 @@ def score_champion(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> 
     test user, the primary metric and the guardrails are compared with a paired bootstrap (the
     intervals the gate decides with). The champion scored is the one in place when this version was
     first put to the gate, so a rerun after the alias moved compares against the same model."""
-    from recsys import tracking as _t
 
-    tracking, c = _mlflow(ctx)
-    version = _read_json(ctx.run_dir / "package.json")["version"]
-    out = ctx.run_dir / "champion.json"
-    if out.exists() and _read_json(out).get("candidate_version") == version:
-        stored = _read_json(out)
+    tracking, c = run.mlflow()
+    version = read_json(run.package_info)["version"]
+    out = run.champion_score
+    if out.exists() and read_json(out).get("candidate_version") == version:
+        stored = read_json(out)
         return {"champion_version": stored["champion_version"], "reused": True}
     champion = tracking.champion_version(c, cfg.model_name)
     if champion == version:  # decided and promoted by an earlier try whose champion.json was lost
-        champion = tracking.version_tags(c, cfg.model_name, version).get(_t.PREVIOUS_CHAMPION_TAG) or None
+        champion = tracking.version_tags(c, cfg.model_name, version).get(tracking.PREVIOUS_CHAMPION_TAG) or None
     result: dict[str, Any] = {"candidate_version": version, "champion_version": champion, "metrics": None}
     if champion is not None:
-        result |= _score_against_champion(cfg, ctx, c, version, champion)
-        tracking.log_metrics(c, mlflow_run_id, {f"test.champion.{k}": v for k, v in result["metrics"].items()})
-        tracking.log_metrics(c, mlflow_run_id, {"gate.excluded_test_pairs": result["overlap"]["excluded_pairs"], "gate.test_users": result["test_users"]})
-    _write_json(out, result)
+        result |= _score_against_champion(cfg, run, c, version, champion)
+        tracking.log_metrics(c, run.mlflow_run_id, {f"test.champion.{k}": v for k, v in result["metrics"].items()})
+        tracking.log_metrics(c, run.mlflow_run_id, {"gate.excluded_test_pairs": result["overlap"]["excluded_pairs"], "gate.test_users": result["test_users"]})
+    write_json(out, result)
     return {"champion_version": champion, "reused": False}
 
 
-def _score_against_champion(cfg: PipelineConfig, ctx: RunContext, c, version: str, champion: str) -> dict[str, Any]:
+def _score_against_champion(cfg: PipelineConfig, run: RunContext, c, version: str, champion: str) -> dict[str, Any]:
     """Load both versions from the registry and the champion's lineage, and compare them (`recsys.comparison`)."""
     from recsys import tracking
     from recsys.beyond_accuracy import exposure_by_popularity_bin
     from recsys.champion import coverage_of, recommender_scorer
     from recsys.comparison import compare_with_champion
+    from recsys.evaluate import evaluation_context
 
-    split, catalog = _load_split(ctx.run_dir)
+    split, catalog = load_split(run)
     item_ids = catalog[S.ITEM_ID].tolist()
-    lineage = tracking.version_lineage(c, cfg.model_name, champion, ctx.run_dir / "champion-lineage")
+    lineage = tracking.version_lineage(c, cfg.model_name, champion, run.champion_lineage_dir)
     models = {"champion": tracking.load_recommender(cfg.model_name, champion), "candidate": tracking.load_recommender(cfg.model_name, version)}
-    context = evaluation_context(ctx, split, catalog)
+    context = evaluation_context(split, catalog, item_vectors(run))
     topk: dict[str, np.ndarray] = {}
     result = compare_with_champion(
         item_ids,
@@ -223,11 +223,11 @@ def _score_against_champion(cfg: PipelineConfig, ctx: RunContext, c, version: st
     }
 
 
-def _decision_report(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str, version: str, decision: dict[str, Any]) -> dict[str, Any]:
+def _decision_report(cfg: PipelineConfig, run: RunContext, version: str, decision: dict[str, Any]) -> dict[str, Any]:
     from recsys.provenance import code_version, environment
 
-    metrics = _read_json(ctx.run_dir / "metrics.json")["test"]
-    champion = _read_json(ctx.run_dir / "champion.json")
+    metrics = read_json(run.metrics)["test"]
+    champion = read_json(run.champion_score)
     models: dict[str, dict[str, float]] = {"candidate": metrics[candidate_model(cfg)]}
     if champion["metrics"] is not None:  # like with like: both on the test pairs the champion never saw
         models["candidate"] = champion["candidate_metrics"]
@@ -242,11 +242,11 @@ def _decision_report(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str, v
     return {
         "model_name": cfg.model_name,
         "version": version,
-        "run_id": mlflow_run_id,
+        "run_id": run.mlflow_run_id,
         "created": _now(),
         "candidate": cfg.candidate,
         "champion_version": champion["champion_version"],
-        "dataset": _read_json(ctx.run_dir / "split" / "identity.json"),
+        "dataset": read_json(run.identity),
         "code": {**code, "python": env["python"], "torch": env.get("torch", ""), "device": _device()},
         "decision": decision,
         "evidence": _evidence_text(champion),
@@ -278,16 +278,16 @@ def _device() -> str:
         return "cpu"
 
 
-def _plots(ctx: RunContext, report: dict[str, Any], cfg: PipelineConfig) -> dict[str, str]:
+def _plots(run: RunContext, report: dict[str, Any], cfg: PipelineConfig) -> dict[str, str]:
     from recsys import plots
 
-    out = ctx.run_dir / "evaluation"
+    out = run.evaluation_dir
     out.mkdir(parents=True, exist_ok=True)
     k = cfg.eval.k
     made: dict[str, str] = {}
-    history_path = ctx.run_dir / "train_history.json"
+    history_path = run.train_history
     if history_path.exists():
-        h = _read_json(history_path)
+        h = read_json(history_path)
         made["learning_curve"] = str(
             plots.learning_curve(
                 {int(s): v for s, v in h["losses"].items()}, {int(s): v for s, v in h["val_history"].items()}, h["val_metric"], out / "learning_curve.png", h["best_step"]
@@ -295,9 +295,9 @@ def _plots(ctx: RunContext, report: dict[str, Any], cfg: PipelineConfig) -> dict
         )
     headline = [metric_name("ndcg", k), metric_name("recall", k), metric_name("cold_recall", k), metric_name("coverage", k)]
     made["comparison"] = str(plots.model_comparison(report["metrics"]["test"], headline, out / "comparison.png"))
-    exposure = _read_json(ctx.run_dir / "exposure.json")
+    exposure = read_json(run.exposure)
     curves = {"candidate": exposure[candidate_model(cfg)]}
-    champion = _read_json(ctx.run_dir / "champion.json")
+    champion = read_json(run.champion_score)
     if champion.get("exposure"):
         curves["champion"] = champion["exposure"]
     curves.update({m: exposure[m] for m in ("ease", "frozen", "popularity") if m in exposure})
@@ -305,23 +305,23 @@ def _plots(ctx: RunContext, report: dict[str, Any], cfg: PipelineConfig) -> dict
     return made
 
 
-def decide(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str, Any]:
+def decide(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     """Run the gate once for this version: write the decision, the report (JSON + HTML + plots) and
     the registry description. A rerun returns the decision already made."""
     from recsys import gate, report
 
-    tracking, c = _mlflow(ctx)
-    version = _read_json(ctx.run_dir / "package.json")["version"]
-    out = ctx.run_dir / "evaluation"
-    decided = out / "gate.json"
+    tracking, c = run.mlflow()
+    version = read_json(run.package_info)["version"]
+    out = run.evaluation_dir
+    decided = run.gate_record
     existing = tracking.version_tags(c, cfg.model_name, version).get(DECISION_TAG)
     if existing not in (None, STATUS_PENDING):
-        stored = _stored_decision(ctx, c, mlflow_run_id, decided)
+        stored = _stored_decision(run, c, decided)
         log.info("version %s was already decided (%s): not deciding again", version, existing)
         return _decision_xcom(cfg, version, stored)
 
-    metrics = _read_json(ctx.run_dir / "metrics.json")["test"]
-    champion = _read_json(ctx.run_dir / "champion.json")
+    metrics = read_json(run.metrics)["test"]
+    champion = read_json(run.champion_score)
     baselines = {m: metrics[m] for m in cfg.gate.baselines if m in metrics and m != candidate_model(cfg)}
     if champion["metrics"] is None:  # the first model: against the baselines on the whole test split
         decision = gate.decide(metrics[candidate_model(cfg)], None, baselines, cfg.gate, cfg.eval.k)
@@ -339,11 +339,11 @@ def decide(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str
         "not_applicable": list(cfg.gate.not_applicable),
         **evidence,
     }
-    full = _decision_report(cfg, ctx, mlflow_run_id, version, record)
-    full["plots"] = _plots(ctx, full, cfg)
+    full = _decision_report(cfg, run, version, record)
+    full["plots"] = _plots(run, full, cfg)
     report.write_report(full, out)
-    _write_json(decided, record)
-    tracking.log_artifacts(c, mlflow_run_id, out, "evaluation")
+    write_json(decided, record)
+    tracking.log_artifacts(c, run.mlflow_run_id, out, out.name)
     tracking.set_version_description(c, cfg.model_name, version, report.version_description(full))
     reasons = "; ".join(decision.reasons)
     tracking.set_version_tags(
@@ -358,17 +358,17 @@ def decide(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str) -> dict[str
             DECISION_TAG: decision.status,
         },
     )
-    tracking.set_tags(c, mlflow_run_id, {"decision": decision.status, "gate.reasons": reasons[:4900]})
-    tracking.log_metrics(c, mlflow_run_id, {"gate.promote": float(decision.promote)})
+    tracking.set_tags(c, run.mlflow_run_id, {"decision": decision.status, "gate.reasons": reasons[:4900]})
+    tracking.log_metrics(c, run.mlflow_run_id, {"gate.promote": float(decision.promote)})
     return _decision_xcom(cfg, version, record)
 
 
-def _stored_decision(ctx: RunContext, c, mlflow_run_id: str, path: Path) -> dict[str, Any]:
+def _stored_decision(run: RunContext, c, path: Path) -> dict[str, Any]:
     if path.exists():
-        return _read_json(path)
+        return read_json(path)
     # another worker decided: its record is in the run's artifacts
-    local = c.download_artifacts(mlflow_run_id, "evaluation/gate.json", str(ctx.run_dir))
-    return _read_json(Path(local))
+    local = c.download_artifacts(run.mlflow_run_id, run.gate_record.relative_to(run.run_dir).as_posix(), str(run.run_dir))
+    return read_json(Path(local))
 
 
 def _decision_xcom(cfg: PipelineConfig, version: str, record: dict[str, Any]) -> dict[str, Any]:
@@ -383,12 +383,11 @@ def _decision_xcom(cfg: PipelineConfig, version: str, record: dict[str, Any]) ->
     }
 
 
-def promote(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str, approved_by: str | None = None) -> dict[str, Any]:
+def promote(cfg: PipelineConfig, run: RunContext, approved_by: str | None = None) -> dict[str, Any]:
     """Make the gated version champion. Idempotent; the alias move is the last call."""
-    from recsys import tracking as _t
 
-    tracking, c = _mlflow(ctx)
-    record = _read_json(ctx.run_dir / "evaluation" / "gate.json")
+    tracking, c = run.mlflow()
+    record = read_json(run.gate_record)
     version = record["version"]
     if not record["promote"]:
         raise RuntimeError(f"version {version} was refused by the gate ({'; '.join(record['reasons'])}): it cannot be promoted")
@@ -396,41 +395,40 @@ def promote(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str, approved_b
     if current == version:
         log.info("version %s is already champion", version)
     else:
-        tags = {_t.PREVIOUS_CHAMPION_TAG: current or "", "promoted.at": _now()}
+        tags = {tracking.PREVIOUS_CHAMPION_TAG: current or "", "promoted.at": _now()}
         if approved_by:
             tags["approved.by"] = approved_by
         tracking.set_version_tags(c, cfg.model_name, version, tags)
-        if tracking.alias_version(c, cfg.model_name, _t.CHALLENGER) == version:
-            tracking.delete_alias(c, cfg.model_name, _t.CHALLENGER)
-        tracking.set_alias(c, cfg.model_name, _t.CHAMPION, version)  # last: before this line nothing changed for users
-    tracking.end_run(c, mlflow_run_id)
+        if tracking.alias_version(c, cfg.model_name, tracking.CHALLENGER) == version:
+            tracking.delete_alias(c, cfg.model_name, tracking.CHALLENGER)
+        tracking.set_alias(c, cfg.model_name, tracking.CHAMPION, version)  # last: before this line nothing changed for users
+    tracking.end_run(c, run.mlflow_run_id)
     return {"model_name": cfg.model_name, "version": version, "champion": version, "previous_champion": current if current != version else record.get("champion_version")}
 
 
-def reject(cfg: PipelineConfig, ctx: RunContext, mlflow_run_id: str, reviewer_rejected: bool = False, reviewer: str | None = None) -> dict[str, Any]:
+def reject(cfg: PipelineConfig, run: RunContext, reviewer_rejected: bool = False, reviewer: str | None = None) -> dict[str, Any]:
     """Keep the champion; the refused version gets the `challenger` alias (idempotent)."""
-    from recsys import tracking as _t
 
-    tracking, c = _mlflow(ctx)
-    record = _read_json(ctx.run_dir / "evaluation" / "gate.json")
+    tracking, c = run.mlflow()
+    record = read_json(run.gate_record)
     version = record["version"]
     if reviewer_rejected:
         tracking.set_version_tags(c, cfg.model_name, version, {DECISION_TAG: "rejected by reviewer", "review.by": reviewer or "unknown", "review.at": _now()})
     if tracking.champion_version(c, cfg.model_name) != version:
-        tracking.set_alias(c, cfg.model_name, _t.CHALLENGER, version)
-    tracking.end_run(c, mlflow_run_id)
+        tracking.set_alias(c, cfg.model_name, tracking.CHALLENGER, version)
+    tracking.end_run(c, run.mlflow_run_id)
     return {"model_name": cfg.model_name, "version": version, "champion": tracking.champion_version(c, cfg.model_name), "reasons": record["reasons"]}
 
 
-def publish(cfg: PipelineConfig, ctx: RunContext, k: int | None = None) -> dict[str, Any]:
+def publish(cfg: PipelineConfig, run: RunContext, k: int | None = None) -> dict[str, Any]:
     """Write the champion's related items and bundle for every catalog item to the warehouse."""
     from recsys.publish import publish_recommendations
 
-    tracking, c = _mlflow(ctx)
+    tracking, c = run.mlflow()
     version = tracking.champion_version(c, cfg.model_name)
     if version is None:
         raise RuntimeError(f"{cfg.model_name} has no champion to publish")
     recommender = tracking.load_recommender(cfg.model_name, version)
-    result = publish_recommendations(ctx.warehouse_url, recommender, cfg.model_name, version, k=k or cfg.eval.k)
+    result = publish_recommendations(run.warehouse_url, recommender, cfg.model_name, version, k=k or cfg.eval.k)
     tracking.set_version_tags(c, cfg.model_name, version, {"published.at": _now(), "published.rows": str(result.rows)})
     return {"model_name": cfg.model_name, "version": version, "items": result.items, "rows": result.rows, "seconds": result.seconds}

@@ -30,15 +30,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import uuid
-from dataclasses import dataclass, replace as dc_replace
+from dataclasses import dataclass
+from dataclasses import replace as dc_replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
+from recsys import atomic
 from recsys import schema as S
 from recsys.ingest import INTERACTIONS, ITEMS, PSEUDONYM_PATTERN, READY, SUFFIXES, check_name, inbox_dir
 from recsys.paths import ProjectPaths
@@ -258,15 +258,6 @@ def batch_id_for(index: int, start: pd.Timestamp) -> str:
 # --- writing batches -----------------------------------------------------------------------
 
 
-def _atomic_parquet(df: pd.DataFrame, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_batch(
     paths: ProjectPaths, dataset: str, batch_id: str, items: pd.DataFrame | None, interactions: pd.DataFrame
 ) -> Path:
@@ -292,10 +283,10 @@ def write_batch(
             if other != target or frame is None:
                 other.unlink(missing_ok=True)
         if frame is not None:
-            _atomic_parquet(frame, target)
-    tmp = batch_dir / f".{READY}.{uuid.uuid4().hex[:8]}.tmp"
-    tmp.touch()
-    os.replace(tmp, ready)
+            with atomic.temp_path(target) as tmp:
+                frame.to_parquet(tmp, index=False)
+    with atomic.temp_path(ready) as tmp:
+        tmp.touch()
     return batch_dir
 
 

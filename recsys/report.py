@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from recsys import atomic
+
 HEADLINE_METRICS: tuple[str, ...] = (
     "ndcg_at_10",
     "recall_at_10",
@@ -374,20 +376,11 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"{type(o).__name__} is not JSON serialisable")
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)  # readers see the old file or the new one, never half of one
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_report(report: Mapping[str, Any], out_dir: Path) -> tuple[Path, Path]:
     """Write report.json and report.html into out_dir (both atomically); return (json, html) paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, html_path = out_dir / "report.json", out_dir / "report.html"
-    _atomic_write(json_path, json.dumps(report, indent=2, sort_keys=False, default=_json_default) + "\n")
-    _atomic_write(html_path, render_html(report))
+    atomic.write_text(json_path, json.dumps(report, indent=2, sort_keys=False, default=_json_default) + "\n")
+    atomic.write_text(html_path, render_html(report))
     return json_path, html_path

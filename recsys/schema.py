@@ -101,3 +101,11 @@ def to_canonical_interactions(df: pd.DataFrame) -> pd.DataFrame:
         if col not in out.columns:
             out[col] = pd.Series(pd.NA if dtype != INTERACTION_DTYPES[TIMESTAMP] else pd.NaT, index=out.index, dtype=dtype)
     return out[list(INTERACTION_COLUMNS)].astype(INTERACTION_DTYPES)
+
+
+def sample_users(dataset: Dataset, n_users: int) -> Dataset:
+    """Keep `n_users` users (the first by pseudonymized id: a random but reproducible choice) and the items they touched."""
+    users = sorted(dataset.interactions[USER_ID].dropna().unique())[:n_users]
+    inter = dataset.interactions[dataset.interactions[USER_ID].isin(users)].reset_index(drop=True)
+    items = dataset.items[dataset.items[ITEM_ID].isin(set(inter[ITEM_ID]))].reset_index(drop=True)
+    return Dataset(dataset.name, items, inter, dataset.has_time, dataset.has_text, dataset.source + f" (sample of {len(users)} users)")

@@ -24,15 +24,19 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-CATALOG_ARTIFACT = "catalog"
-HYBRID_ARTIFACT = "hybrid"
-HYBRID_CONFIG_ARTIFACT = "hybrid_config"
-ENCODER_ARTIFACT = "encoder"
-BEHAVIOUR_ARTIFACT = "behaviour"  # co-purchase counts, prices, categories: bundles and reasons
-REFERENCE_ARTIFACT = "reference"  # the training data's reference statistics, for the drift monitor
-CONFIG_ARTIFACT = "config"  # the run's configuration (document template etc.)
-FUSION_ARTIFACT = "fusion"  # the learned fusion of text vectors with numeric signals (absent when not kept)
-ANN_ARTIFACT = "ann"  # FAISS index over the item vectors (large catalogs only: PipelineConfig.ann_min_items)
+from recsys.run import (  # the model directory's entries: named once, by the run store
+    ANN_ARTIFACT,
+    BEHAVIOUR_ARTIFACT,
+    CATALOG_ARTIFACT,
+    CONFIG_ARTIFACT,
+    ENCODER_ARTIFACT,
+    FUSION_ARTIFACT,
+    HYBRID_ARTIFACT,
+    HYBRID_CONFIG_ARTIFACT,
+    MODEL_DIR_FILES,
+    REFERENCE_ARTIFACT,
+)
+
 # with an ANN index, a vector query takes this many candidates (plus the excluded items) from the index
 # and ranks only those: enough room for the diversity re-ranking to lift less popular items
 ANN_CANDIDATES = 200
@@ -88,17 +92,6 @@ def _present(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and np.isnan(value)) and str(value).strip() != ""
 
 
-MODEL_DIR_FILES = {
-    CATALOG_ARTIFACT: "catalog.npz",
-    HYBRID_ARTIFACT: "hybrid.npz",
-    HYBRID_CONFIG_ARTIFACT: "hybrid.json",
-    BEHAVIOUR_ARTIFACT: "behaviour.npz",
-    ENCODER_ARTIFACT: "encoder",
-    REFERENCE_ARTIFACT: "reference",
-    CONFIG_ARTIFACT: "config.json",
-    FUSION_ARTIFACT: "fusion",
-    ANN_ARTIFACT: "ann",
-}
 
 
 class ItemRecommender(mlflow.pyfunc.PythonModel):

@@ -1,13 +1,20 @@
-"""Numeric item signals (price, sales, rating) as standardised model inputs: numpy only, no torch.
+"""Numeric item signals (price, sales, rating) as standardised model inputs: numpy and pandas, no torch.
 
-Used by the fusion projection (`recsys.fusion`) and by the hybrid's feature block (`pipeline.item_features`).
+Used by the fusion projection (`recsys.fusion`) and by the hybrid's feature block (`item_features`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
+
+from recsys import schema as S
+
+if TYPE_CHECKING:
+    from recsys.splits import Split
 
 
 @dataclass(frozen=True)
@@ -55,3 +62,29 @@ def _transform(name: str, values: np.ndarray) -> np.ndarray:
 def available_signals(raw: dict[str, np.ndarray | None], wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The wanted signals the data actually carries (at least two known values)."""
     return {n: np.asarray(raw[n], dtype=np.float64) for n in wanted if raw.get(n) is not None and np.isfinite(np.asarray(raw[n], dtype=np.float64)).sum() >= 2}
+
+
+def train_mean_rating(ratings: pd.DataFrame, split: Split) -> pd.Series | None:
+    """Mean rating per item over the training interactions (None when the data has no ratings); `ratings`
+    holds the interactions' user, item and rating columns (`recsys.run.load_ratings`)."""
+    from recsys.splits import TRAIN
+
+    rated = ratings.dropna(subset=[S.RATING]).merge(split.part(TRAIN)[[S.USER_ID, S.ITEM_ID]], on=[S.USER_ID, S.ITEM_ID])
+    return rated.groupby(S.ITEM_ID)[S.RATING].mean() if len(rated) else None
+
+
+def item_signals(catalog: pd.DataFrame, split: Split, ratings: pd.DataFrame) -> dict[str, np.ndarray | None]:
+    """Raw numeric signals per catalog item: price, training sales count, mean training rating (NaN = unknown)."""
+    from recsys.baselines import train_popularity
+
+    price = pd.to_numeric(catalog[S.PRICE], errors="coerce").astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan)
+    mean_rating = train_mean_rating(ratings, split)
+    rating = catalog[S.ITEM_ID].map(mean_rating).to_numpy(dtype=np.float64, na_value=np.nan) if mean_rating is not None else None
+    return {"price": price, "sales": train_popularity(split, catalog[S.ITEM_ID].tolist()).astype(np.float64), "rating": rating}
+
+
+def item_features(catalog: pd.DataFrame, split: Split, ratings: pd.DataFrame) -> np.ndarray | None:
+    """Standardised numeric item features for the hybrid: log price and the mean training rating
+    (0 where unknown). Sales are left out on purpose: they would only say which items are new."""
+    raw = available_signals(item_signals(catalog, split, ratings), ("price", "rating"))
+    return SignalScaler.fit(raw).transform(raw) if raw else None

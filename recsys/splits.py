@@ -149,3 +149,18 @@ def make_split(dataset: S.Dataset, config: SplitConfig) -> Split:
 def default_salt(dataset_name: str) -> str:
     """The salt a data set gets when none was chosen: fixed per data set, so every machine draws the same split."""
     return f"recsys-split-v1:{dataset_name}"
+
+
+def tuning_fold(split: Split, catalog: pd.DataFrame) -> np.ndarray:
+    """Catalog indices (sorted) of the split's tuning-fold items that have training interactions: the
+    warm items the tuning steps hide and treat as new (an item nobody trained on is cold already)."""
+    trained = set(split.part(TRAIN)[S.ITEM_ID])
+    return np.flatnonzero(catalog[S.ITEM_ID].map(lambda i: i in split.tuning_items and i in trained).to_numpy(dtype=bool))
+
+
+def fine_tuning_part(split: Split) -> pd.DataFrame:
+    """The training pairs the encoder and the fusion projection learn from: the training part without the
+    tuning fold's items, so cold-start choices (`cold_weight`, the fusion variant) are judged on items the
+    vectors have never learned, as real new items will be."""
+    train = split.part(TRAIN)
+    return train[~train[S.ITEM_ID].isin(split.tuning_items)]

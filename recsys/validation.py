@@ -27,7 +27,6 @@ GX 1.24 notes (checked against the installed source):
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -40,6 +39,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from recsys import atomic
 from recsys.errors import DataValidationError
 from recsys.schema import (
     BASKET_ID,
@@ -677,9 +677,7 @@ def validate_dataset(
         "gx_results": {name: r.to_json_dict() for name, r in results.items()},
     }
     json_path = out_dir / VALIDATION_JSON
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_finite(document), indent=2, default=_json_default))
-    tmp.replace(json_path)
+    atomic.write_json(json_path, _finite(document), indent=2, default=_json_default)
     logger.info("validation %s in %.2fs; report: %s", "passed" if success else "failed",
                 time.perf_counter() - started, out_dir)
 

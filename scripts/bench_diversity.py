@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from recsys import metrics
-from recsys.evaluate import _top_k_from_scores, split_queries
-from recsys.pipeline import _baseline_inputs, _load_split, load_hybrid
+from recsys.baselines import baseline_inputs
+from recsys.evaluate import split_queries, top_k_from_scores
+from recsys.hybrid import load_hybrid
 from recsys.recommend import diversify, long_tail_mask
+from recsys.run import RunFolder, load_split
 
 
 def main() -> None:
@@ -28,9 +30,10 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args()
 
-    split, catalog = _load_split(args.run_dir)
-    item_ids, _, _, popularity = _baseline_inputs(split, catalog)
-    model, _ = load_hybrid(args.run_dir / "model")
+    run = RunFolder(args.run_dir)
+    split, catalog = load_split(run)
+    item_ids, _, _, popularity = baseline_inputs(split, catalog)
+    model, _ = load_hybrid(run.hybrid_weights, run.hybrid_info)
     queries, targets, _ = split_queries(item_ids, split, "test")
     tail = long_tail_mask(popularity)
 
@@ -42,7 +45,7 @@ def main() -> None:
     print(f"{len(queries)} users scored over {len(item_ids)} items in {seconds:.2f} s ({1000 * seconds / len(queries):.2f} ms/user)")
     print(f"{'diversity':>9} {'recall@10':>10} {'ndcg@10':>9} {'coverage':>9} {'long-tail share':>16}")
     for level in (float(x) for x in args.levels.split(",")):
-        top = _top_k_from_scores(diversify(scores, popularity, level), args.k)
+        top = top_k_from_scores(diversify(scores, popularity, level), args.k)
         coverage = len(np.unique(top)) / len(item_ids)
         print(
             f"{level:>9g} {metrics.recall_at_k(top, targets, args.k):>10.4f} {metrics.ndcg_at_k(top, targets, args.k):>9.4f}"

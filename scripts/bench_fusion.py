@@ -15,17 +15,19 @@ import os
 import platform
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
 
+from recsys.baselines import baseline_inputs
 from recsys.config import FusionConfig, TrainConfig
 from recsys.evaluate import evaluate_models, evaluate_scorers
 from recsys.finetune import training_pairs
+from recsys.fusion import train_run_fusion
 from recsys.hybrid import HybridConfig, tune_hybrid
 from recsys.metrics import metric_name
-from recsys.pipeline import _baseline_inputs, _load_split, item_features, item_signals, train_run_fusion
+from recsys.run import RunFolder, load_ratings, load_split
+from recsys.signals import item_features, item_signals
 from recsys.splits import TRAIN
 
 VARIANTS = {
@@ -48,13 +50,13 @@ def main() -> None:
     args = parser.parse_args()
     k = args.k
 
-    split, catalog = _load_split(args.run_dir)
-    ctx = SimpleNamespace(run_dir=args.run_dir)
-    item_ids, x, is_cold, popularity = _baseline_inputs(split, catalog)
-    vectors = np.load(args.run_dir / "embeddings" / "finetuned.npy")
+    run = RunFolder(args.run_dir)
+    split, catalog = load_split(run)
+    item_ids, x, is_cold, popularity = baseline_inputs(split, catalog)
+    vectors = np.load(run.finetuned_embeddings)
     pairs = training_pairs(split.part(TRAIN), {item: i for i, item in enumerate(item_ids)}, TrainConfig())
-    signals = item_signals(ctx, catalog, split)
-    hybrid_features = item_features(ctx, catalog, split)
+    signals = item_signals(catalog, split, load_ratings(run))
+    hybrid_features = item_features(catalog, split, load_ratings(run))
     print(f"fusion steps judged on: {args.select_on}")
     print(f"{args.run_dir.name}: {len(item_ids)} items ({int(is_cold.sum())} cold), {len(pairs)} training pairs")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")

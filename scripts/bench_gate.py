@@ -64,7 +64,7 @@ def main() -> None:
     from recsys.gate import decide
     from recsys.hybrid import HybridConfig, tune_hybrid
     from recsys.lineage import lineage_of
-    from recsys.pipeline import tuning_fold
+    from recsys.splits import tuning_fold
     from recsys.privacy import Pseudonymizer
     from recsys.splits import TRAIN, basket_split, default_salt
 

@@ -43,12 +43,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from recsys import pipeline  # noqa: E402  (module level: numpy/pandas only; stages import their needs lazily)
 from recsys import schema as S  # noqa: E402
+from recsys.baselines import baseline_inputs  # noqa: E402
 from recsys.config import EncoderConfig, PipelineConfig, TrainConfig  # noqa: E402
 from recsys.encoder import TextEncoder  # noqa: E402
 from recsys.evaluate import evaluate_scorers, scorer_top_k, split_queries, vector_scorer  # noqa: E402
 from recsys.finetune import finetune_encoder, training_pairs  # noqa: E402
 from recsys.metrics import metric_name  # noqa: E402
-from recsys.splits import default_salt, make_split  # noqa: E402
+from recsys.run import RunContext, load_ratings, load_split  # noqa: E402
+from recsys.signals import item_features  # noqa: E402
+from recsys.splits import default_salt, fine_tuning_part, make_split, tuning_fold  # noqa: E402
 
 BENCH_KEY = "benchmark-key-not-a-secret"  # the key scripts/bench_quality.py fixes: the same users, the same split
 PRESETS = {
@@ -81,7 +84,7 @@ def pick(row: dict) -> dict:
     return {k: float(row[k]) for k in KEYS if k in row}
 
 
-def build_run(args) -> tuple[PipelineConfig, pipeline.RunContext, dict]:
+def build_run(args) -> tuple[PipelineConfig, RunContext, dict]:
     """Write what the pipeline's validate + load_and_split would write (data/, split/) into a temp run folder."""
     from recsys.datasets import load_dataset
     from recsys.privacy import Pseudonymizer
@@ -89,24 +92,23 @@ def build_run(args) -> tuple[PipelineConfig, pipeline.RunContext, dict]:
     params = {"dataset": "online-retail", "sample_users": args.sample_users}
     cfg = PipelineConfig.from_params(params)
     home = tempfile.mkdtemp(prefix="recsys-gpu-bench-")
-    ctx = pipeline.RunContext.create("gpu-bench", "2026-11-28T00:00:00+00:00", home=home)
+    ctx = RunContext.create("gpu-bench", "2026-11-28T00:00:00+00:00", home=home)
     key = os.environ.get("RECSYS_PSEUDONYM_KEY") or BENCH_KEY
     ds = load_dataset("online-retail", Path(args.cache_dir), Pseudonymizer(key.encode("utf-8")))
     if cfg.sample_users:
-        ds = pipeline._sample_users(ds, cfg.sample_users)
-    data_dir, split_dir = ctx.run_dir / "data", ctx.run_dir / "split"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    split_dir.mkdir(parents=True, exist_ok=True)
-    ds.items.to_parquet(data_dir / "items.parquet", index=False)
-    ds.interactions.to_parquet(data_dir / "interactions.parquet", index=False)
-    (data_dir / "dataset.json").write_text(json.dumps({"name": ds.name, "has_time": ds.has_time, "has_text": ds.has_text, "source": ds.source}))
+        ds = S.sample_users(ds, cfg.sample_users)
+    ctx.data_dir.mkdir(parents=True, exist_ok=True)
+    ctx.split_dir.mkdir(parents=True, exist_ok=True)
+    ds.items.to_parquet(ctx.validated_items, index=False)
+    ds.interactions.to_parquet(ctx.validated_interactions, index=False)
+    ctx.dataset_info.write_text(json.dumps({"name": ds.name, "has_time": ds.has_time, "has_text": ds.has_text, "source": ds.source}))
     # as load_and_split: the warehouse hands back the canonical frames sorted by key
     items = S.to_canonical_items(ds.items.sort_values(S.ITEM_ID).reset_index(drop=True))
     inter = S.to_canonical_interactions(ds.interactions)
     split = make_split(S.Dataset(ds.name, items, inter, ds.has_time, ds.has_text, ds.source), replace(cfg.split, salt=default_salt(ds.name)))
-    items.sort_values(S.ITEM_ID).reset_index(drop=True).to_parquet(split_dir / "catalog.parquet", index=False)
-    split.pairs.to_parquet(split_dir / "pairs.parquet", index=False)
-    (split_dir / "split.json").write_text(
+    items.sort_values(S.ITEM_ID).reset_index(drop=True).to_parquet(ctx.split_catalog, index=False)
+    split.pairs.to_parquet(ctx.split_pairs, index=False)
+    ctx.split_info.write_text(
         json.dumps({"protocol": split.protocol, "cold_items": sorted(split.cold_items), "salt": split.salt, "tuning_items": sorted(split.tuning_items)})
     )
     return cfg, ctx, split.summary()
@@ -168,12 +170,12 @@ def main() -> None:
     # --- data, split, documents: the pipeline's ---------------------------------------------------------
     t = time.perf_counter()
     cfg, ctx, summary = build_run(args)
-    split, catalog = pipeline._load_split(ctx.run_dir)
+    split, catalog = load_split(ctx)
     docs = pipeline.catalog_documents(cfg, ctx)
-    item_ids, x, is_cold, popularity = pipeline._baseline_inputs(split, catalog)
-    features = pipeline.item_features(ctx, catalog, split)
+    item_ids, x, is_cold, popularity = baseline_inputs(split, catalog)
+    features = item_features(catalog, split, load_ratings(ctx))
     index = {item: i for i, item in enumerate(item_ids)}
-    pairs = training_pairs(pipeline.fine_tuning_part(split), index, cfg.train)  # the tuning fold held out, as the pipeline does
+    pairs = training_pairs(fine_tuning_part(split), index, cfg.train)  # the tuning fold held out, as the pipeline does
     k = cfg.eval.k
     res["data"] = {**summary, "items": len(item_ids), "train_pairs": int(len(pairs)), "features": None if features is None else list(features.shape), "doc_example": docs[0]}
     say(f"data: {summary}; {len(item_ids)} items, {len(pairs)} co-occurrence pairs; item features {res['data']['features']}")
@@ -217,7 +219,7 @@ def main() -> None:
         def validation_score(model, hidden: np.ndarray) -> float:
             return evaluate_scorers(item_ids, {"m": model.scores}, split, "val", k, extra_cold=np.flatnonzero(hidden))["m"][metric]
 
-        model, record = tune_hybrid(x, vectors, is_cold, validation_score, HybridConfig(seed=cfg.split.seed), features, pseudo_cold=pipeline.tuning_fold(split, catalog))
+        model, record = tune_hybrid(x, vectors, is_cold, validation_score, HybridConfig(seed=cfg.split.seed), features, pseudo_cold=tuning_fold(split, catalog))
         rows = {st: pick(evaluate_scorers(item_ids, {"m": model.scores}, split, st, k, cfg.eval.batch_size)["m"]) for st in ("val", "test")}
         return {**rows, "chosen": record["chosen"], "tried": record["tried"]}, model
 

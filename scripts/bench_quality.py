@@ -41,20 +41,21 @@ def main() -> None:
 
     from recsys import pipeline
     from recsys.config import PipelineConfig
+    from recsys.run import RunContext
 
     params = {"dataset": args.dataset, "max_train_steps": args.max_train_steps, "sample_users": args.sample_users}
     params |= dict(p.split("=", 1) for p in args.param)
     cfg = PipelineConfig.from_params(params)
-    ctx = pipeline.RunContext.create("bench", "2026-11-28T00:00:00+00:00", home=home)
+    ctx = RunContext.create("bench", "2026-11-28T00:00:00+00:00", home=home)
     start = time.perf_counter()
     validated = pipeline.validate(cfg, ctx)
-    run_id = validated["mlflow_run_id"]
-    pipeline.load_and_split(cfg, ctx, run_id)
-    pipeline.embed(cfg, ctx, run_id)
-    trained = pipeline.finetune(cfg, ctx, run_id)
-    fused = pipeline.fuse(cfg, ctx, run_id)
-    fitted = pipeline.fit_model(cfg, ctx, run_id)
-    report = pipeline.evaluate(cfg, ctx, run_id)["test"]
+    ctx = ctx.with_mlflow_run(validated["mlflow_run_id"])
+    pipeline.load_and_split(cfg, ctx)
+    pipeline.embed(cfg, ctx)
+    trained = pipeline.finetune(cfg, ctx)
+    fused = pipeline.fuse(cfg, ctx)
+    fitted = pipeline.fit_model(cfg, ctx)
+    report = pipeline.evaluate(cfg, ctx)["test"]
     seconds = time.perf_counter() - start
 
     k = cfg.eval.k
@@ -71,18 +72,17 @@ def main() -> None:
     print(f"hybrid vs EASE: Recall@{k} {100 * (h[cols[0]] / e[cols[0]] - 1):+.1f}%, NDCG@{k} {100 * (h[cols[1]] / e[cols[1]] - 1):+.1f}%")
     if f[cols[2]]:
         print(f"hybrid vs frozen encoder on the cold slice: {100 * (h[cols[2]] / f[cols[2]] - 1):+.1f}%")
-    print_intervals(ctx.run_dir, k)
+    print_intervals(ctx, k)
 
 
-def print_intervals(run_dir, k: int) -> None:
+def print_intervals(run, k: int) -> None:
     """The hybrid's relative gain over EASE per test user (the run's per-user test metrics), with its
     paired-bootstrap 95% interval."""
     import numpy as np
 
     from recsys.bootstrap import paired_relative_gain
-    from recsys.pipeline import PER_USER_TEST
 
-    per = np.load(run_dir / PER_USER_TEST)
+    per = np.load(run.per_user_test)
     for metric in (metric_name("recall", k), metric_name("ndcg", k)):
         ci = paired_relative_gain(per[f"hybrid.{metric}"], per[f"ease.{metric}"], 2000, 0.95, seed=42)
         print(f"hybrid vs EASE {metric}: {ci.point * 100:+.1f}% [95% CI {ci.low * 100:+.1f}%, {ci.high * 100:+.1f}%] over {ci.n} users")

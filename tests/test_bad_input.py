@@ -14,6 +14,7 @@ import pytest
 from recsys import pipeline, tracking, warehouse
 from recsys.config import PipelineConfig
 from recsys.errors import DataValidationError
+from recsys.run import RunContext
 
 GOOD_ITEMS = "item_id,title,price\nA1,Red mug,3.5\nB2,Blue plate,4\nC3,Green bowl,2.25\n"
 GOOD_INTER = "user_id,item_id,event,timestamp\nalice,A1,purchase,2024-01-01\nalice,B2,view,2024-01-02\nbob,C3,cart,2024-01-03\n"
@@ -71,7 +72,7 @@ def test_bad_input_fails_validation_and_loses_nothing(case: str, tmp_path: Path,
     inter_path = _write(tmp_path / "interactions.csv", inter_csv)
     before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in (items_path, inter_path)}
     cfg = PipelineConfig(dataset="files", items_path=str(items_path), interactions_path=str(inter_path), model_name=f"bad-{case}")
-    ctx = pipeline.RunContext.create(f"bad_input__{case}", "2026-11-28T00:00:00+00:00")
+    ctx = RunContext.create(f"bad_input__{case}", "2026-11-28T00:00:00+00:00")
 
     with pytest.raises(DataValidationError) as info:
         pipeline.validate(cfg, ctx)
@@ -111,10 +112,10 @@ def test_good_files_pass_and_load_idempotently(tmp_path: Path) -> None:
     cfg = PipelineConfig(dataset="files", items_path=str(items_path), interactions_path=str(inter_path))
     counts = []
     for attempt in range(2):
-        ctx = pipeline.RunContext.create(f"good_files_{attempt}", "2026-11-28T00:00:00+00:00")
+        ctx = RunContext.create(f"good_files_{attempt}", "2026-11-28T00:00:00+00:00")
         out = pipeline.validate(cfg, ctx)
         assert out["items"] == 3 and out["interactions"] == 3
-        counts.append(pipeline.load_and_split(cfg, ctx, out["mlflow_run_id"])["warehouse"])
+        counts.append(pipeline.load_and_split(cfg, ctx.with_mlflow_run(out["mlflow_run_id"]))["warehouse"])
     assert counts == [{"items": 3, "interactions": 3}, {"items": 3, "interactions": 3}]
     stored = pd.read_parquet(ctx.run_dir / "data" / "interactions.parquet")
     assert not stored["user_id"].isin(["alice", "bob"]).any()  # pseudonymized before anything was written
@@ -151,7 +152,7 @@ def test_input_paths_must_be_regular_files_inside_the_allowed_folders(kind: str,
         os.mkfifo(inter_path)
     raw_before = set((session_home / "raw").rglob("*")) if (session_home / "raw").exists() else set()
     cfg = PipelineConfig(dataset="files", items_path=str(items_path), interactions_path=str(inter_path), model_name=f"path-{kind}")
-    ctx = pipeline.RunContext.create(f"bad_path__{kind}", "2026-11-28T00:00:00+00:00")
+    ctx = RunContext.create(f"bad_path__{kind}", "2026-11-28T00:00:00+00:00")
 
     with pytest.raises(DataValidationError) as info:
         pipeline.validate(cfg, ctx)
@@ -173,7 +174,7 @@ def test_a_missing_setting_is_an_input_error_that_fails_the_run(session_home: Pa
     from recsys.errors import InputError
 
     cfg = PipelineConfig(dataset="files", items_path=None, interactions_path=None, model_name="no-paths")
-    ctx = pipeline.RunContext.create("bad_setting__no_paths", "2026-11-28T00:00:00+00:00")
+    ctx = RunContext.create("bad_setting__no_paths", "2026-11-28T00:00:00+00:00")
     with pytest.raises(InputError, match="needs both items_path and interactions_path"):
         pipeline.validate(cfg, ctx)
     c = tracking.client(ctx.tracking_uri)

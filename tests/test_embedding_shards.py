@@ -9,7 +9,7 @@ import pytest
 from recsys import pipeline
 from recsys.config import PipelineConfig
 from recsys.encoder import TextEncoder
-from recsys.pipeline import RunContext
+from recsys.run import RunContext
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
@@ -19,7 +19,8 @@ def prepared() -> tuple[PipelineConfig, RunContext, str]:
     cfg = PipelineConfig.from_params({"dataset": "online-retail", "sample_users": 40, "max_train_steps": 0, "seed": 3, "embed_shard_size": 64, "encoder_precision": "float32"})  # float32: compared at 2e-5
     ctx = RunContext.create(run_key="embedding-shards", logical_date="2026-11-28")
     run_id = pipeline.validate(cfg, ctx)["mlflow_run_id"]
-    pipeline.load_and_split(cfg, ctx, run_id)
+    ctx = ctx.with_mlflow_run(run_id)
+    pipeline.load_and_split(cfg, ctx)
     return cfg, ctx, run_id
 
 
@@ -39,7 +40,7 @@ def test_merged_shards_equal_one_pass_in_any_finishing_order(prepared) -> None:
     shards = pipeline.embedding_shards(cfg, ctx)
     assert len(shards) >= 3
     done = [pipeline.embed_shard(cfg, ctx, s) for s in reversed(shards)]  # workers finish in any order
-    merged = pipeline.merge_embeddings(cfg, ctx, run_id, done)
+    merged = pipeline.merge_embeddings(cfg, ctx, done)
     vectors = np.load(merged["embeddings"])
     one_pass = TextEncoder(config=cfg.encoder).encode(pipeline.catalog_documents(cfg, ctx))
     assert merged["shards"] == len(shards) and merged["items"] == len(one_pass)
@@ -51,4 +52,4 @@ def test_a_missing_shard_fails_the_merge(prepared) -> None:
     shards = pipeline.embedding_shards(cfg, ctx)
     done = [pipeline.embed_shard(cfg, ctx, s) for s in shards]
     with pytest.raises(RuntimeError, match="do not cover the catalog"):
-        pipeline.merge_embeddings(cfg, ctx, run_id, done[:-1])
+        pipeline.merge_embeddings(cfg, ctx, done[:-1])

@@ -31,6 +31,8 @@ import recsys_mlflow as rm  # noqa: E402
 from airflow.sdk.api.datamodels._generated import DagRun  # noqa: E402  (the runtime context's dag_run)
 from airflow.sdk.exceptions import AirflowFailException  # noqa: E402
 
+from recsys.paths import WAREHOUSE_URL_ENV  # noqa: E402
+
 UI = "http://mlflow.example.test:5000"
 GOOD_ITEMS = "item_id,title,price\nA1,Red mug,3.5\nB2,Blue plate,4\nC3,Green bowl,2.25\n"
 GOOD_INTER = "user_id,item_id,event,timestamp\nalice,A1,purchase,2024-01-01\nalice,B2,view,2024-01-02\nbob,C3,cart,2024-01-03\n"
@@ -168,7 +170,7 @@ def test_hook_connection_test_reports_failure(monkeypatch: pytest.MonkeyPatch, n
 
 
 def test_warehouse_url_from_connection_env_or_none(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(rm.WAREHOUSE_URL_ENV, raising=False)
+    monkeypatch.delenv(WAREHOUSE_URL_ENV, raising=False)
     uri = rm.warehouse_url(_set_conn(monkeypatch, "postgres://rec%40sys:pa%3Ass@postgres:5432/warehouse"))
     assert uri == "postgresql+psycopg2://rec%40sys:pa%3Ass@postgres:5432/warehouse"
     from sqlalchemy.engine import make_url
@@ -180,7 +182,7 @@ def test_warehouse_url_from_connection_env_or_none(monkeypatch: pytest.MonkeyPat
     explicit = {"conn_type": "generic", "extra": {"sqlalchemy_url": "sqlite:////tmp/wh.db"}}
     assert rm.warehouse_url(_set_conn(monkeypatch, explicit)) == "sqlite:////tmp/wh.db"
     assert rm.warehouse_url("recsys_warehouse_not_defined") is None  # the caller's embedded default
-    monkeypatch.setenv(rm.WAREHOUSE_URL_ENV, "postgresql+psycopg2://x@y/z")
+    monkeypatch.setenv(WAREHOUSE_URL_ENV, "postgresql+psycopg2://x@y/z")
     assert rm.warehouse_url("recsys_warehouse_not_defined") == "postgresql+psycopg2://x@y/z"
 
 
@@ -199,7 +201,7 @@ def test_run_inputs_resolves_like_the_dag(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert str(ctx.logical_date) == "2026-11-28 00:00:00+00:00"
     assert os.environ["MLFLOW_TRACKING_USERNAME"] == "alice"  # for the MLflow clients recsys opens
     # no connections at all (embedded mode): the environment, then the project's defaults
-    monkeypatch.delenv(rm.WAREHOUSE_URL_ENV, raising=False)
+    monkeypatch.delenv(WAREHOUSE_URL_ENV, raising=False)
     cfg, ctx = rm.run_inputs(context, "nope_mlflow", "nope_warehouse")
     assert ctx.tracking_uri == os.environ["MLFLOW_TRACKING_URI"] and ctx.warehouse_url == project_paths().warehouse_url
 

@@ -17,7 +17,7 @@ import pytest
 
 from recsys import pipeline, promotion, tracking
 from recsys.config import PipelineConfig
-from recsys.pipeline import RunContext
+from recsys.run import RunContext, item_vectors, load_split
 from recsys.serving import ItemRecommender
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
@@ -35,8 +35,9 @@ def trained() -> tuple[RunContext, str]:
     cfg = PipelineConfig.from_params(BASE)
     ctx = _ctx("gate-trained")
     run_id = pipeline.validate(cfg, ctx)["mlflow_run_id"]
+    ctx = ctx.with_mlflow_run(run_id)
     for stage in (pipeline.load_and_split, pipeline.embed, pipeline.finetune, pipeline.fuse, pipeline.fit_model, pipeline.evaluate):
-        stage(cfg, ctx, run_id)
+        stage(cfg, ctx)
     return ctx, run_id
 
 
@@ -47,32 +48,32 @@ def _new_run(trained: tuple[RunContext, str], key: str, **params) -> tuple[Pipel
     ctx = _ctx(key)
     if not ctx.run_dir.exists():
         shutil.copytree(src.run_dir, ctx.run_dir, ignore=shutil.ignore_patterns("package.json", "champion.json", "evaluation"))
-    _, c = pipeline._mlflow(ctx)
+    _, c = ctx.mlflow()
     exp = tracking.ensure_experiment(c, cfg.experiment, ctx.local_artifact_root)
     run_id = tracking.get_or_create_run(c, exp, ctx.run_key, ctx.run_key, {})
-    return cfg, ctx, run_id
+    return cfg, ctx.with_mlflow_run(run_id), run_id
 
 
-def _gate(cfg: PipelineConfig, ctx: RunContext, run_id: str) -> dict:
-    promotion.package(cfg, ctx, run_id)
-    promotion.score_champion(cfg, ctx, run_id)
-    return promotion.decide(cfg, ctx, run_id)
+def _gate(cfg: PipelineConfig, ctx: RunContext) -> dict:
+    promotion.package(cfg, ctx)
+    promotion.score_champion(cfg, ctx)
+    return promotion.decide(cfg, ctx)
 
 
 @pytest.fixture(scope="module")
 def registry(trained):
     """The gate's story, in order; each test below checks one chapter of it."""
-    _, c = pipeline._mlflow(trained[0])
+    _, c = trained[0].mlflow()
     story: dict = {"client": c}
     # 1. the first model ever: must beat every baseline
     cfg, ctx, run_id = _new_run(trained, "gate-first")
-    story["first"] = _gate(cfg, ctx, run_id)
-    promotion.promote(cfg, ctx, run_id)
+    story["first"] = _gate(cfg, ctx)
+    promotion.promote(cfg, ctx)
     story["first_ctx"] = ctx
     # 2. a deliberately weaker model (the text encoder alone) against that champion
     cfg, ctx, run_id = _new_run(trained, "gate-weak", candidate="text")
-    story["weak"] = _gate(cfg, ctx, run_id)
-    promotion.reject(cfg, ctx, run_id)
+    story["weak"] = _gate(cfg, ctx)
+    promotion.reject(cfg, ctx)
     story["weak_args"] = (cfg, ctx, run_id)
     return story
 
@@ -144,7 +145,7 @@ def test_report_json_html_and_plots_are_written_and_logged(registry) -> None:
 
 def test_training_run_records_its_data_code_and_environment(trained) -> None:
     ctx, run_id = trained
-    _, c = pipeline._mlflow(ctx)
+    _, c = ctx.mlflow()
     run = c.get_run(run_id)
     identity = json.loads((ctx.run_dir / "split" / "identity.json").read_text())
     logged = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
@@ -158,13 +159,13 @@ def test_training_run_records_its_data_code_and_environment(trained) -> None:
 def test_rerun_does_not_decide_twice(registry) -> None:
     cfg, ctx, run_id = registry["weak_args"]
     before = json.loads((ctx.run_dir / "evaluation" / "gate.json").read_text())
-    again = promotion.decide(cfg, ctx, run_id)
+    again = promotion.decide(cfg, ctx)
     after = json.loads((ctx.run_dir / "evaluation" / "gate.json").read_text())
     assert after["decided_at"] == before["decided_at"] and again["status"] == "rejected"
     # a rerun of the whole tail registers no new version and moves nothing
-    assert promotion.package(cfg, ctx, run_id)["version"] == registry["weak"]["version"]
-    assert promotion.score_champion(cfg, ctx, run_id)["reused"] is True
-    promotion.reject(cfg, ctx, run_id)
+    assert promotion.package(cfg, ctx)["version"] == registry["weak"]["version"]
+    assert promotion.score_champion(cfg, ctx)["reused"] is True
+    promotion.reject(cfg, ctx)
     c = registry["client"]
     assert tracking.champion_version(c, MODEL) == registry["first"]["version"]
 
@@ -175,8 +176,9 @@ def retrained(registry) -> tuple[PipelineConfig, RunContext, str]:
     cfg = PipelineConfig.from_params(BASE | {"seed": 8})
     ctx = _ctx("gate-retrained")
     run_id = pipeline.validate(cfg, ctx)["mlflow_run_id"]
+    ctx = ctx.with_mlflow_run(run_id)
     for stage in (pipeline.load_and_split, pipeline.embed, pipeline.finetune, pipeline.fuse, pipeline.fit_model, pipeline.evaluate):
-        stage(cfg, ctx, run_id)
+        stage(cfg, ctx)
     return cfg, ctx, run_id
 
 
@@ -186,7 +188,7 @@ def test_same_recipe_retrain_with_another_seed_is_refused_without_a_confident_ga
 
     c, first = registry["client"], registry["first"]
     cfg, ctx, run_id = retrained
-    decision = _gate(cfg, ctx, run_id)
+    decision = _gate(cfg, ctx)
     assert not decision["promote"] and decision["champion_version"] == first["version"]
     gate = json.loads((ctx.run_dir / "evaluation" / "gate.json").read_text())
     primary = next(ch for ch in gate["checks"] if ch["kind"] == "primary")
@@ -195,13 +197,13 @@ def test_same_recipe_retrain_with_another_seed_is_refused_without_a_confident_ga
     assert primary["low"] <= 0 and primary["low"] <= primary["high"], primary
     assert "95% CI" in gate["reasons"][0] and "does not improve enough on champion" in gate["reasons"][0]
     # another seed, same stable split: none of today's test pairs is one the champion trained on
-    split, _ = pipeline._load_split(ctx.run_dir)
+    split, _ = load_split(ctx)
     champion = Lineage.load(registry["first_ctx"].run_dir / "lineage")
     assert not np.isin(pair_fingerprints(split.part(TEST)), champion.seen_pairs).any()
     assert gate["overlap"]["excluded_pairs"] == 0 and gate["overlap"]["test_pairs"] == len(split.part(TEST))
     # the interval is in the registry's description too
     assert "95% CI" in c.get_model_version(MODEL, decision["version"]).description
-    promotion.reject(cfg, ctx, run_id)
+    promotion.reject(cfg, ctx)
     assert tracking.champion_version(c, MODEL) == first["version"]
 
 
@@ -214,7 +216,7 @@ def test_champion_with_injected_leakage_is_caught(registry, trained) -> None:
     c, first = registry["client"], registry["first"]
     honest = Lineage.load(registry["first_ctx"].run_dir / "lineage")
     first_run = c.get_model_version(MODEL, first["version"]).run_id
-    split, _ = pipeline._load_split(registry["first_ctx"].run_dir)
+    split, _ = load_split(registry["first_ctx"])
     test = split.part(TEST)
     leaked_users = sorted(test["user_id"].unique())[::3]  # a third of the test users' targets leaked
     leaked = test[test["user_id"].isin(leaked_users)]
@@ -223,7 +225,7 @@ def test_champion_with_injected_leakage_is_caught(registry, trained) -> None:
             injected = Lineage(honest.salt, honest.data_digest, honest.protocol, np.union1d(honest.seen_pairs, pair_fingerprints(pairs)), honest.trained_items)
             tracking.log_artifacts(c, first_run, injected.save(Path(registry["first_ctx"].run_dir) / f"injected-{key}"), tracking.LINEAGE_ARTIFACT)
             cfg, ctx, run_id = _new_run(trained, key, gate_min_test_users=min_users)
-            decision = _gate(cfg, ctx, run_id)
+            decision = _gate(cfg, ctx)
             gate = json.loads((ctx.run_dir / "evaluation" / "gate.json").read_text())
             assert gate["overlap"]["excluded_pairs"] == len(pairs) and gate["overlap"]["test_pairs"] == len(test)
             scored = json.loads((ctx.run_dir / "champion.json").read_text())
@@ -236,7 +238,7 @@ def test_champion_with_injected_leakage_is_caught(registry, trained) -> None:
                 assert gate["test_users"] == 0 and decision["reasons"][0].startswith("not enough test data to decide: 0 test user(s) left")
             report = json.loads((ctx.run_dir / "evaluation" / "report.json").read_text())
             assert f"{len(pairs)} of {len(test)} test pairs" in report["evidence"]
-            promotion.reject(cfg, ctx, run_id)
+            promotion.reject(cfg, ctx)
     finally:  # the champion's true lineage back in place for the tests after this one
         tracking.log_artifacts(c, first_run, honest.save(Path(registry["first_ctx"].run_dir) / "lineage"), tracking.LINEAGE_ARTIFACT)
     assert tracking.champion_version(c, MODEL) == first["version"]
@@ -253,7 +255,7 @@ def test_crash_before_the_alias_move_leaves_the_champion_then_a_rerun_promotes(r
     tracking.set_alias(c, MODEL, tracking.CHAMPION, weak["version"])
     first = weak
     cfg, ctx, run_id = _new_run(trained, "gate-better")
-    decision = _gate(cfg, ctx, run_id)
+    decision = _gate(cfg, ctx)
     assert decision["promote"], decision["reasons"]
     primary = next(ch for ch in json.loads((ctx.run_dir / "evaluation" / "gate.json").read_text())["checks"] if ch["kind"] == "primary")
     assert primary["low"] > 0
@@ -263,12 +265,12 @@ def test_crash_before_the_alias_move_leaves_the_champion_then_a_rerun_promotes(r
 
     monkeypatch.setattr(tracking, "set_alias", crash)
     with pytest.raises(RuntimeError, match="worker killed"):
-        promotion.promote(cfg, ctx, run_id)
+        promotion.promote(cfg, ctx)
     assert tracking.champion_version(c, MODEL) == first["version"]
     monkeypatch.undo()
-    promotion.promote(cfg, ctx, run_id)  # the retry
+    promotion.promote(cfg, ctx)  # the retry
     assert tracking.champion_version(c, MODEL) == decision["version"]
-    promotion.promote(cfg, ctx, run_id)  # and once more: nothing changes
+    promotion.promote(cfg, ctx)  # and once more: nothing changes
     assert tracking.champion_version(c, MODEL) == decision["version"]
     assert c.get_model_version(MODEL, decision["version"]).tags["previous_champion"] == first["version"]
 
@@ -302,10 +304,10 @@ def test_large_catalog_is_packaged_with_an_ann_index_that_serving_uses(trained) 
     import mlflow.pyfunc
 
     cfg, ctx, run_id = _new_run(trained, "gate-ann", ann_min_items=50)
-    version = promotion.package(cfg, ctx, run_id)["version"]
+    version = promotion.package(cfg, ctx)["version"]
     meta = json.loads((ctx.run_dir / "model" / "ann" / "ann.json").read_text())
-    assert meta["kind"] == "ivf" and meta["n"] == len(pipeline.item_vectors(ctx))
-    _, c = pipeline._mlflow(ctx)
+    assert meta["kind"] == "ivf" and meta["n"] == len(item_vectors(ctx))
+    _, c = ctx.mlflow()
     metrics = c.get_run(run_id).data.metrics
     assert metrics["ann.recall_at_10"] >= 0.9
     served = mlflow.pyfunc.load_model(f"models:/{MODEL}/{version}")
@@ -316,7 +318,7 @@ def test_large_catalog_is_packaged_with_an_ann_index_that_serving_uses(trained) 
     exact._ann_path = None
     assert with_index["item_id"].tolist() == exact.predict(None, request, params={"k": 5})["item_id"].tolist()
     # below the threshold (the default 50k) a rerun packages no index, and removes a stale one
-    promotion.package(PipelineConfig.from_params(BASE), ctx, run_id)
+    promotion.package(PipelineConfig.from_params(BASE), ctx)
     assert not (ctx.run_dir / "model" / "ann").exists()
 
 
@@ -336,6 +338,6 @@ def test_fusion_stage_keeps_the_adaptor_only_when_it_wins_and_reruns_clean(train
         assert not np.allclose(fused, finetuned) and np.allclose(np.linalg.norm(fused, axis=1), 1.0, atol=1e-5)
     # switched off on a rerun of the same folder: no adaptor survives, the vectors are the fine-tuned ones
     cfg, ctx, run_id = _new_run(trained, "fusion-off", fusion=False)
-    assert pipeline.fuse(cfg, ctx, run_id) == {"kept": False, "enabled": False, "best_step": 0, "signals": []}
+    assert pipeline.fuse(cfg, ctx) == {"kept": False, "enabled": False, "best_step": 0, "signals": []}
     assert not (ctx.run_dir / "model" / "fusion").exists()
     assert np.array_equal(np.load(ctx.run_dir / "embeddings" / "fused.npy"), finetuned)
