@@ -134,6 +134,15 @@ def validate(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
         dataset = S.Dataset(meta["name"], items, inter, bool(meta["has_time"]), bool(meta["has_text"]), meta["items_source"])
     if cfg.sample_users:
         dataset = S.sample_users(dataset, cfg.sample_users)
+    if len(dataset.items) > cfg.max_dense_items:
+        # refused here, before anything is stored or embedded: the model fit would run out of memory much later
+        err = InputError(
+            f"{dataset.name}: {len(dataset.items):,} catalog items, more than the dense hybrid model holds "
+            f"(max_dense_items = {cfg.max_dense_items:,}: it keeps an n x n item-item matrix); train on a "
+            "sample of users (sample_users) or a smaller catalog"
+        )
+        tracking.fail_run(c, run_id, str(err), "validate", type(err).__name__)
+        raise err
     run.data_dir.mkdir(parents=True, exist_ok=True)
     dataset.items.to_parquet(run.validated_items, index=False)
     dataset.interactions.to_parquet(run.validated_interactions, index=False)
@@ -298,7 +307,7 @@ def embed(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
 
     The DAG runs the same steps as mapped tasks: `embedding_shards` -> `embed_shard` per shard -> `merge_embeddings`."""
     shards = [embed_shard(cfg, run, shard) for shard in embedding_shards(cfg, run)]
-    return merge_embeddings(cfg, run, run.mlflow_run_id, shards)
+    return merge_embeddings(cfg, run, shards)
 
 
 def finetune(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:

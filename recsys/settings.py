@@ -244,6 +244,7 @@ SETTINGS: tuple[Setting, ...] = (
         form=False,
     ),
     Setting("ann_min_items", ("ann_min_items",), "integer", "Catalogs with at least this many items are packaged with a FAISS index", minimum=1, form=False),
+    Setting("max_dense_items", ("max_dense_items",), "integer", "Largest catalog the dense hybrid accepts (an n x n matrix); larger ones are refused at validation", minimum=1, form=False),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 RECIPE: tuple[Setting, ...] = tuple(s for s in SETTINGS if s.recipe)
