@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,9 @@ import scipy.sparse as sp
 from recsys import schema as S
 from recsys.splits import TRAIN, Split
 from recsys.tuning import Grid, bracketed_search, coordinate_search
+
+if TYPE_CHECKING:
+    from recsys.evaluate import Scorer
 
 WeightsScore = Callable[[np.ndarray], float]  # item-item weights [n, n] -> validation score (higher is better)
 
@@ -191,3 +194,70 @@ def baseline_inputs(split: Split, catalog: pd.DataFrame) -> tuple[list[str], sp.
     is_cold = np.asarray(x.sum(axis=0)).ravel() == 0  # no training interaction (the cold split, and any item never bought)
     popularity = train_popularity(split, item_ids)
     return item_ids, x, is_cold, popularity
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry: every baseline the candidate is compared with (evaluation, the gate, the DAG form, the CLI)
+
+
+@dataclass(frozen=True)
+class BaselineData:
+    """What a baseline may be fitted from: the catalog's item ids (in order), the training interactions
+    (users x items), the training popularity and the frozen encoder's item vectors."""
+
+    item_ids: list[str]
+    x: sp.csr_matrix
+    popularity: np.ndarray
+    frozen: np.ndarray
+
+
+ScorerScore = Callable[["Scorer"], float]  # a scorer -> its validation score (the gate's primary metric at k)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """One baseline. `fit` builds its scorer from the values chosen on validation; `tune` (None: nothing to
+    tune) chooses them on its own, as carefully as the candidate is tuned, and returns the search's record
+    (`chosen`, `tried`, `edge_hit`, ... as `recsys.tuning.SearchResult.to_record`)."""
+
+    name: str
+    description: str
+    fit: Callable[[BaselineData, dict[str, Any]], "Scorer"]
+    tune: Callable[[BaselineData, ScorerScore], dict[str, Any]] | None = None
+
+
+def _item_item(weights: np.ndarray) -> "Scorer":
+    return lambda queries: item_item_scores(weights, queries)
+
+
+def _tune_weights(search: Callable[[sp.csr_matrix, WeightsScore], tuple[np.ndarray, dict[str, Any]]]) -> Callable[[BaselineData, ScorerScore], dict[str, Any]]:
+    """An item-item search (weights -> score) as a registry `tune`: each weight matrix is scored as a scorer."""
+    return lambda data, score: search(data.x, lambda weights: score(_item_item(weights)))[1]
+
+
+def _popularity(data: BaselineData, chosen: dict[str, Any]) -> "Scorer":
+    from recsys.evaluate import popularity_scorer
+
+    return popularity_scorer(data.popularity)
+
+
+def _frozen(data: BaselineData, chosen: dict[str, Any]) -> "Scorer":
+    from recsys.evaluate import vector_scorer
+
+    return vector_scorer(data.frozen)
+
+
+BASELINES: dict[str, Baseline] = {
+    b.name: b
+    for b in (
+        Baseline("popularity", "the most bought items in training, for everyone", _popularity),
+        Baseline(
+            "itemknn",
+            "item-kNN on co-occurrence cosine, neighbourhood size and shrinkage tuned",
+            lambda d, c: _item_item(itemknn_weights(d.x, c.get("neighbours"), float(c.get("shrink", 0.0)))),
+            _tune_weights(tune_itemknn),
+        ),
+        Baseline("ease", "EASE (closed-form linear autoencoder), l2 tuned", lambda d, c: _item_item(ease_weights(d.x, float(c["l2"]))), _tune_weights(tune_ease)),
+        Baseline("frozen", "the pretrained encoder's text vectors, not fine-tuned (cosine)", _frozen),
+    )
+}

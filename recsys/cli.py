@@ -49,7 +49,9 @@ def summary(experiment: str, model_name: str) -> int:
     header = f"{'model (test split)':<22}" + "".join(f"{k:>18}" for k in keys)
     print(header)
     print("-" * len(header))
-    for model in ("hybrid", "ease", "itemknn", "fused", "finetuned", "frozen", "popularity"):
+    from recsys.baselines import BASELINES
+
+    for model in ("hybrid", "fused", "finetuned", *BASELINES):
         print(f"{model:<22}" + "".join(f"{m.get(f'test.{model}.{k}', float('nan')):>18.4f}" for k in keys))
     if "train.steps" in m:
         best = int(m.get("train.best_step", 0))

@@ -452,7 +452,8 @@ def fit_model(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     """Fit the hybrid recommender (EASE + text side information + cold propagation) on the fine-tuned
     item vectors, tuning its weights on validation (its pseudo-cold fold is the split's tuning fold, which
     fine-tuning never saw); tune the EASE and item-kNN baselines on validation on their own, with the same
-    bracketed-grid rule (`recsys.tuning`), so the candidate is compared with baselines as well tuned as it."""
+    bracketed-grid rule (`recsys.tuning`), so the candidate is compared with baselines as well tuned as it.
+    Every baseline of the registry (`recsys.baselines.BASELINES`) with something to tune is tuned here."""
     from recsys import baselines
     from recsys.evaluate import evaluate_scorers
     from recsys.hybrid import HybridConfig, tune_hybrid
@@ -461,25 +462,24 @@ def fit_model(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
 
     tracking, c = run.mlflow()
     split, catalog = load_split(run)
-    item_ids, x, is_cold, _ = baselines.baseline_inputs(split, catalog)
+    item_ids, x, is_cold, popularity = baselines.baseline_inputs(split, catalog)
     vectors = item_vectors(run)
+    data = baselines.BaselineData(item_ids, x, popularity, np.load(run.frozen_embeddings))
     metric = metric_name(cfg.gate.primary_metric, cfg.eval.k)
 
     def validation_score(model, hidden: np.ndarray) -> float:
         return evaluate_scorers(item_ids, {"m": model.scores}, split, "val", cfg.eval.k, extra_cold=np.flatnonzero(hidden))["m"][metric]
 
-    def weights_score(weights: np.ndarray) -> float:
-        return evaluate_scorers(item_ids, {"m": lambda q: baselines.item_item_scores(weights, q)}, split, "val", cfg.eval.k)["m"][metric]
+    def scorer_score(scorer) -> float:
+        return evaluate_scorers(item_ids, {"m": scorer}, split, "val", cfg.eval.k)["m"][metric]
 
     start = time.perf_counter()
     features = item_features(catalog, split, load_ratings(run))
     model, record = tune_hybrid(x, vectors, is_cold, validation_score, HybridConfig(seed=cfg.split.seed), features, pseudo_cold=tuning_fold(split, catalog))
     seconds = time.perf_counter() - start
     start = time.perf_counter()
-    _, ease = baselines.tune_ease(x, weights_score)
-    _, knn = baselines.tune_itemknn(x, weights_score)
+    tuned = {b.name: b.tune(data, scorer_score) for b in baselines.BASELINES.values() if b.tune is not None}
     baseline_seconds = time.perf_counter() - start
-    tuned = {"ease": ease, "itemknn": knn}
     records = {"hybrid": record, **tuned}
     for name, rec in records.items():
         hits = [p for p, hit in rec["edge_hit"].items() if hit]
@@ -487,7 +487,7 @@ def fit_model(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
             log.warning("%s: the best %s is at the edge of its grid, even after extending it: the optimum may lie beyond", name, ", ".join(hits))
     run.model_dir.mkdir(parents=True, exist_ok=True)
     np.savez(run.hybrid_weights, weights=model.weights, vectors=model.vectors, is_cold=model.is_cold)
-    write_json(run.hybrid_info, {"config": model.config.__dict__, "ease_l2": ease["chosen"]["l2"], "baselines": tuned, **record})
+    write_json(run.hybrid_info, {"config": model.config.__dict__, "baselines": tuned, **record})
     tracking.log_params(
         c,
         run.mlflow_run_id,
@@ -504,32 +504,28 @@ def fit_model(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     )
     chosen = {name: rec["chosen"] for name, rec in tuned.items()}
     edges = {name: rec["edge_hit"] for name, rec in records.items()}
-    return {"model": str(run.hybrid_weights), "chosen": record["chosen"], "baselines": chosen, "ease_l2": ease["chosen"]["l2"], "edge_hit": edges, "seconds": seconds}
+    return {"model": str(run.hybrid_weights), "chosen": record["chosen"], "baselines": chosen, "edge_hit": edges, "seconds": seconds}
 
 
 def evaluate(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     """Full-ranking evaluation on val and test of the candidate (hybrid) and every baseline:
     EASE, item-kNN, the fine-tuned and the frozen text encoder, popularity — same queries, same run."""
     from recsys import baselines
-    from recsys.evaluate import evaluate_scorers, evaluation_context, popularity_scorer, vector_scorer
+    from recsys.evaluate import evaluate_scorers, evaluation_context, vector_scorer
     from recsys.hybrid import load_hybrid
 
     tracking, c = run.mlflow()
     split, catalog = load_split(run)
     item_ids, x, _, popularity = baselines.baseline_inputs(split, catalog)
     hybrid, info = load_hybrid(run.hybrid_weights, run.hybrid_info)
-    # the baselines at the values chosen on validation (`fit_model`)
-    ease = baselines.ease_weights(x, info["ease_l2"])
-    knn_chosen = info.get("baselines", {}).get("itemknn", {}).get("chosen", {})
-    knn = baselines.itemknn_weights(x, knn_chosen.get("neighbours"), float(knn_chosen.get("shrink", 0.0)))
+    data = baselines.BaselineData(item_ids, x, popularity, np.load(run.frozen_embeddings))
+    tuned = info.get("baselines", {})
     scorers = {
         "hybrid": hybrid.scores,
-        "ease": lambda q: baselines.item_item_scores(ease, q),
-        "itemknn": lambda q: baselines.item_item_scores(knn, q),
         "fused": vector_scorer(item_vectors(run)),
         "finetuned": vector_scorer(np.load(run.finetuned_embeddings)),
-        "frozen": vector_scorer(np.load(run.frozen_embeddings)),
-        "popularity": popularity_scorer(popularity),
+        # every registered baseline at the values chosen on validation (`fit_model`)
+        **{name: b.fit(data, tuned.get(name, {}).get("chosen", {})) for name, b in baselines.BASELINES.items()},
     }
     context = evaluation_context(split, catalog, item_vectors(run))
     test_topk: dict[str, np.ndarray] = {}

@@ -25,7 +25,6 @@ from recsys.run import ANN_ARTIFACT, BEHAVIOUR_ARTIFACT, CATALOG_ARTIFACT, CONFI
 
 log = logging.getLogger(__name__)
 
-BASELINE_MODELS = ("ease", "itemknn", "frozen", "finetuned", "fused", "popularity")
 DECISION_TAG = "gate.decision"
 STATUS_PENDING = "pending"
 
@@ -232,7 +231,10 @@ def _decision_report(cfg: PipelineConfig, run: RunContext, version: str, decisio
     if champion["metrics"] is not None:  # like with like: both on the test pairs the champion never saw
         models["candidate"] = champion["candidate_metrics"]
         models["champion"] = champion["metrics"]
-    for name in BASELINE_MODELS:
+    from recsys.baselines import BASELINES
+
+    # every other model of the run: the registered baselines and the text encoder's two stages
+    for name in (*BASELINES, "finetuned", "fused"):
         if name in metrics and name != candidate_model(cfg):
             models[name] = metrics[name]
     k = cfg.eval.k

@@ -74,6 +74,11 @@ class Dataset:
     has_text: bool  # items carry a title -> the text-presence expectation applies
     source: str  # where it came from (package==version/member, or file paths), for lineage
 
+    @classmethod
+    def canonical(cls, name: str, items: pd.DataFrame, interactions: pd.DataFrame, *, has_time: bool, has_text: bool, source: str) -> Dataset:
+        """A loader's frames brought to the canonical columns and dtypes (`to_canonical_items` / `_interactions`)."""
+        return cls(name, to_canonical_items(items), to_canonical_interactions(interactions), has_time, has_text, source)
+
 
 def empty_items() -> pd.DataFrame:
     """An items frame with the canonical columns and dtypes and no rows."""

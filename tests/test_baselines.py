@@ -354,3 +354,37 @@ def test_itemknn_grids_clip_to_the_catalog():
     assert grids["neighbours"].natural_upper and grids["neighbours"].upper == 59
     tiny = baselines.ItemKNNTuning().grids(n_items=4)["neighbours"]
     assert tiny.values == (3.0,) and tiny.next_value(3.0, -1) == 2.0  # one size left: halve from there
+
+
+# --- the registry ---------------------------------------------------------------------------------
+def test_every_registered_baseline_is_offered_by_the_dag_form_and_the_gate_default() -> None:
+    from recsys.config import GateConfig
+    from recsys.settings import BASELINES as FORM_CHOICES
+
+    assert FORM_CHOICES == tuple(baselines.BASELINES)  # settings.py stays numpy-free: it names them, a test keeps them equal
+    assert set(GateConfig().baselines) <= set(baselines.BASELINES)
+
+
+def test_registered_baselines_fit_and_tune_through_one_contract() -> None:
+    """Each entry scores a batch of queries over the whole catalog; what `tune` chooses is what `fit`
+    takes, so evaluation rebuilds exactly the tuned baseline (here EASE at the l2 the score prefers)."""
+    x = _x()
+    data = baselines.BaselineData([f"i{j}" for j in range(x.shape[1])], x, np.asarray(x.sum(axis=0)).ravel(), np.eye(x.shape[1], dtype=np.float32))
+    queries = [np.array([0]), np.array([1, 2])]
+    tried: list[float] = []
+
+    def prefers_l2_of_100(scorer) -> float:
+        # the scorer is EASE at some l2; recover which by matching the hand-computed closed form
+        scores = scorer(queries)
+        l2 = min(baselines.EASE_L2_GRID.values, key=lambda v: np.abs(scores - baselines.item_item_scores(_textbook_ease(GRAM, v), queries)).max())
+        tried.append(l2)
+        return -abs(math.log10(l2) - 2)
+
+    record = baselines.BASELINES["ease"].tune(data, prefers_l2_of_100)
+    assert record["chosen"] == {"l2": 100.0} and not record["edge_hit"]["l2"] and 100.0 in tried
+    ease = baselines.BASELINES["ease"].fit(data, record["chosen"])(queries)
+    np.testing.assert_allclose(ease, baselines.item_item_scores(_textbook_ease(GRAM, 100.0), queries), rtol=1e-5, atol=1e-6)
+    popularity = baselines.BASELINES["popularity"].fit(data, {})(queries)
+    np.testing.assert_array_equal(popularity, np.tile(data.popularity, (2, 1)))
+    for name, baseline in baselines.BASELINES.items():
+        assert baseline.fit(data, {"l2": 10.0, "neighbours": 2, "shrink": 0.0})(queries).shape == (2, x.shape[1]), name

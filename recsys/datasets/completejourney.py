@@ -47,8 +47,6 @@ from recsys.schema import (
     TITLE,
     USER_ID,
     Dataset,
-    to_canonical_interactions,
-    to_canonical_items,
 )
 
 logger = logging.getLogger(__name__)
@@ -142,14 +140,7 @@ def parse_completejourney(transactions: bytes, products: bytes, pseudonymizer: P
             QUANTITY: lines["quantity"].to_numpy(dtype=np.float64),
         }
     )
-    return Dataset(
-        name=NAME,
-        items=to_canonical_items(items),
-        interactions=to_canonical_interactions(inter),
-        has_time=True,
-        has_text=True,
-        source=source,
-    )
+    return Dataset.canonical(NAME, items, inter, has_time=True, has_text=True, source=source)
 
 
 def _from_members(data: Sequence[bytes], pseudonymizer: Pseudonymizer, source: str) -> Dataset:

@@ -28,8 +28,6 @@ from recsys.schema import (
     TIMESTAMP,
     USER_ID,
     Dataset,
-    to_canonical_interactions,
-    to_canonical_items,
 )
 
 logger = logging.getLogger(__name__)
@@ -259,11 +257,4 @@ def user_files_dataset(
     if TIMESTAMP in inter.columns:
         inter[TIMESTAMP] = _parse_timestamps(inter[TIMESTAMP])
         has_time = len(inter) > 0 and inter[TIMESTAMP].notna().mean() > HAS_TIME_MIN_FRACTION
-    return Dataset(
-        name=NAME,
-        items=to_canonical_items(items),
-        interactions=to_canonical_interactions(inter),
-        has_time=bool(has_time),
-        has_text=True,
-        source=f"files:{items_path};{interactions_path}",
-    )
+    return Dataset.canonical(NAME, items, inter, has_time=bool(has_time), has_text=True, source=f"files:{items_path};{interactions_path}")

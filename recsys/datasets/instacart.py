@@ -24,8 +24,6 @@ from recsys.schema import (
     QUANTITY,
     USER_ID,
     Dataset,
-    to_canonical_interactions,
-    to_canonical_items,
 )
 
 logger = logging.getLogger(__name__)
@@ -78,14 +76,7 @@ def parse_instacart(data: bytes | str, pseudonymizer: Pseudonymizer, source: str
     inter[QUANTITY] = 1.0
 
     items = pd.DataFrame({ITEM_ID: inter[ITEM_ID].drop_duplicates().to_numpy()})
-    return Dataset(
-        name=NAME,
-        items=to_canonical_items(items),
-        interactions=to_canonical_interactions(inter),
-        has_time=False,
-        has_text=False,
-        source=source,
-    )
+    return Dataset.canonical(NAME, items, inter, has_time=False, has_text=False, source=source)
 
 
 def _from_members(data: Sequence[bytes], pseudonymizer: Pseudonymizer, source: str) -> Dataset:

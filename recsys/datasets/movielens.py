@@ -29,8 +29,6 @@ from recsys.schema import (
     TITLE,
     USER_ID,
     Dataset,
-    to_canonical_interactions,
-    to_canonical_items,
 )
 
 logger = logging.getLogger(__name__)
@@ -101,14 +99,7 @@ def parse_movielens(inter_text: str, item_text: str, pseudonymizer: Pseudonymize
             RATING: pd.to_numeric(inter_raw["rating"], errors="raise"),
         }
     )
-    return Dataset(
-        name=NAME,
-        items=to_canonical_items(items),
-        interactions=to_canonical_interactions(inter),
-        has_time=True,
-        has_text=True,
-        source=source,
-    )
+    return Dataset.canonical(NAME, items, inter, has_time=True, has_text=True, source=source)
 
 
 def _from_members(data: Sequence[bytes], pseudonymizer: Pseudonymizer, source: str) -> Dataset:

@@ -26,8 +26,6 @@ from recsys.schema import (
     TITLE,
     USER_ID,
     Dataset,
-    to_canonical_interactions,
-    to_canonical_items,
 )
 
 logger = logging.getLogger(__name__)
@@ -128,14 +126,7 @@ def parse_online_retail_csv(text: str, pseudonymizer: Pseudonymizer, source: str
     inter = pd.DataFrame({USER_ID: pd.Series(users, dtype="string"), ITEM_ID: item_ids})
     inter[USER_ID] = pseudonymizer.series(inter[USER_ID])
     inter[EVENT] = "purchase"
-    return Dataset(
-        name=NAME,
-        items=to_canonical_items(items),
-        interactions=to_canonical_interactions(inter),
-        has_time=False,
-        has_text=True,
-        source=source,
-    )
+    return Dataset.canonical(NAME, items, inter, has_time=False, has_text=True, source=source)
 
 
 def _from_members(data: Sequence[bytes], pseudonymizer: Pseudonymizer, source: str) -> Dataset:
