@@ -49,7 +49,7 @@ TRAINING_DAG = "recsys_training"
 def recsys_drift_monitor():
     @task
     def check_drift() -> dict:
-        from recsys.ops import monitor_all
+        from recsys.stages.ops import monitor_all
 
         context = get_current_context()
         params = context["params"]

@@ -45,7 +45,7 @@ from recsys_assets import WAREHOUSE  # plugins/
 def recsys_ingest():
     @task
     def ingest() -> dict:
-        from recsys.ops import ingest_all
+        from recsys.stages.ops import ingest_all
 
         from airflow.sdk.exceptions import AirflowFailException
 

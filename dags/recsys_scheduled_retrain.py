@@ -33,7 +33,7 @@ TRAINING_DAG = "recsys_training"
 def recsys_scheduled_retrain():
     @task
     def check_new_data() -> dict:
-        from recsys.ops import scheduled_retrain_check
+        from recsys.stages.ops import scheduled_retrain_check
 
         return scheduled_retrain_check(get_current_context()["params"]["model_name"])
 

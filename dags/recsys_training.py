@@ -71,7 +71,7 @@ def _run_inputs(validated: dict | None = None):
 
 
 def _stage(stage: str, task_id: str | None = None, **task_args):
-    """A task running the stage `recsys.<module>.<function>` (stage = "module.function") on this DAG run as
+    """A task running the stage `recsys.stages.<module>.<function>` (stage = "module.function") on this DAG run as
     `function(cfg, run, *args)`: the task takes validate's XCom (the run's MLflow run), then the stage's
     own arguments. Its XCom is what the stage returns; `task_args` are the task's own settings (queue, trigger
     rule). A stage's dict is also pushed key by key (multiple_outputs), as a TaskFlow task returning `dict` is."""
@@ -82,7 +82,7 @@ def _stage(stage: str, task_id: str | None = None, **task_args):
         import importlib  # the stage's module (pandas, torch, mlflow) is imported in the task only
 
         cfg, run = _run_inputs(validated)
-        return getattr(importlib.import_module(f"recsys.{module}"), function)(cfg, run, *args)
+        return getattr(importlib.import_module(f"recsys.stages.{module}"), function)(cfg, run, *args)
 
     return run_stage
 
@@ -108,7 +108,7 @@ def _stage(stage: str, task_id: str | None = None, **task_args):
 def recsys_training():
     @task(map_index_template="{{ shard_label }}")
     def embed_shard(shard: dict) -> dict:
-        from recsys import pipeline
+        from recsys.stages import pipeline
 
         get_current_context()["shard_label"] = f"items {shard['start']}-{shard['stop']}"  # the UI's name of this mapped task
         cfg, run = _run_inputs()
@@ -136,7 +136,7 @@ def recsys_training():
 
     @task(trigger_rule="none_failed_min_one_success")
     def reject(validated: dict) -> dict:
-        from recsys import promotion
+        from recsys.stages import promotion
 
         cfg, run = _run_inputs(validated)
         answer = get_current_context()["ti"].xcom_pull(task_ids="review", key="review")
@@ -146,7 +146,7 @@ def recsys_training():
     def publish() -> dict:
         from airflow.exceptions import AirflowSkipException
 
-        from recsys import promotion
+        from recsys.stages import promotion
 
         cfg, run = _run_inputs()
         if not get_current_context()["params"].get("publish", True):

@@ -7,13 +7,13 @@
   $RECSYS_WAREHOUSE_URL, else None: the embedded default).
 - `run_inputs()` builds a task's (PipelineConfig, RunContext) with both: every task of the training
   DAG resolves them the same way.
-- `ValidationGateOperator` / `PromotionOperator` run `recsys.pipeline.validate` and
-  `recsys.promotion.promote` and carry the extra links "MLflow run" and "MLflow model version".
+- `ValidationGateOperator` / `PromotionOperator` run `recsys.stages.pipeline.validate` and
+  `recsys.stages.promotion.promote` and carry the extra links "MLflow run" and "MLflow model version".
 - `RecsysMlflowPlugin` registers the links, a global "MLflow run" link on every task of the training
   DAG, a small FastAPI app under /recsys (redirects to and a summary of a DAG run's MLflow run) and
   an "MLflow" tab on the DAG run page.
 
-Airflow imports this module in every component: nothing heavy (mlflow, fastapi, recsys.pipeline)
+Airflow imports this module in every component: nothing heavy (mlflow, fastapi, recsys.stages.pipeline)
 is imported at module level.
 """
 
@@ -416,7 +416,7 @@ class _MlflowLinks:
 
 class ValidationGateOperator(_MlflowLinks, BaseOperator):
     """The training DAG's first task: read the data set and run the validation gate
-    (`recsys.pipeline.validate`). Bad data or an unusable input setting (`DataValidationError`,
+    (`recsys.stages.pipeline.validate`). Bad data or an unusable input setting (`DataValidationError`,
     `InputError`) fails the task without retries (`AirflowFailException`); returns the same dict as
     the pipeline stage (with `mlflow_run_id`)."""
 
@@ -432,7 +432,7 @@ class ValidationGateOperator(_MlflowLinks, BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from recsys import pipeline
+        from recsys.stages import pipeline
         from recsys.errors import DataValidationError, InputError
 
         try:
@@ -453,7 +453,7 @@ class ValidationGateOperator(_MlflowLinks, BaseOperator):
 
 
 class PromotionOperator(_MlflowLinks, BaseOperator):
-    """Move the `champion` alias to the version the gate accepted (`recsys.promotion.promote`).
+    """Move the `champion` alias to the version the gate accepted (`recsys.stages.promotion.promote`).
 
     The MLflow run comes from the return value of `validate_task_id`; the reviewer (if any) from the
     XCom `review` of `review_task_id`. Runs after a branch: trigger rule none_failed_min_one_success
@@ -482,7 +482,7 @@ class PromotionOperator(_MlflowLinks, BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from recsys import promotion
+        from recsys.stages import promotion
 
         ti = context["ti"]
         validated = ti.xcom_pull(task_ids=self.validate_task_id)

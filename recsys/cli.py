@@ -28,7 +28,7 @@ def summary(experiment: str, model_name: str) -> int:
     """Print the latest run's test metrics (fine-tuned vs frozen vs popularity) and the champion."""
     from recsys import tracking
     from recsys.config import EvalConfig
-    from recsys.metrics import metric_name
+    from recsys.evaluation.metrics import metric_name
 
     c = tracking.client(resolve_tracking_uri())
     exp = c.get_experiment_by_name(experiment)
@@ -49,7 +49,7 @@ def summary(experiment: str, model_name: str) -> int:
     header = f"{'model (test split)':<22}" + "".join(f"{k:>18}" for k in keys)
     print(header)
     print("-" * len(header))
-    from recsys.baselines import BASELINES
+    from recsys.model.baselines import BASELINES
 
     for model in ("hybrid", "fused", "finetuned", *BASELINES):
         print(f"{model:<22}" + "".join(f"{m.get(f'test.{model}.{k}', float('nan')):>18.4f}" for k in keys))
@@ -118,7 +118,7 @@ def bundle(model_name: str, cart: str, k: int, budget: float | None) -> int:
 def publish(model_name: str, k: int) -> int:
     """Write the champion's top-k related items and a bundle for every catalog item to the warehouse."""
     from recsys import tracking
-    from recsys.publish import publish_recommendations
+    from recsys.stages.publish import publish_recommendations
 
     c = tracking.client(resolve_tracking_uri())
     version = tracking.champion_version(c, model_name)
@@ -149,7 +149,7 @@ def rollback(model_name: str, reason: str, republish: bool, k: int) -> int:
 def replay_cmd(source: str, name: str, freq: str, start: int, count: int | None, shuffle: bool, seed: int) -> int:
     """Drop time windows of a source (packaged name, warehouse:<name>, files:<items>,<interactions>) into the inbox."""
     from recsys.errors import DataValidationError
-    from recsys.ops import replay_into_inbox
+    from recsys.stages.ops import replay_into_inbox
 
     try:
         written = replay_into_inbox(source, name, freq, start, count, shuffle, seed)
@@ -163,7 +163,7 @@ def replay_cmd(source: str, name: str, freq: str, start: int, count: int | None,
 
 
 def ingest_cmd(dataset: str | None) -> int:
-    from recsys.ops import ingest_all
+    from recsys.stages.ops import ingest_all
 
     result = ingest_all(dataset)
     for b in result["accepted"]:
@@ -177,7 +177,7 @@ def ingest_cmd(dataset: str | None) -> int:
 
 
 def monitor_cmd(model_name: str, window: str) -> int:
-    from recsys.ops import monitor
+    from recsys.stages.ops import monitor
 
     result = monitor(model_name, window)
     print(f"{result['status']}" + (f" — champion v{result.get('champion_version')} on {result.get('dataset')}" if result.get("dataset") else ""))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-# item documents (recsys.documents builds them): the parts a document may have
+# item documents (recsys.data.documents builds them): the parts a document may have
 FIELDS = ("title", "description", "category", "tags", "price_band", "sales_band", "rating_band")
 # The sales band is off by default: it writes "Sales: new" into every new item's text, which pulls new
 # items towards each other and away from the items they belong with. Measured on online-retail (same
@@ -33,7 +33,7 @@ class DocumentConfig:
 @dataclass(frozen=True)
 class SplitConfig:
     seed: int = 42  # the training seed: it never changes which part a pair falls in (the salt does)
-    # keyed-hash salt of the stable split assignment; "" = the data set's stored salt (`recsys.splits.default_salt`
+    # keyed-hash salt of the stable split assignment; "" = the data set's stored salt (`recsys.data.splits.default_salt`
     # the first time). Changing it re-draws every part: do it on purpose only (the gate sees it in the lineage)
     salt: str = ""
     tuning_share: float = 0.10  # share of warm items in the tuning fold (pseudo-cold; out of fine-tuning pairs)
@@ -176,7 +176,7 @@ class PipelineConfig:
     embed_shard_size: int = 2000
     # route fine-tuning to the `gpu` Celery queue (a worker on a GPU node serves it)
     finetune_on_gpu: bool = False
-    # catalogs with at least this many items are packaged with a FAISS index (recsys.ann) that serving
+    # catalogs with at least this many items are packaged with a FAISS index (recsys.model.ann) that serving
     # uses for nearest-vector searches; smaller ones are searched exactly (see AnnConfig for why 50k)
     ann_min_items: int = 50_000
     # the hybrid keeps a dense n x n item-item matrix (and EASE inverts an n x n Gram matrix): 20k items is

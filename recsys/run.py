@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from recsys import atomic
-from recsys import schema as S
+from recsys.data import schema as S
 from recsys.paths import ProjectPaths, local_artifact_root, project_paths, resolve_tracking_uri, resolve_warehouse_url
-from recsys.splits import Split
+from recsys.data.splits import Split
 
 # the model directory's entries (the packaged model's artifacts, `recsys.serving.ItemRecommender`)
 CATALOG_ARTIFACT = "catalog"

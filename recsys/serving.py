@@ -11,7 +11,7 @@ A request with none of these (a new user) gets the most popular items.
 Output: one row per (request, rank) with the item, its title, score and reasons (the evidence of the
 signals that scored it). `params`: `k` (default 10); `mode` = "recommend" (default) or "bundle" (compose a
 complete-the-basket bundle of k items); `budget` (bundles only; 0 = none); `diversity` (0 = pure
-relevance; 0.1-0.5 lifts less popular items, see `recsys.recommend.diversify`).
+relevance; 0.1-0.5 lifts less popular items, see `recsys.model.recommend.diversify`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def save_catalog(path: Path, item_ids: list[str], titles: list[str], vectors: np
 
 
 def save_behaviour(path: Path, catalog: "Any") -> Path:
-    """Write what bundles and reasons read (a `recsys.bundles.BundleCatalog` minus ids, titles, vectors)."""
+    """Write what bundles and reasons read (a `recsys.model.bundles.BundleCatalog` minus ids, titles, vectors)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     cooc = catalog.cooc.tocsr()
     np.savez(
@@ -71,7 +71,7 @@ def save_behaviour(path: Path, catalog: "Any") -> Path:
 def _load_behaviour(path: str, item_ids: list[str], titles: list[str], vectors: np.ndarray):
     import scipy.sparse as sp
 
-    from recsys.bundles import BundleCatalog
+    from recsys.model.bundles import BundleCatalog
 
     d = np.load(path)
     n = len(item_ids)
@@ -123,7 +123,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
         return {key: str(root / name) for key, name in MODEL_DIR_FILES.items() if (root / name).exists()}
 
     def load_context(self, context: Any) -> None:
-        from recsys.hybrid import HybridConfig, HybridModel
+        from recsys.model.hybrid import HybridConfig, HybridModel
 
         data = np.load(context.artifacts[CATALOG_ARTIFACT])
         self.item_ids = data["item_ids"].tolist()
@@ -154,11 +154,11 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
 
     def _embed_text(self, texts: list[str]) -> np.ndarray:
         if self._encoder is None:
-            from recsys.encoder import TextEncoder
+            from recsys.model.encoder import TextEncoder
 
             self._encoder = TextEncoder(self._encoder_path)
             if self._fusion_path is not None:
-                from recsys.fusion import FusedEncoder
+                from recsys.model.fusion import FusedEncoder
 
                 self._fusion = FusedEncoder.load(self._fusion_path)
         vectors = self._encoder.encode(texts, progress=False)
@@ -174,7 +174,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
             return np.zeros(0), np.zeros(0, dtype=np.int64)
         if self._ann_path is not None:
             if self._ann is None:
-                from recsys.ann import VectorIndex
+                from recsys.model.ann import VectorIndex
 
                 self._ann = VectorIndex.load(self._ann_path)
             scores, ids = self._ann.search(query[None, :].astype(np.float32), m, [np.asarray(exclude, dtype=np.int64)])
@@ -195,7 +195,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
         unknown = [i for i in ids + past if i not in self.index]
         if (ids or past) and not unknown:
             if past and not ids:
-                from recsys.recommend import history_weights
+                from recsys.model.recommend import history_weights
 
                 idx = [self.index[i] for i in past]
                 return history_weights(idx, len(self.item_ids)), None, sorted(set(idx))
@@ -244,7 +244,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
         if filled and self.model is not None:
             out[filled] = self.model.scores([np.asarray(queries[j], dtype=np.int64) for j in filled])
         elif filled:
-            from recsys.evaluate import vector_scorer
+            from recsys.evaluation.evaluate import vector_scorer
 
             out[filled] = vector_scorer(self.vectors)([np.asarray(queries[j], dtype=np.int64) for j in filled])
         empty = [j for j, q in enumerate(queries) if not len(q)]
@@ -256,7 +256,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
         """Reasons for a recommended item, from the signals that scored it."""
         if self.behaviour is None:
             return ""
-        from recsys.bundles import explain_item
+        from recsys.model.bundles import explain_item
 
         if not cart and text_vec is None:
             return f"popular: bought by {int(self.behaviour.item_counts[j])} customers"
@@ -273,7 +273,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
         return REASON_SEP.join(explain_item(self.behaviour, j, cart, breakdown))
 
     def _bundle_rows(self, row: int, cart: list[int], k: int, budget: float | None) -> list[dict]:
-        from recsys.bundles import BundleConfig, compose_bundle
+        from recsys.model.bundles import BundleConfig, compose_bundle
 
         if self.behaviour is None:
             raise ValueError("this model version carries no behaviour statistics: bundles need a newer version")
@@ -315,7 +315,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
             scores = np.array(self._scores(idx, vec, k, exclude), dtype=np.float64)
             scores[exclude] = -np.inf
             if diversity and self.behaviour is not None:
-                from recsys.recommend import diversify
+                from recsys.model.recommend import diversify
 
                 scores = diversify(scores, self._popularity(), diversity)
             top = np.argsort(-scores, kind="stable")[:k]

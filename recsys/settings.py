@@ -23,7 +23,7 @@ from recsys.errors import InputError
 
 Kind = Literal["integer", "number", "boolean", "string", "enum", "list"]
 
-PACKAGED_DATASETS = ("online-retail", "movielens-100k", "instacart-sample", "completejourney")  # = recsys.datasets.DATASET_NAMES (a test checks)
+PACKAGED_DATASETS = ("online-retail", "movielens-100k", "instacart-sample", "completejourney")  # = recsys.data.datasets.DATASET_NAMES (a test checks)
 DATASETS = (*PACKAGED_DATASETS, "files", "warehouse")
 GATE_METRICS = ("ndcg", "recall", "mrr", "hit_rate")
 BASELINES = ("popularity", "itemknn", "ease", "frozen")

@@ -240,13 +240,13 @@ def load_recommender(model_name: str, version: str):
     return mlflow.pyfunc.load_model(f"models:/{model_name}/{version}").unwrap_python_model()
 
 
-LINEAGE_ARTIFACT = "lineage"  # the run artifact folder holding a version's `recsys.lineage.Lineage`
+LINEAGE_ARTIFACT = "lineage"  # the run artifact folder holding a version's `recsys.evaluation.lineage.Lineage`
 
 
 def version_lineage(c: MlflowClient, model_name: str, version: str, dst: Path):
-    """The registered version's training lineage (`recsys.lineage.Lineage`), or None for a version that
+    """The registered version's training lineage (`recsys.evaluation.lineage.Lineage`), or None for a version that
     recorded none (registered before lineages existed)."""
-    from recsys.lineage import LINEAGE_INFO, Lineage
+    from recsys.evaluation.lineage import LINEAGE_INFO, Lineage
 
     run_id = c.get_model_version(model_name, version).run_id
     dst.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Exact vs FAISS ANN top-k search on seeded clustered unit vectors, to choose AnnConfig.min_items_for_ann.
 
-For each catalog size: exact search (recsys.ann's batched numpy matmul + argpartition, the same code
+For each catalog size: exact search (recsys.model.ann's batched numpy matmul + argpartition, the same code
 VectorIndex uses below the threshold) ms/query; IVF (IndexIVFFlat, inner product) build seconds, and
 ms/query and recall@k against exact for several nprobe; HNSW (IndexHNSWFlat) build seconds, ms/query
 and recall@k. Queries are searched as one batch; ms/query = batch time / number of queries.
@@ -9,7 +9,7 @@ and recall@k. Queries are searched as one batch; ms/query = batch time / number 
 
 Items: 40 categories x 250 product lines, each item a noisy copy of its line's centre (unit norm);
 a random pair has cosine ~0, a query's 10th neighbour ~0.35.
-Queries: the normalised mean of 3 items of one category, like recsys.evaluate.query_vectors.
+Queries: the normalised mean of 3 items of one category, like recsys.evaluation.evaluate.query_vectors.
 "1 query per call" times 100 single-query searches (serving without batching).
 HNSW builds above --hnsw-max-items (default 100k) are skipped: at 200k one takes ~2 minutes on 2
 cores, which would push the default run past 4 minutes; pass --hnsw-max-items 200000 to include it.
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import faiss  # noqa: E402
 
-from recsys.ann import AnnConfig, VectorIndex, default_nlist, recall_against_exact  # noqa: E402
+from recsys.model.ann import AnnConfig, VectorIndex, default_nlist, recall_against_exact  # noqa: E402
 
 DIM = 384
 N_CATEGORIES = 40
@@ -59,7 +59,7 @@ def clustered_vectors(n: int, n_queries: int, dim: int = DIM, seed: int = 0) -> 
 
 
 def argpartition_top_k(items: np.ndarray, queries: np.ndarray, k: int, batch: int = 1024) -> np.ndarray:
-    """Exact top-k the way recsys.evaluate does it: batched matmul + argpartition + sort of the k."""
+    """Exact top-k the way recsys.evaluation.evaluate does it: batched matmul + argpartition + sort of the k."""
     out = []
     for s in range(0, len(queries), batch):
         scores = queries[s : s + batch] @ items.T

@@ -1,4 +1,4 @@
-"""Benchmark recsys.bundles on a synthetic but realistic catalog (fixed seed).
+"""Benchmark recsys.model.bundles on a synthetic but realistic catalog (fixed seed).
 
 Prints the lazy greedy's latency per request, and how close it gets to the exhaustive optimum
 on small instances (same candidate pool), with the exact search's latency.
@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from recsys.bundles import BundleCatalog, BundleConfig, compose_bundle, exact_bundle  # noqa: E402
+from recsys.model.bundles import BundleCatalog, BundleConfig, compose_bundle, exact_bundle  # noqa: E402
 
 N_CATEGORIES = 30
 LINES_PER_CATEGORY = 6  # product lines: tighter clusters inside a category

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys import metrics
-from recsys.baselines import baseline_inputs
-from recsys.evaluate import split_queries, top_k_from_scores
-from recsys.hybrid import load_hybrid
-from recsys.recommend import diversify, long_tail_mask
+from recsys.evaluation import metrics
+from recsys.model.baselines import baseline_inputs
+from recsys.evaluation.evaluate import split_queries, top_k_from_scores
+from recsys.model.hybrid import load_hybrid
+from recsys.model.recommend import diversify, long_tail_mask
 from recsys.run import RunFolder, load_split
 
 

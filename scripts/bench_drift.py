@@ -1,4 +1,4 @@
-"""Benchmark recsys.drift at production scale on synthetic data (fixed seed).
+"""Benchmark recsys.monitoring.drift at production scale on synthetic data (fixed seed).
 
 Builds a reference from ~1M interactions (50k items with 384-d float32 vectors, of which 2,000
 are sampled; 100k users; categories, prices, baskets, timestamps), saves and reloads it, then
@@ -25,9 +25,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from recsys import schema as S  # noqa: E402
-from recsys.drift import DriftConfig, ReferenceStats, detect_drift, window_from_frames  # noqa: E402
-from recsys.drift_report import drift_plots, write_drift_report  # noqa: E402
+from recsys.data import schema as S  # noqa: E402
+from recsys.monitoring.drift import DriftConfig, ReferenceStats, detect_drift, window_from_frames  # noqa: E402
+from recsys.monitoring.drift_report import drift_plots, write_drift_report  # noqa: E402
 
 DIM = 384
 N_CATEGORIES = 40

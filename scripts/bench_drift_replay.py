@@ -3,10 +3,10 @@ which signals; the false-alarm rate on a shuffled replay (no drift by constructi
 injected drift (a category mix shift, a flood of new items, a price shift).
 
 The "champion" is what the training DAG would build from the first REFERENCE weeks: reference
-statistics of those weeks (`recsys.monitor.reference_for_model`), the frozen encoder's item vectors,
+statistics of those weeks (`recsys.monitoring.monitor.reference_for_model`), the frozen encoder's item vectors,
 and EASE fitted on them (its Recall@10 on the last reference week, fitted without it, is its
 evaluation score, kept per user). Every later week is then a monitoring window, checked exactly as
-the monitor does (`recsys.monitor.window_recall_per_user`, `recsys.drift.detect_drift`). Prints tables;
+the monitor does (`recsys.monitoring.monitor.window_recall_per_user`, `recsys.monitoring.drift.detect_drift`). Prints tables;
 --json writes them. For the champion's recall it also counts what the old rule (the point drop alone
 above the threshold, whatever the number of users) would have alarmed on, next to the rule in force
 (enough evaluable users on both sides, and the bootstrap interval's lower end above the threshold).
@@ -29,9 +29,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recsys import schema as S  # noqa: E402
-from recsys.drift import DriftConfig, ReferenceStats, detect_drift, window_from_frames  # noqa: E402
-from recsys.monitor import window_recall_per_user  # noqa: E402
+from recsys.data import schema as S  # noqa: E402
+from recsys.monitoring.drift import DriftConfig, ReferenceStats, detect_drift, window_from_frames  # noqa: E402
+from recsys.monitoring.monitor import window_recall_per_user  # noqa: E402
 
 PERIODS = {"W": "7D", "D": "1D", "MS": "30D", "M": "30D", "ME": "30D"}  # the reference's slice length per window kind
 
@@ -51,7 +51,7 @@ class Champion:
 
 
 def fit_champion(inter: pd.DataFrame, item_ids: list[str], vectors: np.ndarray) -> Champion:
-    from recsys import baselines
+    from recsys.model import baselines
 
     x = baselines.interaction_matrix(inter, item_ids)
     popularity = np.asarray(x.sum(axis=0)).ravel().astype(float)
@@ -67,12 +67,12 @@ def main() -> int:
     ap.add_argument("--skip-embedding", action="store_true", help="no item-text embedding signal: its domain classifier is most of the run time (~20 min in all with it on 2 cores)")
     args = ap.parse_args()
     os.environ.setdefault("RECSYS_PSEUDONYM_KEY", "benchmark-key-not-a-secret")
-    from recsys.datasets import load_dataset
-    from recsys.embedding_cache import EmbeddingCache, encode_with_cache
-    from recsys.encoder import TextEncoder
+    from recsys.data.datasets import load_dataset
+    from recsys.model.embedding_cache import EmbeddingCache, encode_with_cache
+    from recsys.model.encoder import TextEncoder
     from recsys.paths import project_paths
-    from recsys.privacy import Pseudonymizer
-    from recsys.replay import attach_synthetic_prices, inject, replay_windows
+    from recsys.data.privacy import Pseudonymizer
+    from recsys.data.replay import attach_synthetic_prices, inject, replay_windows
 
     t0 = time.perf_counter()
     paths = project_paths()

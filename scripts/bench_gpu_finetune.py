@@ -8,7 +8,7 @@ Expectations or the SQL warehouse (none of them changes the data: the split only
 1. frozen encoder: val Recall@10, test Recall@10 / NDCG@10 / cold Recall@10 of the text model (cosine to
    the basket's mean vector, as `evaluate_models`), and of the hybrid tuned on validation exactly as
    `pipeline.fit_model` does (item features included); EASE for reference.
-2. full fine-tuning (`recsys.finetune.finetune_encoder`, symmetric in-batch softmax on co-occurrence pairs)
+2. full fine-tuning (`recsys.model.finetune.finetune_encoder`, symmetric in-batch softmax on co-occurrence pairs)
    for a few (batch, learning rate, epochs) configs, validating every N steps with early stopping; the
    weights are reset to the original ones between configs; each config is time-boxed (--time-budget).
    The same metrics for its best validation step, the hybrid on its vectors, and training pairs/s.
@@ -41,17 +41,17 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from recsys import pipeline  # noqa: E402  (module level: numpy/pandas only; stages import their needs lazily)
-from recsys import schema as S  # noqa: E402
-from recsys.baselines import baseline_inputs  # noqa: E402
+from recsys.stages import pipeline  # noqa: E402  (module level: numpy/pandas only; stages import their needs lazily)
+from recsys.data import schema as S  # noqa: E402
+from recsys.model.baselines import baseline_inputs  # noqa: E402
 from recsys.config import EncoderConfig, PipelineConfig, TrainConfig  # noqa: E402
-from recsys.encoder import TextEncoder  # noqa: E402
-from recsys.evaluate import evaluate_scorers, scorer_top_k, split_queries, vector_scorer  # noqa: E402
-from recsys.finetune import finetune_encoder, training_pairs  # noqa: E402
-from recsys.metrics import metric_name  # noqa: E402
+from recsys.model.encoder import TextEncoder  # noqa: E402
+from recsys.evaluation.evaluate import evaluate_scorers, scorer_top_k, split_queries, vector_scorer  # noqa: E402
+from recsys.model.finetune import finetune_encoder, training_pairs  # noqa: E402
+from recsys.evaluation.metrics import metric_name  # noqa: E402
 from recsys.run import RunContext, load_ratings, load_split  # noqa: E402
-from recsys.signals import item_features  # noqa: E402
-from recsys.splits import default_salt, fine_tuning_part, make_split, tuning_fold  # noqa: E402
+from recsys.data.signals import item_features  # noqa: E402
+from recsys.data.splits import default_salt, fine_tuning_part, make_split, tuning_fold  # noqa: E402
 
 BENCH_KEY = "benchmark-key-not-a-secret"  # the key scripts/bench_quality.py fixes: the same users, the same split
 PRESETS = {
@@ -86,8 +86,8 @@ def pick(row: dict) -> dict:
 
 def build_run(args) -> tuple[PipelineConfig, RunContext, dict]:
     """Write what the pipeline's validate + load_and_split would write (data/, split/) into a temp run folder."""
-    from recsys.datasets import load_dataset
-    from recsys.privacy import Pseudonymizer
+    from recsys.data.datasets import load_dataset
+    from recsys.data.privacy import Pseudonymizer
 
     params = {"dataset": "online-retail", "sample_users": args.sample_users}
     cfg = PipelineConfig.from_params(params)
@@ -140,7 +140,7 @@ def main() -> None:
 
         args.cache_dir = str(project_paths().cache)
     if args.model is None:
-        from recsys.encoder import default_model_path
+        from recsys.model.encoder import default_model_path
 
         args.model = default_model_path()
 
@@ -211,7 +211,7 @@ def main() -> None:
         return {"diff": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(len(d))), "rel": float(d.mean() / max(b.mean(), 1e-12))}
 
     def hybrid_report(vectors: np.ndarray) -> tuple[dict, object]:
-        from recsys.hybrid import HybridConfig, tune_hybrid
+        from recsys.model.hybrid import HybridConfig, tune_hybrid
 
         # fit_model tunes on the promotion gate's primary metric (NDCG@k by default)
         metric = metric_name(f"{getattr(getattr(cfg, 'gate', None), 'primary_metric', 'ndcg')}", k)
@@ -243,7 +243,7 @@ def main() -> None:
         res["frozen"]["hybrid"], hmodel = hybrid_report(frozen)
         pq_hybrid_frozen = per_query_recall(hmodel.scores, split_test)
         say(f"frozen hybrid: val {res['frozen']['hybrid']['val']} test {res['frozen']['hybrid']['test']} chose {res['frozen']['hybrid']['chosen']}")
-        from recsys import baselines
+        from recsys.model import baselines
 
         # EASE tuned on validation on its own, bracketed (as the pipeline's fit_model does)
         ease, ease_record = baselines.tune_ease(

@@ -66,7 +66,7 @@ def write_batch(batch: Path, n_rows: int, n_items: int, seed: int = 0) -> None:
 
 def ingest_child(home: str) -> None:
     """Run in the child: one `ingest_all` over the home's inbox; print a JSON line."""
-    from recsys.ops import ingest_all
+    from recsys.stages.ops import ingest_all
 
     t0 = time.perf_counter()
     result = ingest_all(None, home=home)

@@ -1,4 +1,4 @@
-"""Memory and time of `recsys.publish.publish_recommendations` on synthetic catalogs.
+"""Memory and time of `recsys.stages.publish.publish_recommendations` on synthetic catalogs.
 
 Publishing writes every catalog item's top-k related items and its bundle. Items are scored in
 chunks of `chunk_size` single-item queries and each chunk's rows are inserted at once (inside the
@@ -46,7 +46,7 @@ def build_model(d: Path, n: int, dim: int, seed: int = 0) -> None:
     """A model directory (catalog + behaviour, no hybrid weights: an n x n matrix would dominate)."""
     import numpy as np
 
-    from recsys.bundles import BundleCatalog
+    from recsys.model.bundles import BundleCatalog
     from recsys.serving import save_behaviour, save_catalog
 
     rng = np.random.default_rng(seed)
@@ -99,7 +99,7 @@ def child(args: argparse.Namespace) -> None:
 
     from sqlalchemy import create_engine
 
-    from recsys.publish import publish_recommendations
+    from recsys.stages.publish import publish_recommendations
     from recsys.serving import ItemRecommender
 
     rec = ItemRecommender.load(args.model_dir)

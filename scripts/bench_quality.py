@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from recsys.metrics import metric_name
+from recsys.evaluation.metrics import metric_name
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     os.environ.setdefault("RECSYS_PSEUDONYM_KEY", "benchmark-key-not-a-secret")
     os.environ.pop("RECSYS_WAREHOUSE_URL", None)
 
-    from recsys import pipeline
+    from recsys.stages import pipeline
     from recsys.config import PipelineConfig
     from recsys.run import RunContext
 
@@ -80,7 +80,7 @@ def print_intervals(run, k: int) -> None:
     paired-bootstrap 95% interval."""
     import numpy as np
 
-    from recsys.bootstrap import paired_relative_gain
+    from recsys.evaluation.bootstrap import paired_relative_gain
 
     per = np.load(run.per_user_test)
     for metric in (metric_name("recall", k), metric_name("ndcg", k)):

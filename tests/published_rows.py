@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from sqlalchemy import create_engine, select
 
-from recsys.publish import published_table
+from recsys.stages.publish import published_table
 
 
 def published_rows(url: str, model_name: str | None = None) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""recsys.ann: exact below the threshold, FAISS IVF / HNSW above it, exclusion, recall, persistence."""
+"""recsys.model.ann: exact below the threshold, FAISS IVF / HNSW above it, exclusion, recall, persistence."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import faiss
 import numpy as np
 import pytest
 
-from recsys.ann import AnnConfig, VectorIndex, default_nlist, recall_against_exact
+from recsys.model.ann import AnnConfig, VectorIndex, default_nlist, recall_against_exact
 
 ANGLES = [0, 30, 60, 90, 180, 270]  # degrees; item i is the unit vector at ANGLES[i]
 

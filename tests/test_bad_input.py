@@ -11,7 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recsys import pipeline, tracking, warehouse
+from recsys.stages import pipeline
+from recsys import tracking
+from recsys.data import warehouse
 from recsys.config import PipelineConfig
 from recsys.errors import DataValidationError
 from recsys.run import RunContext

@@ -1,4 +1,4 @@
-"""Golden tests of recsys.baselines: interaction/query matrices, item-kNN cosine and EASE.
+"""Golden tests of recsys.model.baselines: interaction/query matrices, item-kNN cosine and EASE.
 
 Tiny hand-built data; every expected value is computed by hand in the comment next to it, or by
 an independent, textbook numpy computation written out in the test.
@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from recsys import baselines
-from recsys import schema as S
+from recsys.model import baselines
+from recsys.data import schema as S
 
 # 4 users x 4 items [a, b, c, d]; d is never bought.
 #   u0: a b      u1: a b c      u2: b c      u3: a

@@ -1,4 +1,4 @@
-"""Golden tests of recsys.beyond_accuracy on tiny hand-built top-k lists.
+"""Golden tests of recsys.evaluation.beyond_accuracy on tiny hand-built top-k lists.
 
 Every expected value is computed by hand in the comment next to it. -1 in a top-k list is padding
 (an exhausted catalog) and is ignored.
@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from recsys.beyond_accuracy import (
+from recsys.evaluation.beyond_accuracy import (
     beyond_accuracy_report,
     catalog_coverage,
     category_diversity,
@@ -23,7 +23,7 @@ from recsys.beyond_accuracy import (
     novelty,
     slice_recall,
 )
-from recsys.metrics import recall_at_k
+from recsys.evaluation.metrics import recall_at_k
 
 SQRT2 = math.sqrt(2)
 

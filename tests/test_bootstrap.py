@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recsys.bootstrap import paired_relative_gain
+from recsys.evaluation.bootstrap import paired_relative_gain
 
 
 def test_identical_models_give_an_interval_around_zero() -> None:

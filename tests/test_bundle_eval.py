@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recsys.bundle_eval import bundle_metrics
-from recsys.bundles import BundleCatalog, BundleConfig, compose_bundle
+from recsys.evaluation.bundle_eval import bundle_metrics
+from recsys.model.bundles import BundleCatalog, BundleConfig, compose_bundle
 
 
 def _catalog() -> BundleCatalog:

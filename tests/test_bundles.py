@@ -1,4 +1,4 @@
-"""Tests of recsys.bundles: hand-computed bundles, every constraint, lazy == plain greedy, exact >= greedy,
+"""Tests of recsys.model.bundles: hand-computed bundles, every constraint, lazy == plain greedy, exact >= greedy,
 and reasons that quote the catalog's real numbers.
 
 The hand catalog (3-d vectors chosen for clean cosines, 100 customers):
@@ -33,7 +33,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from recsys.bundles import (
+from recsys.model.bundles import (
     Bundle,
     BundleCatalog,
     BundleConfig,
@@ -43,7 +43,7 @@ from recsys.bundles import (
     explain_item,
     top_category,
 )
-from recsys.schema import CATEGORY, EVENT, ITEM_ID, PRICE, TITLE, USER_ID
+from recsys.data.schema import CATEGORY, EVENT, ITEM_ID, PRICE, TITLE, USER_ID
 
 TITLES = [
     "Espresso machine",

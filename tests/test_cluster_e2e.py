@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from recsys import tracking
-from recsys.publish import published_version
+from recsys.stages.publish import published_version
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 

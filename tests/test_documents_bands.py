@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from recsys.documents import FIELDS, DocumentConfig, item_documents, price_bands, rating_bands, sales_bands
+from recsys.data.documents import FIELDS, DocumentConfig, item_documents, price_bands, rating_bands, sales_bands
 
 
 def _items() -> pd.DataFrame:
@@ -62,6 +62,6 @@ def test_unknown_template_part_is_rejected():
 
 
 def test_default_template_leaves_the_sales_band_out():
-    # measured: "Sales: new" in every new item's text hurts cold start (see recsys.documents)
+    # measured: "Sales: new" in every new item's text hurts cold start (see recsys.data.documents)
     sales = pd.Series({"a": 50})
     assert "Sales" not in " ".join(item_documents(_items(), sales=sales))

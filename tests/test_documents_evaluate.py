@@ -1,4 +1,4 @@
-"""Golden tests of recsys.documents (item text) and recsys.evaluate (full-ranking evaluation)."""
+"""Golden tests of recsys.data.documents (item text) and recsys.evaluation.evaluate (full-ranking evaluation)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys import schema as S
-from recsys.documents import item_document, item_documents
-from recsys.evaluate import embedding_top_k, evaluate_models, popularity_top_k, query_vectors
-from recsys.splits import HELD, PART, TEST, TRAIN, VAL, Split
+from recsys.data import schema as S
+from recsys.data.documents import item_document, item_documents
+from recsys.evaluation.evaluate import embedding_top_k, evaluate_models, popularity_top_k, query_vectors
+from recsys.data.splits import HELD, PART, TEST, TRAIN, VAL, Split
 
 # --- documents ---------------------------------------------------------------------------------
 
@@ -200,8 +200,8 @@ def test_evaluate_models_stage_without_targets():
 
 
 def test_evaluate_scorers_with_context_reports_every_metric_and_slice():
-    from recsys.evaluate import EvaluationContext, evaluate_scorers
-    from recsys.splits import Split
+    from recsys.evaluation.evaluate import EvaluationContext, evaluate_scorers
+    from recsys.data.splits import Split
 
     # two users; u1 queries [a] and wants [b]; u2 queries [c] and wants [d]
     pairs = pd.DataFrame(

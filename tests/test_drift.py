@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys import drift
-from recsys import schema as S
-from recsys.drift import (
+from recsys.monitoring import drift
+from recsys.data import schema as S
+from recsys.monitoring.drift import (
     SIGNAL_NAMES,
     DriftConfig,
     DriftReport,
@@ -41,7 +41,7 @@ from recsys.drift import (
     psi,
     window_from_frames,
 )
-from recsys.drift_report import drift_plots, render_html, write_drift_report
+from recsys.monitoring.drift_report import drift_plots, render_html, write_drift_report
 
 CATS = ("Home", "Toys", "Books", "Garden", "Sports", "Beauty")
 EVENTS = ("view", "cart", "purchase")
@@ -530,7 +530,7 @@ def test_a_reference_saved_without_per_user_recalls_cannot_decide(tmp_path):
 
     ref = ReferenceStats.load(tmp_path / "ref")
     assert ref.eval_recall == 0.2 and len(ref.eval_recall_users) == 0 and ref.category_paths == {}
-    assert ref.recall_k is None  # the monitor then assumes the k it always used (recsys.monitor.recall_k)
+    assert ref.recall_k is None  # the monitor then assumes the k it always used (recsys.monitoring.monitor.recall_k)
     report = detect_drift(ref, window_from_frames(inter, items), ANY_WINDOW, window_recall_per_user=np.zeros(500))
     s = report.signal("champion_recall")
     assert not s.alarm and s.value is None and s.extra["status"] == "not enough evidence" and s.extra["point_drop"] == 1.0

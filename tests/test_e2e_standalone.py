@@ -167,7 +167,7 @@ def _runs(api: Api, dag_id: str) -> list[dict]:
 def _ingested(api: Api, dataset: str, interactions: int, timeout: float = 600) -> None:
     """Wait until the warehouse holds `interactions` rows of `dataset` and an ingest run marked the Asset.
     (Unpausing the ingest DAG also starts its scheduled run: either run may take the batches.)"""
-    from recsys import warehouse
+    from recsys.data import warehouse
     from recsys.paths import project_paths
 
     engine = warehouse.make_engine(project_paths().warehouse_url)
@@ -182,7 +182,7 @@ def _ingested(api: Api, dataset: str, interactions: int, timeout: float = 600) -
 
 def test_replayed_drift_triggers_a_training_run_that_says_why(airflow_server: Api) -> None:
     from recsys.paths import project_paths
-    from recsys.replay import load_raw_source, replay, replay_windows
+    from recsys.data.replay import load_raw_source, replay, replay_windows
 
     api = airflow_server
     paths = project_paths()

@@ -16,9 +16,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recsys import tracking, warehouse
+from recsys import tracking
+from recsys.data import warehouse
 from recsys.paths import project_paths
-from recsys.publish import published_version
+from recsys.stages.publish import published_version
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 

@@ -1,4 +1,4 @@
-"""Tests of recsys.embedding_cache with the real packaged encoder (all-MiniLM-L6-v2, ~1 s to load)."""
+"""Tests of recsys.model.embedding_cache with the real packaged encoder (all-MiniLM-L6-v2, ~1 s to load)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from recsys.config import EncoderConfig
-from recsys.embedding_cache import (
+from recsys.model.embedding_cache import (
     EmbeddingCache,
     _backend_definition,
     document_hash,
@@ -22,7 +22,7 @@ from recsys.embedding_cache import (
     fingerprint_parts,
     model_fingerprint,
 )
-from recsys.encoder import TextEncoder
+from recsys.model.encoder import TextEncoder
 
 TITLES = [
     "Red ceramic coffee mug",

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recsys import pipeline
+from recsys.stages import pipeline
 from recsys.config import PipelineConfig
-from recsys.encoder import TextEncoder
+from recsys.model.encoder import TextEncoder
 from recsys.run import RunContext
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]

@@ -1,4 +1,4 @@
-"""Tests of recsys.encoder (the real packaged all-MiniLM-L6-v2) and recsys.serving (the pyfunc model)."""
+"""Tests of recsys.model.encoder (the real packaged all-MiniLM-L6-v2) and recsys.serving (the pyfunc model)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from recsys.config import EncoderConfig
-from recsys.encoder import TextEncoder, default_model_path, mean_pool, pick_device
+from recsys.model.encoder import TextEncoder, default_model_path, mean_pool, pick_device
 from recsys.serving import CATALOG_ARTIFACT, ENCODER_ARTIFACT, ItemRecommender, save_catalog
 
 MUG = "Red ceramic coffee mug"
@@ -217,7 +217,7 @@ def test_unknown_item_with_text_falls_back_to_the_text(tmp_path, encoder):
 
 
 def test_precision_choice_follows_the_device_and_the_cpu():
-    from recsys.encoder import cpu_has_native_bf16, use_bf16
+    from recsys.model.encoder import cpu_has_native_bf16, use_bf16
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert use_bf16(cuda, "auto") is True and use_bf16(cuda, "float32") is False
@@ -228,7 +228,7 @@ def test_precision_choice_follows_the_device_and_the_cpu():
 
 
 def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
-    from recsys.encoder import cpu_flags, cpu_has_native_bf16
+    from recsys.model.encoder import cpu_flags, cpu_has_native_bf16
 
     # plain AVX-512 emulates bf16 (slower than float32): not native; AVX512-BF16 or AMX-BF16 are
     assert not cpu_has_native_bf16(frozenset({"avx512f", "avx512bw", "avx512_vnni"}))
@@ -257,8 +257,8 @@ def test_text_query_goes_through_the_models_fusion_as_a_new_item(tmp_path, encod
     then fused as a new item (unknown price, no sales), and scored in that space."""
     import torch
 
-    from recsys.fusion import FusedEncoder, FusionAdaptor
-    from recsys.signals import SignalScaler
+    from recsys.model.fusion import FusedEncoder, FusionAdaptor
+    from recsys.data.signals import SignalScaler
     from recsys.serving import FUSION_ARTIFACT
 
     adaptor = FusionAdaptor(384, 1, 2, text_adaptor=False)

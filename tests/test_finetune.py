@@ -1,4 +1,4 @@
-"""Tests of recsys.finetune: co-interaction pairs, the in-batch softmax loss, and a few real fine-tuning steps
+"""Tests of recsys.model.finetune: co-interaction pairs, the in-batch softmax loss, and a few real fine-tuning steps
 of the packaged all-MiniLM-L6-v2 encoder."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from recsys import schema as S
+from recsys.data import schema as S
 from recsys.config import EncoderConfig, TrainConfig
-from recsys.finetune import (
+from recsys.model.finetune import (
     co_interaction_pairs,
     cooccurrence_pairs,
     finetune_encoder,
@@ -265,7 +265,7 @@ CONFIG = TrainConfig(max_steps=3, batch_size=4, learning_rate=1e-3, seed=11)
 
 @pytest.fixture(scope="module")
 def base_encoder():
-    from recsys.encoder import TextEncoder
+    from recsys.model.encoder import TextEncoder
 
     # one torch thread: the steps are tiny, and 2 threads on a busy 2-core machine spin rather than work
     threads = torch.get_num_threads()
@@ -381,7 +381,7 @@ def test_validation_stops_early_and_never_returns_a_worse_encoder(base_encoder):
 
 
 def test_epochs_repeat_the_pairs_in_a_new_seeded_order(base_encoder, monkeypatch):
-    import recsys.finetune as ft
+    import recsys.model.finetune as ft
 
     seen: list[list[int]] = []
     original = ft.in_batch_softmax_loss

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from recsys.config import EncoderConfig, TrainConfig
-from recsys.encoder import TextEncoder
-from recsys.finetune import (
+from recsys.model.encoder import TextEncoder
+from recsys.model.finetune import (
     AdditiveHead,
     finetune_encoder,
     freeze_lower_layers,

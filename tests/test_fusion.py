@@ -1,4 +1,4 @@
-"""The learned fusion of text vectors with numeric signals (recsys/fusion.py)."""
+"""The learned fusion of text vectors with numeric signals (recsys/model/fusion.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from recsys.config import FusionConfig, PipelineConfig
-from recsys.fusion import FusedEncoder, FusionAdaptor, train_fusion
-from recsys.signals import SignalScaler, available_signals
+from recsys.model.fusion import FusedEncoder, FusionAdaptor, train_fusion
+from recsys.data.signals import SignalScaler, available_signals
 
 
 def test_scaler_logs_amounts_standardises_and_maps_unknown_to_the_mean() -> None:

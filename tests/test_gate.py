@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from recsys.bootstrap import Interval
+from recsys.evaluation.bootstrap import Interval
 from recsys.config import GateConfig, PipelineConfig
-from recsys.gate import GateDecision, decide, summary_markdown
+from recsys.evaluation.gate import GateDecision, decide, summary_markdown
 
 CHAMPION = {"ndcg_at_10": 0.250, "recall_at_10": 0.200, "cold_recall_at_10": 0.070, "coverage_at_10": 0.400}
 BASELINES = {

@@ -1,4 +1,4 @@
-"""Golden tests of recsys.hybrid: EASE with item text as side information, cold-start propagation
+"""Golden tests of recsys.model.hybrid: EASE with item text as side information, cold-start propagation
 and tuning.
 
 Tiny hand-built data; expected values are computed by hand in the comments, or by an independent,
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys import baselines
-from recsys.hybrid import (
+from recsys.model import baselines
+from recsys.model.hybrid import (
     HybridConfig,
     HybridModel,
     cold_neighbours,

@@ -1,4 +1,4 @@
-"""Tests of recsys.ingest: inbox batches through the real GX gate into a real SQLite warehouse."""
+"""Tests of recsys.data.ingest: inbox batches through the real GX gate into a real SQLite warehouse."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recsys import schema as S
+from recsys.data import schema as S
 from recsys.errors import DataValidationError
-from recsys.ingest import DONE, ERROR_JSON, READY, REJECTED, error_document, ingest_inbox, inbox_dir, ready_batches
+from recsys.data.ingest import DONE, ERROR_JSON, READY, REJECTED, error_document, ingest_inbox, inbox_dir, ready_batches
 from recsys.paths import ProjectPaths
-from recsys.privacy import Pseudonymizer
-from recsys.warehouse import make_engine, read_dataset, table_counts, upsert_dataset
+from recsys.data.privacy import Pseudonymizer
+from recsys.data.warehouse import make_engine, read_dataset, table_counts, upsert_dataset
 
 DATASET = "shop"
 ITEMS = "item_id,title,price\nA1,Red mug,3.5\nB2,Blue plate,4\n"
@@ -229,8 +229,8 @@ def test_error_document_parses_gate_lines() -> None:
 @pytest.mark.network
 def test_replayed_movielens_lands_with_the_loaders_user_ids(paths, pseudo, engine, wheel_cache) -> None:
     """Replay writes raw ids, ingestion hashes them once: the warehouse matches load_dataset exactly."""
-    from recsys.datasets import load_dataset
-    from recsys.replay import load_raw_source, replay, replay_windows
+    from recsys.data.datasets import load_dataset
+    from recsys.data.replay import load_raw_source, replay, replay_windows
 
     home = paths  # the engine fixture created the home
     (home.home / "cache").symlink_to(wheel_cache, target_is_directory=True)
@@ -258,7 +258,7 @@ def test_a_batch_read_in_parts_loads_the_same_rows_and_names_the_files_rows(path
     bad = inter.replace("2024-01-04\n", "2999-01-04\n")  # rows 4 and 5: from the future
     _batch(paths, "0001", bad, ITEMS)
     _batch(paths, "0002", inter, ITEMS)
-    from recsys.validation import ValidationConfig
+    from recsys.data.validation import ValidationConfig
 
     result = ingest_inbox(paths, DATASET, engine, pseudo, validation_config=ValidationConfig(max_timestamp="2030-01-01"), chunk_rows=2)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from recsys import schema as S
-from recsys.comparison import compare_with_champion
+from recsys.data import schema as S
+from recsys.evaluation.comparison import compare_with_champion
 from recsys.config import GateConfig
-from recsys.lineage import Lineage, exclude_seen, lineage_of, pair_fingerprints
-from recsys.splits import HELD, PART, TEST, TRAIN, VAL, Split
+from recsys.evaluation.lineage import Lineage, exclude_seen, lineage_of, pair_fingerprints
+from recsys.data.splits import HELD, PART, TEST, TRAIN, VAL, Split
 
 
 def _split(rows: list[tuple[str, str, str]], cold: set[str], salt: str = "s") -> Split:

@@ -1,4 +1,4 @@
-"""Golden tests of recsys.metrics: recall, NDCG, hit rate, MRR and precision at k on tiny hand-built rankings.
+"""Golden tests of recsys.evaluation.metrics: recall, NDCG, hit rate, MRR and precision at k on tiny hand-built rankings.
 
 Every expected value is computed by hand in the comment next to it.
 """
@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from recsys.metrics import hit_rate_at_k, mrr_at_k, ndcg_at_k, precision_at_k, ranking_metrics, recall_at_k
+from recsys.evaluation.metrics import hit_rate_at_k, mrr_at_k, ndcg_at_k, precision_at_k, ranking_metrics, recall_at_k
 
 
 def _t(*rows: list[int]) -> list[np.ndarray]:

@@ -13,10 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys import ops, schema as S, tracking, warehouse
-from recsys.drift import ReferenceStats
-from recsys import monitor as monitor_module
-from recsys.monitor import MonitorConfig, recall_k, reference_for_model, recent_window, window_recall, window_recall_per_user
+from recsys.stages import ops
+from recsys.data import schema as S, warehouse
+from recsys import tracking
+from recsys.monitoring.drift import ReferenceStats
+from recsys.monitoring import monitor as monitor_module
+from recsys.monitoring.monitor import MonitorConfig, recall_k, reference_for_model, recent_window, window_recall, window_recall_per_user
 from recsys.paths import project_paths
 from recsys.serving import ItemRecommender, save_catalog
 
@@ -58,7 +60,7 @@ def _interactions(items: list[str], start: str, days: int, n: int, seed: int, us
 @pytest.fixture(scope="module")
 def champion(tmp_path_factory) -> dict:
     """A registered champion (the packaged encoder, text-only) with reference statistics of 4 weeks."""
-    from recsys.encoder import TextEncoder
+    from recsys.model.encoder import TextEncoder
 
     paths = project_paths()
     items = _items()
@@ -186,7 +188,7 @@ def test_the_recall_k_is_the_references(caplog) -> None:
     ref = ReferenceStats.build(_interactions(["a", "b"], "2026-01-01", 3, 20, seed=0), None, ["a", "b"], None, 0.2, recall_k=5)
     assert recall_k(ref, MonitorConfig("d")) == 5
     assert recall_k(ref, MonitorConfig("d", k=10)) == 5  # another k would not be comparable: the reference's wins
-    with caplog.at_level("WARNING", logger="recsys.monitor"):
+    with caplog.at_level("WARNING", logger="recsys.monitoring.monitor"):
         assert recall_k(dataclasses.replace(ref, recall_k=None), MonitorConfig("d")) == 10  # saved before k was kept
     assert "assuming k=10" in caplog.text
 

@@ -175,7 +175,7 @@ def test_warehouse_url_from_connection_env_or_none(monkeypatch: pytest.MonkeyPat
     assert uri == "postgresql+psycopg2://rec%40sys:pa%3Ass@postgres:5432/warehouse"
     from sqlalchemy.engine import make_url
 
-    url = make_url(uri)  # what recsys.warehouse hands to SQLAlchemy
+    url = make_url(uri)  # what recsys.data.warehouse hands to SQLAlchemy
     assert (url.drivername, url.username, url.password, url.host, url.port, url.database) == ("postgresql+psycopg2", "rec@sys", "pa:ss", "postgres", 5432, "warehouse")
     json_form = {"conn_type": "postgres", "host": "db", "login": "u", "password": "p", "schema": "warehouse", "port": 5432}
     assert rm.warehouse_url(_set_conn(monkeypatch, json_form)) == "postgresql+psycopg2://u:p@db:5432/warehouse"
@@ -360,7 +360,7 @@ def test_plugin_registers_links_app_and_dag_run_tab() -> None:
 def test_plugin_module_imports_nothing_heavy() -> None:
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); import recsys_mlflow; "
-        "print(sorted(m for m in ('mlflow', 'torch', 'pandas', 'recsys', 'recsys.pipeline', 'fastapi', 'great_expectations') if m in sys.modules))"
+        "print(sorted(m for m in ('mlflow', 'torch', 'pandas', 'recsys', 'recsys.stages.pipeline', 'fastapi', 'great_expectations') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code, str(PLUGINS)], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -70,12 +70,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from recsys import schema as S
-from recsys.ingest import DONE, ERROR_JSON, READY, REJECTED, ingest_inbox, inbox_dir
+from recsys.data import schema as S
+from recsys.data.ingest import DONE, ERROR_JSON, READY, REJECTED, ingest_inbox, inbox_dir
 from recsys.paths import ProjectPaths
-from recsys.privacy import Pseudonymizer
-from recsys.validation import ValidationConfig
-from recsys.warehouse import make_engine, read_dataset
+from recsys.data.privacy import Pseudonymizer
+from recsys.data.validation import ValidationConfig
+from recsys.data.warehouse import make_engine, read_dataset
 
 DATASET = "poison"
 KEY = b"test-pseudonym-key-not-a-secret"
@@ -206,7 +206,7 @@ def _ingest_corpus(tmp: Path, url: str | None, names: tuple[str, ...] = tuple(CA
             _write_case(batch, batch_id, Case({"items.csv": GOOD_ITEMS, "interactions.csv": _good_inter(user)}, None), outside)
         else:
             _write_case(batch, name, CASES[name], outside)
-    # as recsys.ops.ingest_all does: events from the future are refused
+    # as recsys.stages.ops.ingest_all does: events from the future are refused
     result = ingest_inbox(paths, DATASET, engine, Pseudonymizer(KEY), validation_config=ValidationConfig(max_timestamp="2030-01-01"))
     return CorpusRun(paths, result, engine, good_users, outside, names)
 

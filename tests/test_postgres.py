@@ -31,11 +31,11 @@ if _REPO not in sys.path:  # `deploy` is not an installed package: import it fro
     sys.path.insert(0, _REPO)
 
 from deploy.postgres_local import LocalPostgres, PostgresError, find_bindir, free_port, temp_data_dir  # noqa: E402
-from recsys import publish  # noqa: E402
-from recsys import schema as S  # noqa: E402
-from recsys.publish import published_table, published_version, publish_recommendations, read_published  # noqa: E402
+from recsys.stages import publish  # noqa: E402
+from recsys.data import schema as S  # noqa: E402
+from recsys.stages.publish import published_table, published_version, publish_recommendations, read_published  # noqa: E402
 from recsys.serving import ItemRecommender  # noqa: E402
-from recsys.warehouse import (  # noqa: E402
+from recsys.data.warehouse import (  # noqa: E402
     interaction_keys,
     interactions_table,
     items_table,
@@ -239,7 +239,7 @@ def test_an_id_longer_than_its_column_is_a_clear_error_and_loads_nothing(engine)
 
 def test_a_large_load_in_several_statements(engine, monkeypatch):
     # more rows than one statement carries (and than PostgreSQL's 65535 bind parameters allow)
-    from recsys import warehouse
+    from recsys.data import warehouse
 
     monkeypatch.setattr(warehouse, "_CHUNK", 4_000)
     n = 9_000
@@ -316,7 +316,7 @@ def test_concurrent_loads_of_one_data_set_take_turns_and_both_land(url, caplog):
 
     a = threading.Thread(target=load, args=(held_chunks(),))
     b = threading.Thread(target=load, args=([second],))
-    with caplog.at_level(logging.INFO, logger="recsys.warehouse"):
+    with caplog.at_level(logging.INFO, logger="recsys.data.warehouse"):
         a.start()
         time.sleep(0.5)  # A holds the data set's lock
         b.start()

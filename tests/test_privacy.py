@@ -1,4 +1,4 @@
-"""Tests of recsys.privacy: keyed pseudonyms of user ids and the key's origin."""
+"""Tests of recsys.data.privacy: keyed pseudonyms of user ids and the key's origin."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import stat
 import pandas as pd
 import pytest
 
-from recsys.privacy import KEY_ENV, Pseudonymizer, load_key
+from recsys.data.privacy import KEY_ENV, Pseudonymizer, load_key
 
 KEY_A = b"key-a-0123456789abcdef"
 KEY_B = b"key-b-0123456789abcdef"

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys import pipeline, promotion, tracking
+from recsys.stages import pipeline, promotion
+from recsys import tracking
 from recsys.config import PipelineConfig
 from recsys.run import RunContext, item_vectors, load_split
 from recsys.serving import ItemRecommender
@@ -90,8 +91,8 @@ def test_first_model_beats_every_baseline_and_becomes_champion(registry) -> None
     assert "promoted" in mv.description.lower() and "| candidate" in mv.description.replace("|candidate", "| candidate")
     assert "online-retail" in mv.description
     # the drift monitor's reference carries each test user's recall (what its recall alarm bootstraps over)
-    from recsys.drift import ReferenceStats
-    from recsys.monitor import REFERENCE_DIR
+    from recsys.monitoring.drift import ReferenceStats
+    from recsys.monitoring.monitor import REFERENCE_DIR
 
     ref = ReferenceStats.load(registry["first_ctx"].run_dir / "model" / REFERENCE_DIR)
     assert len(ref.eval_recall_users) > 50 and 0 <= float(ref.eval_recall_users.mean()) <= 1
@@ -183,8 +184,8 @@ def retrained(registry) -> tuple[PipelineConfig, RunContext, str]:
 
 
 def test_same_recipe_retrain_with_another_seed_is_refused_without_a_confident_gain(registry, retrained) -> None:
-    from recsys.lineage import Lineage, pair_fingerprints
-    from recsys.splits import TEST
+    from recsys.evaluation.lineage import Lineage, pair_fingerprints
+    from recsys.data.splits import TEST
 
     c, first = registry["client"], registry["first"]
     cfg, ctx, run_id = retrained
@@ -210,8 +211,8 @@ def test_same_recipe_retrain_with_another_seed_is_refused_without_a_confident_ga
 def test_champion_with_injected_leakage_is_caught(registry, trained) -> None:
     """A champion whose lineage says it trained on some of today's test pairs: those pairs are scored
     for neither model, the count is on the decision; with too little left the gate refuses to decide."""
-    from recsys.lineage import Lineage, pair_fingerprints
-    from recsys.splits import TEST
+    from recsys.evaluation.lineage import Lineage, pair_fingerprints
+    from recsys.data.splits import TEST
 
     c, first = registry["client"], registry["first"]
     honest = Lineage.load(registry["first_ctx"].run_dir / "lineage")
@@ -275,7 +276,7 @@ def test_crash_before_the_alias_move_leaves_the_champion_then_a_rerun_promotes(r
     assert c.get_model_version(MODEL, decision["version"]).tags["previous_champion"] == first["version"]
 
     # publishing writes the champion's recommendations, one version in the table
-    from recsys.publish import published_version, read_published
+    from recsys.stages.publish import published_version, read_published
 
     published = promotion.publish(cfg, ctx)
     assert published["version"] == decision["version"] and published["rows"] > published["items"]

@@ -1,4 +1,4 @@
-"""recsys.publish: every item's related items and bundle, written to a real SQLite warehouse table."""
+"""recsys.stages.publish: every item's related items and bundle, written to a real SQLite warehouse table."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, insert, select
 
-from recsys import publish, warehouse
-from recsys.bundles import BundleCatalog
-from recsys.hybrid import HybridConfig
-from recsys.publish import (
+from recsys.stages import publish
+from recsys.data import warehouse
+from recsys.model.bundles import BundleCatalog
+from recsys.model.hybrid import HybridConfig
+from recsys.stages.publish import (
     PublishedVersionError,
     PublishResult,
     published_table,
@@ -194,7 +195,7 @@ def test_publishing_the_same_version_twice_gives_identical_rows(url, hybrid):
 
 
 def test_text_only_model_without_behaviour_publishes_cosine_related_items_only(url, text_only, caplog):
-    with caplog.at_level(logging.WARNING, logger="recsys.publish"):
+    with caplog.at_level(logging.WARNING, logger="recsys.stages.publish"):
         res = publish_recommendations(url, text_only, "text", "3", k=2, chunk_size=4, progress=False)
     assert "no bundles" in caplog.text
     rows = published_rows(url, "text")
@@ -287,7 +288,7 @@ def test_two_concurrent_publishes_of_one_name_into_sqlite_both_succeed(url, hybr
     # publishes queue on the file's write lock instead, and the later one replaces the earlier's rows
     monkeypatch.setattr(warehouse, "_BUSY_TIMEOUT_S", 0.2)
     _publish(url, hybrid, "1")
-    with caplog.at_level(logging.INFO, logger="recsys.warehouse"):
+    with caplog.at_level(logging.INFO, logger="recsys.data.warehouse"):
         results, errors = publish_concurrently(url, hybrid, monkeypatch, delay=0.1)  # each holds its transaction ~0.6 s
     assert not errors, errors
     assert "waiting for the warehouse write lock" in caplog.text

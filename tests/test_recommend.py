@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from recsys.recommend import diversify, history_weights, long_tail_mask, popular_fallback
+from recsys.model.recommend import diversify, history_weights, long_tail_mask, popular_fallback
 
 
 def test_history_weights_halve_every_half_life_events():

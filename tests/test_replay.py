@@ -1,4 +1,4 @@
-"""Tests of recsys.replay: time windows, inbox batches, the shuffled control and injected drift."""
+"""Tests of recsys.data.replay: time windows, inbox batches, the shuffled control and injected drift."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys import schema as S
-from recsys.ingest import READY, inbox_dir, ready_batches
+from recsys.data import schema as S
+from recsys.data.ingest import READY, inbox_dir, ready_batches
 from recsys.paths import ProjectPaths
-from recsys.privacy import Pseudonymizer
+from recsys.data.privacy import Pseudonymizer
 from recsys.errors import DataValidationError
-from recsys.replay import (
+from recsys.data.replay import (
     ReplaySource,
     attach_synthetic_prices,
     batch_id_for,
@@ -273,8 +273,8 @@ def test_replay_from_a_shops_files_writes_raw_ids_for_ingestion(paths, tmp_path)
 
 
 def test_replay_from_the_warehouse_rehashes_ids_into_another_data_set(paths, tmp_path) -> None:
-    from recsys import warehouse
-    from recsys.ingest import ingest_inbox
+    from recsys.data import warehouse
+    from recsys.data.ingest import ingest_inbox
 
     key = Pseudonymizer(b"test-pseudonym-key-not-a-secret")
     items, inter = _shop_files(tmp_path)

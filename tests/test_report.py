@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys import plots, report
-from recsys.beyond_accuracy import exposure_by_popularity_bin
+from recsys.evaluation import plots, report
+from recsys.evaluation.beyond_accuracy import exposure_by_popularity_bin
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

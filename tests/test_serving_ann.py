@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.ann import AnnConfig, VectorIndex
+from recsys.model.ann import AnnConfig, VectorIndex
 from recsys.serving import ANN_ARTIFACT, CATALOG_ARTIFACT, ItemRecommender, save_catalog
 
 N, DIM, CLUSTERS = 4000, 64, 40

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys.bundles import BundleCatalog
-from recsys.hybrid import HybridConfig, fit_hybrid
-from recsys.baselines import interaction_matrix
+from recsys.model.bundles import BundleCatalog
+from recsys.model.hybrid import HybridConfig, fit_hybrid
+from recsys.model.baselines import interaction_matrix
 from recsys.serving import (
     BEHAVIOUR_ARTIFACT,
     CATALOG_ARTIFACT,

@@ -117,7 +117,7 @@ def test_loaded_dag_params_equal_the_declaration() -> None:
 
 
 def test_packaged_datasets_are_the_loaders() -> None:
-    from recsys.datasets import DATASET_NAMES
+    from recsys.data.datasets import DATASET_NAMES
 
     assert sorted(PACKAGED_DATASETS) == list(DATASET_NAMES) and DATASETS[-2:] == ("files", "warehouse")
 

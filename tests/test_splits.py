@@ -1,4 +1,4 @@
-"""Golden tests of recsys.splits: the basket-completion protocol and the global time split."""
+"""Golden tests of recsys.data.splits: the basket-completion protocol and the global time split."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys import schema as S
+from recsys.data import schema as S
 from recsys.config import SplitConfig
-from recsys.splits import HELD, PART, TEST, TRAIN, VAL, basket_split, make_split, pair_keys, stable_unit, time_split
+from recsys.data.splits import HELD, PART, TEST, TRAIN, VAL, basket_split, make_split, pair_keys, stable_unit, time_split
 
 # --- basket data: 6 users with 3..8 distinct items over a 20-item catalog -----------------------
 CATALOG = [f"i{j:02d}" for j in range(20)]
@@ -154,7 +154,7 @@ def test_basket_queries_and_targets(split42):
 
 
 def test_queries_and_targets_leave_out_users_without_query_or_target():
-    from recsys.splits import Split
+    from recsys.data.splits import Split
 
     pairs = pd.DataFrame(
         {

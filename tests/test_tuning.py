@@ -1,4 +1,4 @@
-"""Golden tests of recsys.tuning: bracketed 1-D grid search and the coordinate-wise search.
+"""Golden tests of recsys.model.tuning: bracketed 1-D grid search and the coordinate-wise search.
 
 Score functions with known optima; every expected grid extension is written out by hand.
 """
@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from recsys.tuning import CoordinateResult, Grid, bracketed_search, coordinate_search, format_value, judged_result
+from recsys.model.tuning import CoordinateResult, Grid, bracketed_search, coordinate_search, format_value, judged_result
 
 
 def _counting(fn):

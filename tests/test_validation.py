@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from recsys.errors import DataValidationError
-from recsys.validation import ValidationConfig, validate_dataset
+from recsys.data.validation import ValidationConfig, validate_dataset
 
 CONFIG = ValidationConfig(max_timestamp="2024-01-02")
 
@@ -96,7 +96,7 @@ def test_clean_dataset_passes_and_writes_report(tmp_path: Path) -> None:
 
 
 def test_canonical_frames_pass(tmp_path: Path) -> None:
-    from recsys.schema import to_canonical_interactions, to_canonical_items
+    from recsys.data.schema import to_canonical_interactions, to_canonical_items
 
     items = to_canonical_items(_items().assign(price=lambda d: d["price"].astype(float)))
     interactions = _interactions()

@@ -1,4 +1,4 @@
-"""Tests of recsys.warehouse against a real SQLite file: loads are idempotent upserts, keys never change,
+"""Tests of recsys.data.warehouse against a real SQLite file: loads are idempotent upserts, keys never change,
 and concurrent writers (real OS processes) queue on the file's write lock instead of failing."""
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from recsys import schema as S
-from recsys import warehouse
-from recsys.warehouse import (
+from recsys.data import schema as S
+from recsys.data import warehouse
+from recsys.data.warehouse import (
     interaction_keys,
     interactions_table,
     items_table,
@@ -209,7 +209,7 @@ def test_upserting_what_was_read_back_changes_nothing(engine):
 
 
 def test_split_salt_is_stored_once_per_data_set_and_changed_only_on_request(engine):
-    from recsys.warehouse import split_salt
+    from recsys.data.warehouse import split_salt
 
     assert split_salt(engine, "shop", default="recsys-split-v1:shop") == ("recsys-split-v1:shop", None)
     # later runs get the stored salt, whatever default they bring
@@ -347,8 +347,8 @@ from pathlib import Path
 sys.path.insert(0, {repo!r})
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
 import numpy as np, pandas as pd
-from recsys import schema as S
-from recsys import warehouse
+from recsys.data import schema as S
+from recsys.data import warehouse
 
 role, url, name, n, go, stop = sys.argv[1:7]
 n = int(n)
@@ -434,7 +434,7 @@ def test_a_writer_waits_for_the_lock_longer_than_the_busy_timeout(tmp_path, monk
     th = threading.Thread(target=hold)
     th.start()
     held.wait(10)
-    with caplog.at_level(logging.INFO, logger="recsys.warehouse"):
+    with caplog.at_level(logging.INFO, logger="recsys.data.warehouse"):
         assert upsert_dataset(waiter, _dataset()) == {"items": 3, "interactions": 4}
         assert split_salt(waiter, "shop", default="salt") == ("salt", None)
     th.join()

@@ -1,0 +1,1 @@
+"""Data: the canonical schema, the packaged data sets and a shop's files, validation (the GX gate), pseudonymization, the warehouse, ingestion and replay, splits, item documents and numeric signals."""

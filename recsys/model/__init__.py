@@ -1,0 +1,1 @@
+"""Models: the text encoder (embedding, its cache, fine-tuning), the fusion of text with numeric signals, the hybrid and the baselines (and their tuning), nearest-neighbour search, bundles and recommendation."""

@@ -1,0 +1,1 @@
+"""Stages: what the DAG tasks run (training pipeline, promotion, publishing, the operational DAGs' stages)."""

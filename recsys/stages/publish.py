@@ -1,0 +1,327 @@
+"""Publish a promoted model's recommendations to the warehouse, for every catalog item at once.
+
+After a model version is promoted, a batch job writes, for EVERY catalog item, its top-k related
+items and a complete-the-basket bundle (anchor = that item) to the table
+`published_recommendations`, tagged with the model name and version. Downstream readers (email
+campaigns, product pages without a live endpoint) read the table instead of calling the model.
+
+One model name holds one version at a time: a publish deletes the name's previous rows and inserts
+the new ones in ONE transaction, so a reader sees either the old version's rows or the new one's,
+never a mix, and a failure part-way leaves the old rows. Items are scored in chunks of single-item
+queries (bounded memory) with the recommender's own scoring and reason functions, so the published
+lists, scores and reasons are the ones the served model returns for an `item_id` request.
+
+SQLAlchemy 2 Core: SQLite and PostgreSQL alike (tests/test_publish.py on SQLite,
+tests/test_postgres.py on a real PostgreSQL server). On PostgreSQL a publish first takes a
+transaction-level advisory lock on the model name, so two concurrent publishes of one name run one
+after the other (the later one replaces the earlier one's rows) instead of one failing on the
+primary key; run them at READ COMMITTED, the default. On SQLite a publish holds the warehouse write
+lock of the file (`recsys.data.warehouse.write_lock`), so concurrent publishes and loads queue instead of
+failing with "database is locked", and URLs open engines set up for concurrent use (WAL, busy timeout).
+
+Memory is bounded by the chunk, not by the catalog's row count: each chunk's rows are inserted as
+soon as it is scored (still inside the one transaction), so a publish holds about
+2 x chunk_size x n_items x 8 bytes (the chunk's scores and argpartition's indices) and
+chunk_size x (k + bundle_size) rows at a time; scripts/bench_publish_memory.py measures it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    insert,
+    select,
+    text,
+)
+from tqdm.auto import tqdm
+
+from recsys.model.bundles import BundleConfig, compose_bundle
+from recsys.data.warehouse import create_tables, open_engine, write_lock
+
+if TYPE_CHECKING:
+    from recsys.serving import ItemRecommender
+
+log = logging.getLogger(__name__)
+
+RELATED = "related"
+BUNDLE = "bundle"
+KINDS = (RELATED, BUNDLE)
+REASON_SEP = " | "  # the same separator as recsys.serving.REASON_SEP (asserted in the tests)
+
+metadata = MetaData()
+
+published_table = Table(
+    "published_recommendations",
+    metadata,
+    Column("model_name", String(256), primary_key=True),
+    Column("model_version", String(64), nullable=False),
+    Column("item_id", String(128), primary_key=True),
+    Column("kind", String(16), primary_key=True),  # 'related' | 'bundle'
+    Column("rank", Integer, primary_key=True, autoincrement=False),  # 1-based
+    Column("recommended_item_id", String(128), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("reasons", Text, nullable=False),
+    Column("published_at", DateTime(timezone=True), nullable=False),
+    Index("ix_published_recommendations_model_item", "model_name", "item_id"),
+)
+
+COLUMNS = [c.name for c in published_table.columns]
+
+
+class PublishedVersionError(RuntimeError):
+    """The table holds more than one version for a model name: a publish broke its invariant."""
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What one publish wrote."""
+
+    model_name: str
+    model_version: str
+    items: int  # catalog items published (each an anchor)
+    rows: int  # rows inserted (related + bundle)
+    seconds: float
+
+
+def _engine(engine_or_url: Engine | str) -> tuple[Engine, bool]:
+    """(engine with the table created if missing, whether we created the engine and must dispose it)."""
+    owned = isinstance(engine_or_url, str)
+    engine = open_engine(engine_or_url) if owned else engine_or_url
+    create_tables(engine, metadata)  # safe when several processes create it at once
+    return engine, owned
+
+
+def _lock_key(model_name: str) -> int:
+    """A signed 64-bit advisory-lock key for a model name (stable across processes and hosts)."""
+    digest = hashlib.sha1(f"published_recommendations:{model_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _check_length(column: str, values: list[str]) -> None:
+    """ValueError when a value is longer than its VARCHAR column: PostgreSQL would refuse it part-way
+    through a publish, SQLite would store it; checked before the old rows are touched."""
+    length = published_table.c[column].type.length
+    longest = max(values, key=len) if values else ""
+    if length is not None and len(longest) > length:
+        raise ValueError(
+            f"published_recommendations.{column} holds at most {length} characters, got {len(longest)}: "
+            f"{longest[:60]!r}{'...' if len(longest) > 60 else ''} (nothing was published; the previous rows are kept)"
+        )
+
+
+def _chunk_scores(recommender: ItemRecommender, idx: np.ndarray) -> np.ndarray:
+    """Dense [len(idx), n_items] float64 scores of single-item queries, as `ItemRecommender._scores`."""
+    if recommender.model is not None:
+        return np.array(recommender.model.scores([np.array([i], dtype=np.int64) for i in idx]), dtype=np.float64)
+    # text-only model: cosine of each item's vector to every item's (see ItemRecommender._scores)
+    q = recommender.vectors[idx]
+    q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12).astype(q.dtype)
+    return np.array(q @ recommender.vectors.T, dtype=np.float64)
+
+
+def _top_k(scores: np.ndarray, k: int) -> list[np.ndarray]:
+    """Per row: the indices of the k best finite scores, best first, ties to the lower index.
+
+    The same order as the served `np.argsort(-scores, kind="stable")[:k]` (finite scores only), via
+    argpartition; a row with ties across the k-th place falls back to the stable sort. Works on
+    `scores` directly (no negated copy): besides it, one [rows, n] index array from argpartition.
+    """
+    n_rows, n = scores.shape
+    kk = min(k, n)
+    if kk == 0:
+        return [np.zeros(0, dtype=np.int64) for _ in range(n_rows)]
+    part = np.argpartition(scores, n - kk, axis=1)[:, n - kk :]  # the kk largest, unordered
+    vals = np.take_along_axis(scores, part, axis=1)
+    order = np.lexsort((part, -vals), axis=1)  # by -score, then by index
+    part = np.take_along_axis(part, order, axis=1)
+    kth = np.take_along_axis(scores, part[:, -1:], axis=1)  # the k-th best
+    ambiguous = (scores >= kth).sum(axis=1) > kk  # more items tie with the k-th than there are places
+    out = []
+    for r in range(n_rows):
+        top = np.argsort(-scores[r], kind="stable")[:kk] if ambiguous[r] else part[r]
+        out.append(top[np.isfinite(scores[r, top])])
+    return out
+
+
+def publish_recommendations(
+    engine_or_url: Engine | str,
+    recommender: ItemRecommender,
+    model_name: str,
+    model_version: str,
+    k: int = 10,
+    bundle_size: int = 3,
+    chunk_size: int = 512,
+    progress: bool = True,
+) -> PublishResult:
+    """Write every catalog item's top-k related items and its bundle, replacing the name's old rows.
+
+    Args:
+        engine_or_url: a SQLAlchemy engine or database URL (SQLite or PostgreSQL).
+        recommender: the loaded model (`ItemRecommender.load(model_dir)`).
+        model_name: the registered model's name; its previous rows (any version) are replaced.
+        model_version: the version being published.
+        k: related items per item (fewer when the catalog is smaller).
+        bundle_size: the most items in each item's bundle (`BundleConfig(k=bundle_size)`); skipped,
+            with a warning, when the model carries no behaviour statistics.
+        chunk_size: items scored and inserted per step, inside the one transaction (memory: about
+            2 x chunk_size x n_items x 8 bytes, whatever the catalog's total row count).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        What was written. All-or-nothing: on any error the transaction rolls back and the name's
+        previous rows stay as they were.
+    """
+    if not str(model_name).strip() or not str(model_version).strip():
+        raise ValueError("model_name and model_version must be non-empty")
+    if k < 1 or chunk_size < 1:
+        raise ValueError(f"k and chunk_size must be >= 1, got k={k}, chunk_size={chunk_size}")
+    item_ids = [str(i) for i in recommender.item_ids]
+    n = len(item_ids)
+    if n == 0:
+        raise ValueError("the model's catalog is empty: nothing to publish (the previous rows are kept)")
+    if len(set(item_ids)) != n:
+        dup = pd.Series(item_ids)[pd.Series(item_ids).duplicated()].unique()[:5].tolist()
+        raise ValueError(f"the model's catalog has duplicate item ids (e.g. {dup}): cannot publish one list per item")
+    _check_length("model_name", [str(model_name)])
+    _check_length("model_version", [str(model_version)])
+    _check_length("item_id", item_ids)
+    behaviour = recommender.behaviour
+    bundle_cfg = BundleConfig(k=bundle_size)  # validates bundle_size
+    if behaviour is None:
+        log.warning("model %s version %s carries no behaviour statistics: publishing related items only, no bundles", model_name, model_version)
+
+    engine, owned = _engine(engine_or_url)
+    start = time.perf_counter()
+    published_at = datetime.now(timezone.utc)
+    base = {"model_name": model_name, "model_version": model_version, "published_at": published_at}
+    n_rows = 0
+    try:
+        # SQLite: one writer per file; queue on the file's write lock rather than fail on "database is locked"
+        with (
+            write_lock(engine, f"publish of {model_name}"),
+            engine.begin() as conn,
+            tqdm(total=n, desc=f"publishing {model_name} v{model_version}", unit="item", disable=not progress) as bar,
+        ):
+            # one transaction: the old rows go and the new ones come at commit, or nothing changes
+            if conn.dialect.name == "postgresql":
+                # concurrent publishes of this name queue here until the holder commits or rolls back;
+                # the DELETE below then sees (and replaces) the rows the holder committed
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(model_name)})
+            deleted = conn.execute(delete(published_table).where(published_table.c.model_name == model_name)).rowcount
+            stmt = insert(published_table)
+            for lo in range(0, n, chunk_size):
+                idx = np.arange(lo, min(lo + chunk_size, n))
+                scores = _chunk_scores(recommender, idx)
+                scores[np.arange(len(idx)), idx] = -np.inf  # never the item itself
+                scores[np.isnan(scores)] = -np.inf
+                rows = []
+                for i, top in zip(idx.tolist(), _top_k(scores, k), strict=True):
+                    anchor = item_ids[i]
+                    r = i - lo
+                    for rank, j in enumerate(top.tolist(), start=1):
+                        rows.append(
+                            {
+                                **base,
+                                "item_id": anchor,
+                                "kind": RELATED,
+                                "rank": rank,
+                                "recommended_item_id": item_ids[j],
+                                "score": float(scores[r, j]),
+                                "reasons": recommender._reasons(j, [i], None),
+                            }
+                        )
+                    if behaviour is not None:
+                        bundle = compose_bundle(behaviour, [i], bundle_cfg)
+                        for rank, item in enumerate(bundle.items, start=1):
+                            rows.append(
+                                {
+                                    **base,
+                                    "item_id": anchor,
+                                    "kind": BUNDLE,
+                                    "rank": rank,
+                                    "recommended_item_id": item_ids[item.index],
+                                    "score": float(item.breakdown["total"]),
+                                    "reasons": REASON_SEP.join(item.reasons),
+                                }
+                            )
+                if rows:
+                    conn.execute(stmt, rows)
+                n_rows += len(rows)
+                bar.update(len(idx))
+    finally:
+        if owned:
+            engine.dispose()
+    seconds = time.perf_counter() - start
+    log.info(
+        "published %s version %s: %d items, %d rows (replaced %s old rows) in %.1fs",
+        model_name, model_version, n, n_rows, deleted if deleted is not None and deleted >= 0 else "?", seconds,
+    )
+    return PublishResult(model_name=model_name, model_version=model_version, items=n, rows=n_rows, seconds=seconds)
+
+
+def published_version(engine_or_url: Engine | str, model_name: str) -> str | None:
+    """The version published for a model name; None when nothing is published.
+
+    Raises:
+        PublishedVersionError: the table holds several versions for the name (a broken invariant:
+            publishes replace a name's rows in one transaction).
+    """
+    engine, owned = _engine(engine_or_url)
+    try:
+        with engine.connect() as conn:
+            versions = conn.execute(
+                select(published_table.c.model_version)
+                .where(published_table.c.model_name == model_name)
+                .distinct()
+                .order_by(published_table.c.model_version)
+            ).scalars().all()
+    finally:
+        if owned:
+            engine.dispose()
+    if len(versions) > 1:
+        raise PublishedVersionError(
+            f"published_recommendations holds {len(versions)} versions for model {model_name!r}: {versions}; "
+            "a publish replaces all of a model's rows at once, so the table was modified outside publish_recommendations"
+        )
+    return versions[0] if versions else None
+
+
+def read_published(engine_or_url: Engine | str, model_name: str, item_id: str, kind: str = RELATED) -> pd.DataFrame:
+    """One item's published list ('related' or 'bundle'), ordered by rank; empty when none."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    t = published_table
+    engine, owned = _engine(engine_or_url)
+    try:
+        with engine.connect() as conn:
+            frame = pd.read_sql(
+                select(*[t.c[c] for c in COLUMNS])
+                .where(t.c.model_name == model_name, t.c.item_id == str(item_id), t.c.kind == kind)
+                .order_by(t.c.rank),
+                conn,
+            )
+    finally:
+        if owned:
+            engine.dispose()
+    # SQLite hands back naive UTC datetimes: make them tz-aware everywhere
+    frame["published_at"] = pd.to_datetime(frame["published_at"], utc=True)
+    return frame.reset_index(drop=True)
