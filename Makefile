@@ -49,7 +49,7 @@ demo: airflow-init
 
 # the tests start real PostgreSQL and Redis servers (the distributed topology): Redis comes from Debian's packages
 test: install cluster-deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 # Unit tests only (no network, no real encoder)
 test-fast: install

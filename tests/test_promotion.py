@@ -96,6 +96,11 @@ def test_first_model_beats_every_baseline_and_becomes_champion(registry) -> None
 
     ref = ReferenceStats.load(registry["first_ctx"].run_dir / "model" / REFERENCE_DIR)
     assert len(ref.eval_recall_users) > 50 and 0 <= float(ref.eval_recall_users.mean()) <= 1
+    # the version carries the whole package it was trained with (a fresh `mlflow models serve` loads it)
+    from mlflow.artifacts import download_artifacts
+
+    code = Path(download_artifacts(f"models:/{MODEL}/{first['version']}")) / "code" / "recsys"
+    assert (code / "serving.py").is_file() and (code / "stages" / "pipeline.py").is_file() and (code / "data" / "schema.py").is_file()
 
 
 def test_weaker_model_is_refused_with_reasons_and_the_champion_stays(registry) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import recsys
 from recsys.data import schema as S
 from recsys.config import PipelineConfig
 from recsys.evaluation.metrics import metric_name
@@ -78,7 +79,7 @@ def package(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
         cfg.model_name,
         ItemRecommender(),
         artifacts=artifacts,
-        code_paths=[str(Path(__file__).resolve().parent)],
+        code_paths=[str(Path(recsys.__file__).resolve().parent)],  # the whole package: the model loads with the code it was trained with
         input_example=example,
         pip_requirements=_model_requirements(),
     )
