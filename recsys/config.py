@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime, timezone
 from typing import Any
 
 # item documents (recsys.data.documents builds them): the parts a document may have
@@ -30,6 +31,15 @@ class DocumentConfig:
             raise ValueError(f"unknown document fields {sorted(unknown)}; known: {FIELDS}")
 
 
+def _iso_utc(name: str, text: str | None) -> datetime:
+    """An ISO date or date-time (naive = UTC), or a ValueError naming the setting."""
+    try:
+        when = datetime.fromisoformat(str(text))
+    except ValueError:
+        raise ValueError(f"{name} must be an ISO date such as 2017-11-01, got {text!r}") from None
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
+
+
 @dataclass(frozen=True)
 class SplitConfig:
     seed: int = 42  # the training seed: it never changes which part a pair falls in (the salt does)
@@ -42,6 +52,16 @@ class SplitConfig:
     holdout_share: float = 0.20  # share of each user's items held out as targets
     time_val_share: float = 0.10  # time split: the 10% of interactions before the test window
     time_test_share: float = 0.10  # time split: the last 10% of interactions
+    # time split by calendar instead of shares: interactions from `time_val_start` (ISO date/time, UTC) are
+    # validation, from `time_test_start` test (e.g. completejourney: months 1-10 train, 11 val, 12 test)
+    time_val_start: str | None = None
+    time_test_start: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.time_val_start is None) != (self.time_test_start is None):
+            raise ValueError("time_val_start and time_test_start are set together (or neither)")
+        if self.time_val_start is not None and not _iso_utc("time_val_start", self.time_val_start) < _iso_utc("time_test_start", self.time_test_start):
+            raise ValueError(f"time_val_start ({self.time_val_start}) must come before time_test_start ({self.time_test_start})")
 
 
 @dataclass(frozen=True)

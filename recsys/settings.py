@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import ast
 import math
+from datetime import date
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from recsys.config import CANDIDATES, FIELDS, SIGNALS, TRAIN_PROFILES, GateConfig, PipelineConfig
 from recsys.errors import InputError
 
-Kind = Literal["integer", "number", "boolean", "string", "enum", "list"]
+Kind = Literal["integer", "number", "boolean", "string", "enum", "list", "date"]
 
 PACKAGED_DATASETS = ("online-retail", "movielens-100k", "instacart-sample", "completejourney")  # = recsys.data.datasets.DATASET_NAMES (a test checks)
 DATASETS = (*PACKAGED_DATASETS, "files", "warehouse")
@@ -87,6 +88,8 @@ class Setting:
             return _as_bool(value)
         if self.kind == "list":
             return tuple(v.strip() for v in str(value).split(",") if v.strip())
+        if self.kind == "date":
+            return date.fromisoformat(str(value).strip()).isoformat()
         return str(value)
 
     def check(self, value: Any) -> None:
@@ -124,7 +127,15 @@ class Setting:
         return text
 
 
-_KIND_WORDS = {"integer": "an integer", "number": "a number", "boolean": "true or false", "string": "a string", "enum": "a string", "list": "a comma-separated list"}
+_KIND_WORDS = {
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "string": "a string",
+    "enum": "a string",
+    "list": "a comma-separated list",
+    "date": "a date (YYYY-MM-DD)",
+}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -225,6 +236,8 @@ SETTINGS: tuple[Setting, ...] = (
         choices=tuple(base for base, _ in GateConfig.guardrails),
     ),
     # the salt is the data set's (stored with it): a retraining keeps the stored one
+    Setting("time_val_start", ("split.time_val_start",), "date", "Time split by calendar: validation from this date (ISO, UTC; with time_test_start). Empty = the last 10% / 10% of interactions", nullable=True),
+    Setting("time_test_start", ("split.time_test_start",), "date", "Time split by calendar: test from this date (ISO, UTC; e.g. completejourney: 2017-11-01 and 2017-12-01)", nullable=True),
     Setting("split_salt", ("split.salt",), "string", "Re-draw the stable split with a new salt (empty = the data set's stored salt). On purpose only: the gate sees it"),
     Setting("gate_baselines", ("gate.baselines",), "list", "Gate: the baselines the FIRST model of a name must beat on the primary metric (comma-separated)", choices=BASELINES),
     Setting("require_approval", ("gate.require_approval",), "boolean", "Pause for a reviewer before moving the champion alias"),
@@ -267,8 +280,10 @@ def param_spec(setting: Setting) -> dict[str, Any]:
     if setting.kind == "enum":
         spec["enum"] = list(setting.choices)
     else:
-        base = "string" if setting.kind == "list" else setting.kind
+        base = "string" if setting.kind in ("list", "date") else setting.kind
         spec["type"] = ["null", base] if setting.nullable else base
+        if setting.kind == "date":
+            spec["format"] = "date"  # the trigger form shows a date picker
     bounds = {"minimum": setting.minimum, "maximum": setting.maximum, "exclusiveMinimum": setting.exclusive_minimum, "exclusiveMaximum": setting.exclusive_maximum}
     return spec | {k: v for k, v in bounds.items() if v is not None}
 

@@ -30,6 +30,8 @@ def _non_default(s: Setting) -> Any:
         return ",".join(items[:-1]) if len(items) > 1 else s.choices[0]
     if s.kind == "string":
         return f"{default or '/tmp/x'}-other"
+    if s.kind == "date":  # the calendar split's dates, in declaration order: a valid (val < test) pair
+        return f"2024-0{1 + [d.name for d in SETTINGS if d.kind == 'date'].index(s.name)}-01"
     low = s.minimum if s.minimum is not None else (s.exclusive_minimum if s.exclusive_minimum is not None else 0)
     high = s.maximum if s.maximum is not None else s.exclusive_maximum
     if s.kind == "integer":
@@ -145,6 +147,7 @@ def test_settings_import_no_heavy_library() -> None:
         ({"max_train_steps": "ten"}, "max_train_steps must be an integer, got 'ten'"),
         ({"max_train_steps": 2.5}, "max_train_steps must be an integer, got 2.5"),
         ({"fusion": "ture"}, "fusion must be true or false, got 'ture'"),
+        ({"time_val_start": "Nov 1"}, r"time_val_start must be a date \(YYYY-MM-DD\), got 'Nov 1'"),
         ({"gate_baselines": "popularity,bm25"}, "gate_baselines takes only popularity, itemknn, ease, frozen; unknown: bm25"),
         ({"fusion_signals": "price,colour"}, "fusion_signals takes only price, sales, rating; unknown: colour"),
     ],

@@ -225,6 +225,35 @@ def test_time_split_exact_parts():
     assert split.protocol == "time"
 
 
+def test_time_split_by_calendar_dates():
+    """completejourney's protocol (months 1-10 train, 11 val, 12 test) is this rule with two dates."""
+    cfg = SplitConfig(time_val_start=str(T0 + pd.Timedelta(hours=14)), time_test_start=(T0 + pd.Timedelta(hours=17)).isoformat())
+    split = time_split(_time_interactions(), TIME_CATALOG, cfg)
+    # hours 14-16 are validation, 17-19 test; (u1, i1) at hour 18 first occurred at hour 0: stays train
+    assert _pairs_of(split, TEST) == {("u1", "i7"), ("u2", "i9")}
+    assert _pairs_of(split, VAL) == {("u3", "i2"), ("u1", "i6"), ("u3", "i8")}
+    assert _pairs_of(split, TRAIN) == {
+        ("u1", "i1"), ("u1", "i2"), ("u1", "i3"), ("u1", "i5"),
+        ("u2", "i2"), ("u2", "i3"), ("u2", "i7"), ("u2", "i4"), ("u2", "i6"),
+        ("u3", "i1"), ("u3", "i4"), ("u3", "i5"), ("u3", "i6"),
+    }  # fmt: skip
+    # cold: items without a training row (first sold in the validation or test window, or never sold)
+    assert split.cold_items == frozenset({"i8", "i9", "i10"})
+
+
+@pytest.mark.parametrize(
+    ("fields", "error"),
+    [
+        ({"time_val_start": "2024-01-02"}, "set together"),
+        ({"time_val_start": "2024-01-02", "time_test_start": "2024-01-01"}, "must come before"),
+        ({"time_val_start": "next week", "time_test_start": "2024-01-01"}, "time_val_start must be an ISO date"),
+    ],
+)
+def test_calendar_split_settings_are_checked(fields: dict, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        SplitConfig(**fields)
+
+
 def test_time_split_a_pair_first_seen_in_train_is_never_a_target():
     split = time_split(_time_interactions(), TIME_CATALOG, SplitConfig())
     targets = _pairs_of(split, TEST) | _pairs_of(split, VAL)

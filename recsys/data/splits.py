@@ -119,15 +119,21 @@ def basket_split(interactions: pd.DataFrame, items: pd.Series, config: SplitConf
 
 def time_split(interactions: pd.DataFrame, items: pd.Series, config: SplitConfig) -> Split:
     """A global time split (e.g. movielens-100k): the last `time_test_share` of interactions by time
-    are test, the `time_val_share` before them validation, the rest train. Targets are items new to
-    the user; cold items are those with no training interaction."""
+    are test, the `time_val_share` before them validation, the rest train — or, with `time_val_start` and
+    `time_test_start`, by calendar: from each date on. Targets are items new to the user; cold items are
+    those with no training interaction (with dates: products first sold in the validation or test window)."""
     ev = interactions[[S.USER_ID, S.ITEM_ID, S.TIMESTAMP]].sort_values([S.TIMESTAMP, S.USER_ID, S.ITEM_ID], kind="stable")
     n = len(ev)
-    n_test = int(round(config.time_test_share * n))
-    n_val = int(round(config.time_val_share * n))
     part = np.full(n, TRAIN, dtype=object)
-    part[n - n_test - n_val : n - n_test] = VAL
-    part[n - n_test :] = TEST
+    if config.time_val_start is not None:
+        times = ev[S.TIMESTAMP]
+        part[(times >= _utc(config.time_val_start)).to_numpy()] = VAL
+        part[(times >= _utc(config.time_test_start)).to_numpy()] = TEST
+    else:
+        n_test = int(round(config.time_test_share * n))
+        n_val = int(round(config.time_val_share * n))
+        part[n - n_test - n_val : n - n_test] = VAL
+        part[n - n_test :] = TEST
     ev = ev.assign(**{PART: part})
     # one row per (user, item): its first occurrence decides its part, so a target is always new to the user
     # (the timestamp stays: training uses the order of each user's history)
@@ -138,6 +144,11 @@ def time_split(interactions: pd.DataFrame, items: pd.Series, config: SplitConfig
     warm = np.array(sorted(trained))
     tuning = frozenset(warm[stable_unit(config.salt, "tuning", warm) < config.tuning_share].tolist()) if len(warm) else frozenset()
     return Split(pairs=first, cold_items=cold, protocol="time", salt=config.salt, tuning_items=tuning)
+
+
+def _utc(when: str | None) -> pd.Timestamp:
+    stamp = pd.Timestamp(when)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def make_split(dataset: S.Dataset, config: SplitConfig) -> Split:
