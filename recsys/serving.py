@@ -123,7 +123,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
         return {key: str(root / name) for key, name in MODEL_DIR_FILES.items() if (root / name).exists()}
 
     def load_context(self, context: Any) -> None:
-        from recsys.model.hybrid import HybridConfig, HybridModel
+        from recsys.model.hybrid import HybridConfig, model_from_arrays
 
         data = np.load(context.artifacts[CATALOG_ARTIFACT])
         self.item_ids = data["item_ids"].tolist()
@@ -135,7 +135,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
             hybrid = np.load(context.artifacts[HYBRID_ARTIFACT])
             info = json.loads(Path(context.artifacts[HYBRID_CONFIG_ARTIFACT]).read_text())
             cfg = HybridConfig.from_dict(info["config"])
-            self.model = HybridModel(weights=hybrid["weights"], vectors=hybrid["vectors"], is_cold=hybrid["is_cold"], config=cfg)
+            self.model = model_from_arrays(hybrid, cfg)
         self.behaviour = None
         if BEHAVIOUR_ARTIFACT in context.artifacts:
             self.behaviour = _load_behaviour(context.artifacts[BEHAVIOUR_ARTIFACT], self.item_ids, self.titles, self.vectors)
@@ -267,7 +267,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
                 reasons.append("new item, recommended from its description")
             return REASON_SEP.join(reasons)
         # co-purchase evidence counts only where the behaviour weights actually favour the item
-        cf = float(self.model.weights[cart, j].sum()) if self.model is not None else 0.0
+        cf = self.model.pair_weight(cart, j) if self.model is not None else 0.0
         rel = float(self.model.config.text_score_weight) if self.model is not None else 1.0
         breakdown = {"complementarity": max(cf, 0.0), "relevance": rel}
         return REASON_SEP.join(explain_item(self.behaviour, j, cart, breakdown))

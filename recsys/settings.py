@@ -27,7 +27,7 @@ Kind = Literal["integer", "number", "boolean", "string", "enum", "list", "date"]
 PACKAGED_DATASETS = ("online-retail", "movielens-100k", "instacart-sample", "completejourney")  # = recsys.data.datasets.DATASET_NAMES (a test checks)
 DATASETS = (*PACKAGED_DATASETS, "files", "warehouse")
 GATE_METRICS = ("ndcg", "recall", "mrr", "hit_rate")
-BASELINES = ("popularity", "itemknn", "ease", "frozen")
+BASELINES = ("popularity", "itemknn", "ease", "frozen", "als")
 _NO_DEFAULT = object()  # marks "the default is the PipelineConfig field's"
 
 
@@ -257,7 +257,7 @@ SETTINGS: tuple[Setting, ...] = (
         form=False,
     ),
     Setting("ann_min_items", ("ann_min_items",), "integer", "Catalogs with at least this many items are packaged with a FAISS index", minimum=1, form=False),
-    Setting("max_dense_items", ("max_dense_items",), "integer", "Largest catalog the dense hybrid accepts (an n x n matrix); larger ones are refused at validation", minimum=1, form=False),
+    Setting("max_dense_items", ("max_dense_items",), "integer", "Largest catalog the dense hybrid takes whole (an n x n matrix); a larger one takes the scalable path: weights on its this-many most-bought items, the rest scored from their text neighbours", minimum=1, form=False),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 RECIPE: tuple[Setting, ...] = tuple(s for s in SETTINGS if s.recipe)

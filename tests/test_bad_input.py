@@ -184,22 +184,3 @@ def test_a_missing_setting_is_an_input_error_that_fails_the_run(session_home: Pa
         [c.get_experiment_by_name(cfg.experiment).experiment_id], filter_string=f"tags.`{tracking.RUN_KEY_TAG}` = '{ctx.run_key}'"
     )[0]
     assert run.info.status == "FAILED" and "needs both" in run.data.tags["failure.reason"]
-
-
-def test_a_catalog_too_large_for_the_dense_model_is_refused_at_validation(tmp_path: Path, session_home: Path) -> None:
-    """Refused before anything is stored or embedded, with the numbers and what to do; not an out-of-memory
-    crash in the model fit later (completejourney's 92,331 items meet the 20,000 default)."""
-    from recsys.errors import InputError
-
-    items_path = _write(tmp_path / "items.csv", GOOD_ITEMS)
-    inter_path = _write(tmp_path / "interactions.csv", GOOD_INTER)
-    cfg = PipelineConfig.from_params({"dataset": "files", "items_path": str(items_path), "interactions_path": str(inter_path), "max_dense_items": 2})
-    ctx = RunContext.create("bad_setting__dense_limit", "2026-11-28T00:00:00+00:00")
-    with pytest.raises(InputError, match=r"^user-files: 3 catalog items, more than the dense hybrid model holds \(max_dense_items = 2: .*sample_users"):
-        pipeline.validate(cfg, ctx)
-    assert not (ctx.run_dir / "data").exists()
-    c = tracking.client(ctx.tracking_uri)
-    run = c.search_runs(
-        [c.get_experiment_by_name(cfg.experiment).experiment_id], filter_string=f"tags.`{tracking.RUN_KEY_TAG}` = '{ctx.run_key}'"
-    )[0]
-    assert run.info.status == "FAILED" and "max_dense_items = 2" in run.data.tags["failure.reason"]

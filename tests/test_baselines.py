@@ -388,3 +388,50 @@ def test_registered_baselines_fit_and_tune_through_one_contract() -> None:
     np.testing.assert_array_equal(popularity, np.tile(data.popularity, (2, 1)))
     for name, baseline in baselines.BASELINES.items():
         assert baseline.fit(data, {"l2": 10.0, "neighbours": 2, "shrink": 0.0})(queries).shape == (2, x.shape[1]), name
+
+
+# --- the scalable path: item-item baselines on the head, ALS over the whole catalog --------------------------------
+
+
+def test_item_item_baselines_on_the_head_rank_only_head_items_and_ignore_other_basket_items() -> None:
+    x = _x()
+    head = np.array([0, 2])
+    data = baselines.BaselineData([f"i{j}" for j in range(x.shape[1])], x, np.asarray(x.sum(axis=0)).ravel(), np.eye(x.shape[1], dtype=np.float32), head)
+    scores = baselines.BASELINES["ease"].fit(data, {"l2": 10.0})([np.array([0, 1]), np.array([1])])
+    b = _textbook_ease(x[:, head].toarray().T @ x[:, head].toarray(), 10.0)
+    outside = np.setdiff1d(np.arange(x.shape[1]), head)
+    assert np.isneginf(scores[:, outside]).all()
+    np.testing.assert_allclose(scores[0, head], b[0], rtol=1e-5, atol=1e-6)  # item 1 lies outside the head: no vote
+    np.testing.assert_allclose(scores[1, head], 0.0, atol=1e-7)  # a basket of tail items only: nothing to go on
+
+
+def test_als_is_compared_on_the_scalable_path_only() -> None:
+    als = baselines.BASELINES["als"]
+    assert als.applies(scalable=True) and not als.applies(scalable=False)
+    assert all(b.applies(False) for name, b in baselines.BASELINES.items() if name != "als")
+
+
+def test_als_scores_fold_a_basket_in_as_the_least_squares_user_vector() -> None:
+    y = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    reg, alpha = 0.5, 2.0
+    # basket {0, 2}: A = Y'Y + reg I + alpha (y0 y0' + y2 y2'), b = (1 + alpha)(y0 + y2), u = A^-1 b
+    a = y.T @ y + reg * np.eye(2) + alpha * (np.outer(y[0], y[0]) + np.outer(y[2], y[2]))
+    u = np.linalg.solve(a, 3.0 * (y[0] + y[2]))
+    got = baselines.als_scores(y, reg, alpha, [np.array([0, 2]), np.array([], dtype=np.int64)])
+    np.testing.assert_allclose(got[0], y @ u, rtol=1e-6)
+    np.testing.assert_array_equal(got[1], 0.0)  # an empty basket: no user vector
+
+
+def test_als_learns_the_block_structure_and_its_tuning_is_bracketed() -> None:
+    """Two groups of items bought by two groups of users: a basket from one group ranks its own group first."""
+    rows = [(u, i) for u in range(20) for i in range(4)] + [(u, i) for u in range(20, 40) for i in range(4, 8)]
+    x = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), tuple(np.array(rows).T)), shape=(40, 8))
+    data = baselines.BaselineData([f"i{j}" for j in range(8)], x, np.asarray(x.sum(axis=0)).ravel(), np.eye(8, dtype=np.float32))
+
+    def own_group_first(scorer) -> float:
+        s = scorer([np.array([0]), np.array([5])])
+        return float(np.mean([s[0, 1:4].min() > s[0, 4:].max(), s[1, [4, 6, 7]].min() > s[1, :4].max()]))
+
+    record = baselines.BASELINES["als"].tune(data, own_group_first)
+    assert set(record["chosen"]) == {"factors", "regularization", "alpha"}
+    assert own_group_first(baselines.BASELINES["als"].fit(data, record["chosen"])) == 1.0

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys.model import baselines
+from recsys.model import baselines, hybrid
 from recsys.model.hybrid import (
     HybridConfig,
     HybridModel,
@@ -590,3 +590,113 @@ def test_config_from_dict_reads_models_saved_before_the_bounds():
     # the current form round-trips through JSON, and unknown (newer) fields are dropped
     now = HybridConfig(l2=30.0, l2_bounds=(1.0, 1e5))
     assert HybridConfig.from_dict(json.loads(json.dumps(now.__dict__)) | {"from_the_future": 1}) == now
+
+
+# --- the scalable path: weights over the head, everything else borrows from its text neighbours in the head ----------
+
+# popularity of a..e in X_DENSE: a 3, b 3, c 2, d 0, e 0 -> the 2-item head is {a, b} (ties by index)
+HEAD = np.array([0, 1])
+
+
+def test_head_items_are_the_most_bought_ties_by_index_and_none_when_the_head_is_the_whole_catalog():
+    np.testing.assert_array_equal(hybrid.head_items(_x(), 2), [0, 1])
+    np.testing.assert_array_equal(hybrid.head_items(_x(), 1), [0])  # a and b tie at 3: the lower index wins
+    np.testing.assert_array_equal(hybrid.head_items(_x(), 3), [0, 1, 2])
+    assert hybrid.head_items(_x(), 5) is None and hybrid.head_items(_x(), 9) is None and hybrid.head_items(_x(), 0) is None
+
+
+@pytest.mark.parametrize("outside", [2, 4])  # c: warm, outside the head; e: new (cold)
+def test_an_item_outside_the_head_gets_exactly_its_column_of_the_head_plus_that_item(outside):
+    """Folding one item in against the head's inverse Gram matrix is block inversion: its scores equal those
+    of the dense model fitted on the head plus that one item (textbook inverse, written out)."""
+    head = np.array([i for i in range(5) if i != outside])
+    cfg = _cfg(l2=0.5, text_weight=2.0, text_score_weight=0.0, cold_weight=0.0)
+    model = fit_hybrid(_x(), V, IS_COLD, cfg, head=head)
+    both = np.sort(np.r_[head, outside])
+    b_aug = _textbook_side_info_ease(X_DENSE[:, both], V[both], 0.5, 2.0)
+    col = list(both).index(outside)
+    for basket in ([head[0]], [head[0], head[1]], list(head)):
+        got = model.scores([np.array(basket)])[0, outside]
+        rows = [list(both).index(i) for i in basket]
+        assert got == pytest.approx(float(b_aug[rows, col].sum()), rel=1e-4, abs=1e-6)
+        assert model.pair_weight(basket, outside) == pytest.approx(got, rel=1e-6)
+    # the head's own weights are the head's side-information EASE
+    np.testing.assert_allclose(model.weights, _textbook_side_info_ease(X_DENSE[:, head], V[head], 0.5, 2.0), rtol=1e-5, atol=1e-6)
+
+
+def test_head_model_adds_the_text_term_and_propagates_new_items_as_the_dense_model_does():
+    cfg = _cfg(l2=0.5, text_weight=2.0, text_score_weight=0.1, cold_weight=0.5)
+    bare = fit_hybrid(_x(), V, IS_COLD, replace(cfg, text_score_weight=0.0, cold_weight=0.0), head=HEAD)
+    model = fit_hybrid(_x(), V, IS_COLD, cfg, head=HEAD)
+    s = bare.scores([np.array([0, 2])])[0].astype(np.float64)
+    u = np.array([0.5, 0.5]) / math.sqrt(0.5)  # mean of a and c, normalised
+    s += 0.1 * (V.astype(np.float64) @ u)
+    s[3] += 0.5 * (D_WB * s[1] + D_WA * s[0])  # d and e are new: their warm text neighbours, as in the dense model
+    s[4] += 0.5 * (E_WC * s[2] + E_WB * s[1])
+    np.testing.assert_allclose(model.scores([np.array([0, 2])])[0], s, rtol=1e-5, atol=1e-6)
+
+
+def test_a_head_covering_the_catalog_is_the_dense_model():
+    dense = fit_hybrid(_x(), V, IS_COLD, _cfg())
+    headed = fit_hybrid(_x(), V, IS_COLD, _cfg(), head=np.arange(5))
+    baskets = [np.array(q) for q in ([0], [1, 2], [3], [0, 1, 4])]
+    np.testing.assert_allclose(headed.scores(baskets), dense.scores(baskets), rtol=1e-6, atol=1e-7)
+
+
+def test_fit_on_the_head_is_side_information_ease_of_the_head_columns():
+    model = fit_hybrid(_x(), V, IS_COLD, _cfg(l2=0.5, text_weight=10.0), head=HEAD)
+    np.testing.assert_allclose(model.weights, _textbook_side_info_ease(X_DENSE[:, HEAD], V[HEAD], 0.5, 10.0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(model.head, HEAD)
+
+
+def test_head_model_round_trips_through_its_saved_arrays(tmp_path):
+    model = fit_hybrid(_x(), V, IS_COLD, _cfg(), head=HEAD)
+    np.savez(tmp_path / "m.npz", **hybrid.model_arrays(model))
+    back = hybrid.model_from_arrays(np.load(tmp_path / "m.npz"), model.config)
+    np.testing.assert_array_equal(back.head, HEAD)
+    np.testing.assert_array_equal(back.neighbours, model.neighbours)
+    assert (back.x != model.x).nnz == 0
+    baskets = [np.array([0, 2]), np.array([4])]
+    np.testing.assert_allclose(back.scores(baskets), model.scores(baskets), rtol=0, atol=0)
+    # a model saved before the scalable path (no head in its arrays) loads as the dense model
+    dense = fit_hybrid(_x(), V, IS_COLD, _cfg())
+    np.savez(tmp_path / "d.npz", weights=dense.weights, vectors=dense.vectors, is_cold=dense.is_cold)
+    assert hybrid.model_from_arrays(np.load(tmp_path / "d.npz"), dense.config).head is None
+
+
+def test_many_borrowers_find_their_neighbours_through_faiss_exactly(monkeypatch):
+    """Past the dense block the neighbours come from the FAISS index: the same neighbours and weights."""
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(300, 8)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    borrowers = np.arange(300) >= 40
+    cfg = _cfg(cold_neighbours=3)
+    dense_ids, dense_w = cold_neighbours(v, borrowers, cfg)
+    monkeypatch.setattr(hybrid, "_DENSE_NEIGHBOUR_BLOCK", 10)
+    faiss_ids, faiss_w = cold_neighbours(v, borrowers, cfg)
+    np.testing.assert_array_equal(np.sort(faiss_ids, axis=1), np.sort(dense_ids, axis=1))
+    order_d, order_f = np.argsort(dense_ids, axis=1), np.argsort(faiss_ids, axis=1)
+    np.testing.assert_allclose(np.take_along_axis(faiss_w, order_f, 1), np.take_along_axis(dense_w, order_d, 1), rtol=1e-5)
+
+
+def test_tuning_on_the_head_keeps_the_head_and_scores_every_item():
+    x = sp.csr_matrix(TUNE_X)
+    is_cold = np.asarray(x.sum(axis=0)).ravel() == 0
+    v = np.random.default_rng(1).normal(size=(x.shape[1], 3)).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    head = hybrid.head_items(x, 3)
+    seen = []
+
+    def evaluate(model, hidden):
+        seen.append((model.head, hidden.copy()))
+        return float(model.scores([np.array([0])])[0, 1])
+
+    model, record = tune_hybrid(x, v, is_cold, evaluate, _cfg(max_rounds=1), head=head, pseudo_cold=np.array([0]))
+    plain = [h for h, hidden in seen if not hidden.any()]
+    fold = [h for h, hidden in seen if hidden.any()]
+    assert plain and all(np.array_equal(h, head) for h in plain)
+    # the pseudo-cold fold draws its head without the hidden item's history: item 0 leaves it, as a real new item would
+    assert fold and all(len(h) == 3 and 0 not in h for h in fold)
+    np.testing.assert_array_equal(model.head, head)
+    assert model.weights.shape == (3, 3)
+    assert np.isfinite(model.scores([np.array([0])])).all()

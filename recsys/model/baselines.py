@@ -166,6 +166,73 @@ def tune_itemknn(x: sp.csr_matrix, score_fn: WeightsScore, config: ItemKNNTuning
     return weights, result.to_record()
 
 
+# --- implicit ALS: the scalable collaborative baseline ---------------------------------------------------
+
+@dataclass(frozen=True)
+class ALSTuning:
+    """Grids of the ALS baseline (Hu, Koren & Volinsky 2008, `implicit`'s CPU solver): factors, the L2
+    regularisation and the confidence weight alpha of an observed interaction. All bounds are search
+    limits, except factors' lower bound 1."""
+
+    factors: tuple[int, ...] = (32, 64, 128)
+    regularization: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
+    alpha: tuple[float, ...] = (0.3, 1.0, 3.0)
+    iterations: int = 15
+    seed: int = 42
+    max_rounds: int = 2
+
+    def grids(self) -> dict[str, Grid]:
+        return {
+            "factors": Grid(values=self.factors, lower=1, upper=1024, log=True, integer=True, natural_lower=True),
+            "regularization": Grid(values=self.regularization, lower=1e-4, upper=1e5, log=True),
+            "alpha": Grid(values=self.alpha, lower=1e-3, upper=1e3, log=True),
+        }
+
+
+def als_item_factors(x: sp.csr_matrix, factors: int, regularization: float, alpha: float, iterations: int = 15, seed: int = 42) -> np.ndarray:
+    """Item factors [n_items, factors] of implicit ALS on the binary training matrix (confidence 1 + alpha)."""
+    import implicit
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, "blas"):  # implicit parallelises itself; nested BLAS threads only slow it down
+        model = implicit.cpu.als.AlternatingLeastSquares(
+            factors=int(factors), regularization=float(regularization), alpha=float(alpha), iterations=iterations, random_state=seed, calculate_training_loss=False
+        )
+        model.fit(x.astype(np.float32), show_progress=False)
+    return np.asarray(model.item_factors, dtype=np.float64)
+
+
+def als_scores(item_factors: np.ndarray, regularization: float, alpha: float, queries: Sequence[np.ndarray]) -> np.ndarray:
+    """Scores of every item for baskets folded in as new users: the least-squares user vector ALS itself
+    would compute for that basket, u = (Y'Y + reg I + alpha Y_q'Y_q)^-1 (1 + alpha) Y_q'1, then u Y'."""
+    y = item_factors
+    base = y.T @ y + regularization * np.eye(y.shape[1])
+    users = np.zeros((len(queries), y.shape[1]))
+    for j, q in enumerate(queries):
+        if len(q):
+            yq = y[np.asarray(q, dtype=np.int64)]
+            users[j] = np.linalg.solve(base + alpha * (yq.T @ yq), (1.0 + alpha) * yq.sum(axis=0))
+    return (users @ y.T).astype(np.float32)
+
+
+def _als_scorer(x: sp.csr_matrix, chosen: dict[str, Any]) -> "Scorer":
+    reg, alpha = float(chosen.get("regularization", 1.0)), float(chosen.get("alpha", 1.0))
+    factors = als_item_factors(x, int(chosen.get("factors", 64)), reg, alpha)
+    return lambda queries: als_scores(factors, reg, alpha, queries)
+
+
+def tune_als(x: sp.csr_matrix, score_fn: ScorerScore, config: ALSTuning = ALSTuning()) -> dict[str, Any]:
+    """ALS factors, regularisation and alpha chosen on validation, coordinate-wise and bracketed (the
+    record as `CoordinateResult.to_record`)."""
+    result = coordinate_search(
+        lambda p: float(score_fn(_als_scorer(x, p))),
+        config.grids(),
+        start={"factors": 64, "regularization": 1.0, "alpha": 1.0},
+        max_rounds=config.max_rounds,
+    )
+    return result.to_record()
+
+
 def query_matrix(queries: Sequence[np.ndarray], n_items: int) -> sp.csr_matrix:
     """Binary query x item matrix from lists of item indices."""
     rows = np.concatenate([np.full(len(q), r) for r, q in enumerate(queries)]) if queries else np.zeros(0, int)
@@ -198,12 +265,19 @@ def baseline_inputs(split: Split, catalog: pd.DataFrame) -> tuple[list[str], sp.
 @dataclass(frozen=True)
 class BaselineData:
     """What a baseline may be fitted from: the catalog's item ids (in order), the training interactions
-    (users x items), the training popularity and the frozen encoder's item vectors."""
+    (users x items), the training popularity and the frozen encoder's item vectors. `head` (the scalable
+    path, `recsys.model.hybrid.head_items`): the dense item-item baselines are fitted on these items only,
+    the same head the candidate's weights cover; items outside it are never recommended by them."""
 
     item_ids: list[str]
     x: sp.csr_matrix
     popularity: np.ndarray
     frozen: np.ndarray
+    head: np.ndarray | None = None
+
+    @property
+    def x_head(self) -> sp.csr_matrix:
+        return self.x if self.head is None else self.x[:, self.head].tocsr()
 
 
 ScorerScore = Callable[["Scorer"], float]  # a scorer -> its validation score (the gate's primary metric at k)
@@ -219,15 +293,35 @@ class Baseline:
     description: str
     fit: Callable[[BaselineData, dict[str, Any]], "Scorer"]
     tune: Callable[[BaselineData, ScorerScore], dict[str, Any]] | None = None
+    # compared only on the scalable path (catalogs above `max_dense_items`), where the dense EASE cannot
+    # hold the whole catalog; below it exact EASE over every item is the stronger collaborative baseline
+    large_catalogs_only: bool = False
+
+    def applies(self, scalable: bool) -> bool:
+        """Whether the baseline is fitted and scored in a run (on the scalable path or not)."""
+        return scalable or not self.large_catalogs_only
 
 
-def _item_item(weights: np.ndarray) -> "Scorer":
-    return lambda queries: item_item_scores(weights, queries)
+def _item_item(weights: np.ndarray, head: np.ndarray | None = None, n_items: int | None = None) -> "Scorer":
+    if head is None:
+        return lambda queries: item_item_scores(weights, queries)
+    position = np.full(int(n_items), -1, dtype=np.int64)
+    position[head] = np.arange(len(head))
+
+    def scores(queries: Sequence[np.ndarray]) -> np.ndarray:
+        # only the head has weights: basket items outside it carry no vote, items outside it are never ranked
+        local = [position[q][position[q] >= 0] for q in queries]
+        out = np.full((len(queries), int(n_items)), -np.inf, dtype=np.float32)
+        out[:, head] = item_item_scores(weights, local)
+        return out
+
+    return scores
 
 
 def _tune_weights(search: Callable[[sp.csr_matrix, WeightsScore], tuple[np.ndarray, dict[str, Any]]]) -> Callable[[BaselineData, ScorerScore], dict[str, Any]]:
-    """An item-item search (weights -> score) as a registry `tune`: each weight matrix is scored as a scorer."""
-    return lambda data, score: search(data.x, lambda weights: score(_item_item(weights)))[1]
+    """An item-item search (weights -> score) as a registry `tune`: each weight matrix is scored as a scorer
+    (over the head on the scalable path)."""
+    return lambda data, score: search(data.x_head, lambda weights: score(_item_item(weights, data.head, data.x.shape[1])))[1]
 
 
 def _popularity(data: BaselineData, chosen: dict[str, Any]) -> "Scorer":
@@ -248,11 +342,23 @@ BASELINES: dict[str, Baseline] = {
         Baseline("popularity", "the most bought items in training, for everyone", _popularity),
         Baseline(
             "itemknn",
-            "item-kNN on co-occurrence cosine, neighbourhood size and shrinkage tuned",
-            lambda d, c: _item_item(itemknn_weights(d.x, c.get("neighbours"), float(c.get("shrink", 0.0)))),
+            "item-kNN on co-occurrence cosine, neighbourhood size and shrinkage tuned (on the head on the scalable path)",
+            lambda d, c: _item_item(itemknn_weights(d.x_head, c.get("neighbours"), float(c.get("shrink", 0.0))), d.head, d.x.shape[1]),
             _tune_weights(tune_itemknn),
         ),
-        Baseline("ease", "EASE (closed-form linear autoencoder), l2 tuned", lambda d, c: _item_item(ease_weights(d.x, float(c["l2"]))), _tune_weights(tune_ease)),
+        Baseline(
+            "ease",
+            "EASE (closed-form linear autoencoder), l2 tuned (on the head on the scalable path)",
+            lambda d, c: _item_item(ease_weights(d.x_head, float(c["l2"])), d.head, d.x.shape[1]),
+            _tune_weights(tune_ease),
+        ),
         Baseline("frozen", "the pretrained encoder's text vectors, not fine-tuned (cosine)", _frozen),
+        Baseline(
+            "als",
+            "implicit ALS (matrix factorisation) over the whole catalog, factors, regularisation and confidence tuned",
+            lambda d, c: _als_scorer(d.x, c),
+            lambda d, score: tune_als(d.x, score),
+            large_catalogs_only=True,
+        ),
     )
 }

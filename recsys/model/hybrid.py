@@ -15,6 +15,21 @@ scores like its `cold_neighbours` nearest warm items in text space (softmax of s
 `cold_temperature`), times `cold_weight`. The weights are tuned on a validation fold where some
 warm items are made cold on purpose, because the real validation split has no cold targets.
 
+Large catalogs (the scalable path). The dense model keeps an n x n weight matrix and inverts an n x n
+Gram matrix: memory n^2 and time n^3, which stops it at a few ten thousand items. Past
+`max_dense_items` the pipeline inverts the Gram matrix of the catalog's *head* only - the `head_items`
+items bought most in training - and every other item j (the long tail and new items) gets the column it
+would have if it alone were added to the head (block inversion, Schur complement):
+
+    B[head, j] = P_h g_j,   g_j = X_h' x_j + text_weight V_h v_j   (its Gram column against the head)
+
+so a basket q scores it as u . g_j with u = q_h P_h = (q_h - q_h B_h) * diag(P_h): a co-occurrence part
+(u X_h') x_j and a text part text_weight (u V_h) . v_j, computed per query from the training matrix and
+the vectors - O(users + n d), no n x n matrix anywhere. What it leaves out is the tail items' weights
+among themselves (they never enter a basket's score from the tail side). With a head covering the whole
+catalog it is exactly the dense model. New items are propagated from their text neighbours (FAISS,
+`recsys.model.ann`) as in the dense model.
+
 Tuning follows the same rule as the baselines (recsys.model.tuning): l2, text_weight and feature_weight
 are searched coordinate-wise over grids extended until the chosen value is bracketed, and the record
 says for every tuned parameter whether an edge was still hit.
@@ -65,6 +80,9 @@ class HybridConfig:
     feature_weight_bounds: tuple[float, float] = (0.0, 1e5)
     # coordinate rounds over (l2, text_weight[, feature_weight]); each evaluation inverts an n x n matrix
     max_rounds: int = 2
+    # the scalable path: the Gram matrix of this many most-bought items is inverted (0 = every item: the
+    # dense model); every other item's column is folded in against it (see the module doc)
+    head_items: int = 0
 
     @classmethod
     def from_dict(cls, data: dict) -> "HybridConfig":
@@ -96,37 +114,89 @@ class HybridConfig:
 
 @dataclass
 class HybridModel:
-    """Fitted weights; scores any basket over the whole catalog."""
+    """Fitted weights; scores any basket over the whole catalog.
 
-    weights: np.ndarray  # [n, n] item-item weights B
+    `head` None: `weights` covers every item (the dense model). Otherwise `weights` is B over the items
+    `head` lists (sorted catalog indices), `diag_p` the diagonal of their inverse Gram matrix and `x` the
+    training matrix: every other item is folded in per query (module doc). `neighbours` /
+    `neighbour_weights` (one row per cold item) may be given when computed at fit time."""
+
+    weights: np.ndarray  # [h, h] item-item weights B over the head (h = n for the dense model)
     vectors: np.ndarray  # [n, d] L2-normalised item text vectors
     is_cold: np.ndarray  # [n] bool: no training interaction
     config: HybridConfig
+    head: np.ndarray | None = None  # [h] sorted catalog indices the weights cover; None = every item
+    diag_p: np.ndarray | None = None  # [h] diagonal of the head's inverse Gram matrix (scalable path)
+    x: sp.csr_matrix | None = None  # [users, n] binary training matrix (scalable path)
+    neighbours: np.ndarray | None = None  # [n_cold, m] catalog indices of warm items
+    neighbour_weights: np.ndarray | None = None  # [n_cold, m] softmax weights
 
     def __post_init__(self) -> None:
-        self._neighbours, self._neighbour_weights = cold_neighbours(self.vectors, self.is_cold, self.config)
+        if self.head is not None:
+            if self.diag_p is None or self.x is None:
+                raise ValueError("a head model needs diag_p and the training matrix x to fold the other items in")
+            outside = np.ones(len(self.is_cold), dtype=bool)
+            outside[self.head] = False
+            self._outside = np.flatnonzero(outside)
+            x = sp.csr_matrix(self.x, dtype=np.float32)
+            self._x_head = x[:, self.head].tocsr()
+            self._x_outside_t = x[:, self._outside].T.tocsr()  # [n_outside, users]
+            self._v_head = np.ascontiguousarray(self.vectors[self.head])
+            self._v_outside = np.ascontiguousarray(self.vectors[self._outside])
+        if self.neighbours is None or self.neighbour_weights is None:
+            self.neighbours, self.neighbour_weights = cold_neighbours(self.vectors, self.is_cold, self.config)
+        self._pair_cache: tuple[tuple[int, ...], np.ndarray] | None = None
 
-    def scores(self, queries: Sequence[np.ndarray]) -> np.ndarray:
-        """Dense [n_queries, n_items] scores for baskets given as arrays of item indices."""
-        q = query_matrix(queries, self.weights.shape[0])
-        s = np.asarray(q @ self.weights)
+    @property
+    def n_items(self) -> int:
+        return len(self.is_cold)
+
+    def _behaviour_scores(self, q: sp.csr_matrix | np.ndarray) -> np.ndarray:
+        """q B over the catalog: the head's weights, and the folded-in columns of every other item."""
+        if self.head is None:
+            return np.asarray(q @ self.weights)
+        qh = q[:, self.head]
+        sh = np.asarray(qh @ self.weights)
+        u = (np.asarray(qh.toarray() if sp.issparse(qh) else qh, dtype=np.float32) - sh) * self.diag_p[None, :]  # q_h P_h
+        s = np.empty((q.shape[0], self.n_items), dtype=np.float32)
+        s[:, self.head] = sh
+        co = np.asarray(self._x_outside_t @ (self._x_head @ u.T)).T  # (u X_h') X_outside
+        if self.config.text_weight:
+            co += self.config.text_weight * ((u @ self._v_head) @ self._v_outside.T)
+        if self.config.feature_weight:
+            log.debug("feature_weight is not folded in for items outside the head")
+        s[:, self._outside] = co
+        return s
+
+    def _finish(self, q: sp.csr_matrix | np.ndarray, s: np.ndarray) -> np.ndarray:
         if self.config.text_score_weight:
             qv = np.asarray(q @ self.vectors)
             qv /= np.clip(np.linalg.norm(qv, axis=1, keepdims=True), 1e-12, None)
             s += self.config.text_score_weight * (qv @ self.vectors.T)
-        return propagate_to_cold(s, self.is_cold, self._neighbours, self._neighbour_weights, self.config.cold_weight)
+        return propagate_to_cold(s, self.is_cold, self.neighbours, self.neighbour_weights, self.config.cold_weight)
+
+    def scores(self, queries: Sequence[np.ndarray]) -> np.ndarray:
+        """Dense [n_queries, n_items] scores for baskets given as arrays of item indices."""
+        q = query_matrix(queries, self.n_items)
+        return self._finish(q, self._behaviour_scores(q))
 
     def scores_for_vector(self, query_weights: np.ndarray) -> np.ndarray:
         """Scores for a query given as a weight per catalog item (e.g. a new item's text neighbours)."""
         return self.scores_from_dense(query_weights[None, :])[0]
 
     def scores_from_dense(self, q: np.ndarray) -> np.ndarray:
-        s = q @ self.weights
-        if self.config.text_score_weight:
-            qv = q @ self.vectors
-            qv /= np.clip(np.linalg.norm(qv, axis=1, keepdims=True), 1e-12, None)
-            s += self.config.text_score_weight * (qv @ self.vectors.T)
-        return propagate_to_cold(s, self.is_cold, self._neighbours, self._neighbour_weights, self.config.cold_weight)
+        return self._finish(q, self._behaviour_scores(q))
+
+    def pair_weight(self, sources: Sequence[int], target: int) -> float:
+        """The summed behaviour weight B[source, target] from the given items to one item: how much the
+        learned item-item weights, rather than the direct text term, put the target there."""
+        src = np.asarray(sources, dtype=np.int64)
+        if self.head is None:
+            return float(self.weights[src, target].sum())
+        key = tuple(sorted(set(src.tolist())))
+        if self._pair_cache is None or self._pair_cache[0] != key:  # one request asks for many targets of one cart
+            self._pair_cache = (key, self._behaviour_scores(query_matrix([np.array(key, dtype=np.int64)], self.n_items))[0])
+        return float(self._pair_cache[1][target])
 
 
 def side_information_ease(
@@ -136,8 +206,10 @@ def side_information_ease(
     text_weight: float,
     features: np.ndarray | None = None,
     feature_weight: float = 0.0,
-) -> np.ndarray:
-    """B = I - P / diag(P) with P = (X'X + text_weight V V' + feature_weight F F' + l2 I)^-1, diagonal zeroed."""
+    return_diag: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """B = I - P / diag(P) with P = (X'X + text_weight V V' + feature_weight F F' + l2 I)^-1, diagonal zeroed
+    (and diag(P) with `return_diag`: with B it gives P back, P = (I - B) diag(P))."""
     gram = (x.T @ x).toarray().astype(np.float64)
     if text_weight:
         v = vectors.astype(np.float64)
@@ -147,24 +219,39 @@ def side_information_ease(
         gram += feature_weight * (f @ f.T)
     gram[np.diag_indices_from(gram)] += l2
     p = np.linalg.inv(gram)
-    b = -p / np.diag(p)[None, :]
-    b[np.diag_indices_from(b)] = 0.0
-    return b.astype(np.float32)
+    del gram
+    diag = np.diag(p).copy()
+    p /= -diag[None, :]
+    p[np.diag_indices_from(p)] = 0.0
+    b = p.astype(np.float32)
+    return (b, diag.astype(np.float32)) if return_diag else b
 
 
 def cold_neighbours(vectors: np.ndarray, is_cold: np.ndarray, config: HybridConfig) -> tuple[np.ndarray, np.ndarray]:
-    """For each cold item: its nearest warm items in text space and softmax weights over them."""
+    """For each item of `is_cold` (the borrowers): its nearest other items in text space and softmax
+    weights over them. Exact; through FAISS (`recsys.model.ann.VectorIndex`, batched, exact below its
+    ANN threshold) once the product of borrowers and sources would not fit a small dense block."""
     cold = np.flatnonzero(is_cold)
     warm = np.flatnonzero(~is_cold)
     m = min(config.cold_neighbours, len(warm))
     if len(cold) == 0 or m == 0:
         return np.zeros((len(cold), 0), dtype=np.int64), np.zeros((len(cold), 0), dtype=np.float32)
-    sims = vectors[cold] @ vectors[warm].T
-    top = np.argpartition(-sims, m - 1, axis=1)[:, :m]
-    top_sims = np.take_along_axis(sims, top, axis=1)
+    if len(cold) * len(warm) <= _DENSE_NEIGHBOUR_BLOCK:
+        sims = vectors[cold] @ vectors[warm].T
+        top = np.argpartition(-sims, m - 1, axis=1)[:, :m]
+        top_sims = np.take_along_axis(sims, top, axis=1)
+        ids = warm[top]
+    else:  # the scalable path: tens of thousands of borrowers
+        from recsys.model.ann import VectorIndex
+
+        top_sims, top = VectorIndex.build(np.ascontiguousarray(vectors[warm], dtype=np.float32)).search(np.ascontiguousarray(vectors[cold], dtype=np.float32), m)
+        ids = warm[top]
     w = np.exp((top_sims - top_sims.max(axis=1, keepdims=True)) / config.cold_temperature)
     w /= w.sum(axis=1, keepdims=True)
-    return warm[top], w.astype(np.float32)
+    return ids.astype(np.int64), w.astype(np.float32)
+
+
+_DENSE_NEIGHBOUR_BLOCK = 50_000_000  # borrowers x sources similarities computed in one dense product (200 MB)
 
 
 def propagate_to_cold(scores: np.ndarray, is_cold: np.ndarray, neighbours: np.ndarray, weights: np.ndarray, cold_weight: float) -> np.ndarray:
@@ -177,10 +264,36 @@ def propagate_to_cold(scores: np.ndarray, is_cold: np.ndarray, neighbours: np.nd
     return scores
 
 
-def fit_hybrid(x: sp.csr_matrix, vectors: np.ndarray, is_cold: np.ndarray, config: HybridConfig, features: np.ndarray | None = None) -> HybridModel:
-    """Fit B on the training matrix with the given hyper-parameters."""
-    b = side_information_ease(x, vectors, config.l2, config.text_weight, features, config.feature_weight)
-    return HybridModel(weights=b, vectors=vectors, is_cold=is_cold, config=config)
+def head_items(x: sp.csr_matrix, size: int) -> np.ndarray | None:
+    """The catalog's head: the `size` items bought most in training (sorted indices; ties by index), or
+    None when `size` is 0 or covers every item (the dense model)."""
+    if size <= 0 or size >= x.shape[1]:
+        return None
+    popularity = np.asarray(x.sum(axis=0)).ravel()
+    return np.sort(np.argsort(-popularity, kind="stable")[:size])
+
+
+Neighbours = tuple[np.ndarray, np.ndarray]  # (indices, weights) per cold item, as `cold_neighbours` returns them
+
+
+def fit_hybrid(
+    x: sp.csr_matrix,
+    vectors: np.ndarray,
+    is_cold: np.ndarray,
+    config: HybridConfig,
+    features: np.ndarray | None = None,
+    head: np.ndarray | None = None,
+    neighbours: Neighbours | None = None,
+) -> HybridModel:
+    """Fit B on the training matrix with the given hyper-parameters (the head's Gram matrix only, when a
+    head is given); `neighbours` reuses the cold items' text neighbours when the caller found them already."""
+    nb, nw = neighbours if neighbours is not None else (None, None)
+    if head is None:
+        b = side_information_ease(x, vectors, config.l2, config.text_weight, features, config.feature_weight)
+        return HybridModel(weights=b, vectors=vectors, is_cold=is_cold, config=config, neighbours=nb, neighbour_weights=nw)
+    f = features[head] if features is not None and features.size else features
+    b, diag = side_information_ease(x[:, head].tocsr(), vectors[head], config.l2, config.text_weight, f, config.feature_weight, return_diag=True)
+    return HybridModel(weights=b, vectors=vectors, is_cold=is_cold, config=config, head=head, diag_p=diag, x=x, neighbours=nb, neighbour_weights=nw)
 
 
 ValidationScore = Callable[[HybridModel, np.ndarray], float]  # (model, hidden-items mask) -> score, higher is better
@@ -194,6 +307,7 @@ def tune_hybrid(
     config: HybridConfig,
     features: np.ndarray | None = None,
     pseudo_cold: np.ndarray | None = None,
+    head: np.ndarray | None = None,
 ) -> tuple[HybridModel, dict[str, Any]]:
     """Pick l2, text_weight (and feature_weight) on validation, coordinate-wise over bracketed grids
     starting from the config's values; then cold_weight on a pseudo-cold fold (the largest within
@@ -218,6 +332,7 @@ def tune_hybrid(
             the others; skipped when None).
         pseudo_cold: optional indices of warm items to hide for the cold_weight fold (e.g. items held
             out from fine-tuning); None draws `pseudo_cold_share` of the warm items with `config.seed`.
+        head: the scalable path's head (`head_items`): the weights cover these items only; None = all.
 
     Returns:
         The refitted model and its record: chosen {l2, text_weight, feature_weight, cold_weight}, score
@@ -228,10 +343,12 @@ def tune_hybrid(
     """
     with_features = features is not None and features.size > 0
     no_cold = np.zeros_like(is_cold)
+    # the cold items' text neighbours depend on the vectors only: found once, not per grid point
+    neighbours = cold_neighbours(vectors, is_cold, config)
 
     def validation(point: dict[str, float]) -> float:
         cfg = replace(config, **point, cold_weight=0.0)
-        score = float(evaluate(fit_hybrid(x, vectors, is_cold, cfg, features), no_cold))
+        score = float(evaluate(fit_hybrid(x, vectors, is_cold, cfg, features, head, neighbours), no_cold))
         log.info("hybrid %s: validation %.4f", " ".join(f"{k}={v:g}" for k, v in point.items()), score)
         return score
 
@@ -246,18 +363,23 @@ def tune_hybrid(
     keep[hidden] = 0.0
     x_fold = (x @ sp.diags(keep)).tocsr()
     x_fold.eliminate_zeros()
-    fold_b = side_information_ease(x_fold, vectors, best_cfg.l2, best_cfg.text_weight, features, best_cfg.feature_weight)
-    fold_scores: dict[float, float] = {}
     hidden_mask = np.zeros_like(is_cold)
     hidden_mask[hidden] = True
+    # on the scalable path the fold's head is drawn again without the hidden items' history, so the hidden
+    # items leave it as real new items do (a new item is never among the most bought): the fold then judges
+    # cold_weight on items scored the way real cold items are
+    fold_head = head_items(x_fold, len(head)) if head is not None else None
+    # only the hidden items are propagated: the real cold items can never be validation targets, so
+    # boosting them here would only measure a loss that the test split does not have
+    fold_neighbours = cold_neighbours(vectors, hidden_mask, config)
+    fold = fit_hybrid(x_fold, vectors, hidden_mask, best_cfg, features, fold_head, fold_neighbours)
+    fold_scores: dict[float, float] = {}
     for cw in config.cold_weight_grid:
-        cfg = replace(best_cfg, cold_weight=cw)
-        # only the hidden items are propagated: the real cold items can never be validation targets,
-        # so boosting them here would only measure a loss that the test split does not have
-        score = float(evaluate(HybridModel(weights=fold_b, vectors=vectors, is_cold=hidden_mask, config=cfg), hidden_mask))
+        model = replace(fold, config=replace(best_cfg, cold_weight=cw))
+        score = float(evaluate(model, hidden_mask))
         tried[f"pseudo_cold.cold_weight_{format_value(cw)}"] = fold_scores[float(cw)] = score
         log.info("hybrid cold_weight=%g on the pseudo-cold fold: %.4f", cw, score)
-    del fold_b
+    del fold, model
     top = max(fold_scores.values())
     best_cold = max(cw for cw, score in fold_scores.items() if score >= top - config.cold_tolerance * abs(top))
     cold = judged_result("cold_weight", fold_scores, best_cold, config.cold_grid())
@@ -277,7 +399,7 @@ def tune_hybrid(
     for name, hit in record["edge_hit"].items():
         if hit:
             log.warning("hybrid %s=%g sits on the %s edge of what was tried", name, record["chosen"][name], searches[name]["edge"])
-    return fit_hybrid(x, vectors, is_cold, final, features), record
+    return fit_hybrid(x, vectors, is_cold, final, features, head, neighbours), record
 
 
 def _pseudo_cold_items(x: sp.csr_matrix, is_cold: np.ndarray, config: HybridConfig, pseudo_cold: np.ndarray | None) -> np.ndarray:
@@ -301,4 +423,31 @@ def load_hybrid(weights: Path, info: Path) -> tuple[HybridModel, dict[str, Any]]
     data = np.load(weights)
     record = json.loads(Path(info).read_text())
     cfg = HybridConfig.from_dict(record["config"])
-    return HybridModel(weights=data["weights"], vectors=data["vectors"], is_cold=data["is_cold"], config=cfg), record
+    return model_from_arrays(data, cfg), record
+
+
+def model_arrays(model: HybridModel) -> dict[str, np.ndarray]:
+    """What `np.savez` keeps of a model (`model_from_arrays` rebuilds it). The scalable path saves its head,
+    diag(P), the binary training matrix's structure (anonymous rows: the users are not in it) and the cold
+    items' neighbours, so loading never searches the text graph again."""
+    out = {"weights": model.weights, "vectors": model.vectors, "is_cold": model.is_cold}
+    if model.head is not None:
+        x = sp.csr_matrix(model.x)
+        out |= {
+            "head": model.head, "diag_p": model.diag_p, "neighbours": model.neighbours, "neighbour_weights": model.neighbour_weights,
+            "x_indptr": x.indptr, "x_indices": x.indices, "x_shape": np.array(x.shape),
+        }  # fmt: skip
+    return out
+
+
+def model_from_arrays(data: Any, config: HybridConfig) -> HybridModel:
+    """A model from `model_arrays`' arrays (an `np.load`ed npz); a model saved before the scalable path has no head."""
+    keys = set(getattr(data, "files", data))
+    if "head" not in keys:
+        return HybridModel(weights=data["weights"], vectors=data["vectors"], is_cold=data["is_cold"], config=config)
+    indices = data["x_indices"]
+    x = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, data["x_indptr"]), shape=tuple(data["x_shape"]))
+    return HybridModel(
+        weights=data["weights"], vectors=data["vectors"], is_cold=data["is_cold"], config=config, head=data["head"],
+        diag_p=data["diag_p"], x=x, neighbours=data["neighbours"], neighbour_weights=data["neighbour_weights"],
+    )  # fmt: skip

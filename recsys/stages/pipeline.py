@@ -135,14 +135,11 @@ def validate(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     if cfg.sample_users:
         dataset = S.sample_users(dataset, cfg.sample_users)
     if len(dataset.items) > cfg.max_dense_items:
-        # refused here, before anything is stored or embedded: the model fit would run out of memory much later
-        err = InputError(
-            f"{dataset.name}: {len(dataset.items):,} catalog items, more than the dense hybrid model holds "
-            f"(max_dense_items = {cfg.max_dense_items:,}: it keeps an n x n item-item matrix); train on a "
-            "sample of users (sample_users) or a smaller catalog"
-        )
-        tracking.fail_run(c, run_id, str(err), "validate", type(err).__name__)
-        raise err
+        log.info(
+            "%s: %d catalog items, more than max_dense_items (%d): the model takes the scalable path (EASE weights on the "
+            "%d most-bought items, every other item scored from its text neighbours among them)",
+            dataset.name, len(dataset.items), cfg.max_dense_items, cfg.max_dense_items,
+        )  # fmt: skip
     run.data_dir.mkdir(parents=True, exist_ok=True)
     dataset.items.to_parquet(run.validated_items, index=False)
     dataset.interactions.to_parquet(run.validated_interactions, index=False)
@@ -456,7 +453,7 @@ def fit_model(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     Every baseline of the registry (`recsys.model.baselines.BASELINES`) with something to tune is tuned here."""
     from recsys.model import baselines
     from recsys.evaluation.evaluate import evaluate_scorers
-    from recsys.model.hybrid import HybridConfig, tune_hybrid
+    from recsys.model.hybrid import HybridConfig, head_items, model_arrays, tune_hybrid
     from recsys.data.signals import item_features
     from recsys.data.splits import tuning_fold
 
@@ -464,7 +461,8 @@ def fit_model(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     split, catalog = load_split(run)
     item_ids, x, is_cold, popularity = baselines.baseline_inputs(split, catalog)
     vectors = item_vectors(run)
-    data = baselines.BaselineData(item_ids, x, popularity, np.load(run.frozen_embeddings))
+    head = head_items(x, cfg.max_dense_items) if len(item_ids) > cfg.max_dense_items else None
+    data = baselines.BaselineData(item_ids, x, popularity, np.load(run.frozen_embeddings), head)
     metric = metric_name(cfg.gate.primary_metric, cfg.eval.k)
 
     def validation_score(model, hidden: np.ndarray) -> float:
@@ -475,10 +473,11 @@ def fit_model(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
 
     start = time.perf_counter()
     features = item_features(catalog, split, load_ratings(run))
-    model, record = tune_hybrid(x, vectors, is_cold, validation_score, HybridConfig(seed=cfg.split.seed), features, pseudo_cold=tuning_fold(split, catalog))
+    config = HybridConfig(seed=cfg.split.seed, head_items=0 if head is None else len(head))
+    model, record = tune_hybrid(x, vectors, is_cold, validation_score, config, features, pseudo_cold=tuning_fold(split, catalog), head=head)
     seconds = time.perf_counter() - start
     start = time.perf_counter()
-    tuned = {b.name: b.tune(data, scorer_score) for b in baselines.BASELINES.values() if b.tune is not None}
+    tuned = {b.name: b.tune(data, scorer_score) for b in baselines.BASELINES.values() if b.tune is not None and b.applies(head is not None)}
     baseline_seconds = time.perf_counter() - start
     records = {"hybrid": record, **tuned}
     for name, rec in records.items():
@@ -486,7 +485,7 @@ def fit_model(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
         if hits:
             log.warning("%s: the best %s is at the edge of its grid, even after extending it: the optimum may lie beyond", name, ", ".join(hits))
     run.model_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(run.hybrid_weights, weights=model.weights, vectors=model.vectors, is_cold=model.is_cold)
+    np.savez(run.hybrid_weights, **model_arrays(model))
     write_json(run.hybrid_info, {"config": model.config.__dict__, "baselines": tuned, **record})
     tracking.log_params(
         c,
@@ -498,7 +497,7 @@ def fit_model(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     tracking.log_metrics(
         c,
         run.mlflow_run_id,
-        {"hybrid.fit_seconds": seconds, "baselines.tune_seconds": baseline_seconds}
+        {"hybrid.fit_seconds": seconds, "baselines.tune_seconds": baseline_seconds, "hybrid.head_items": 0 if head is None else len(head)}
         | {f"hybrid.val.{k}": v for k, v in record["tried"].items()}
         | {f"baseline.{name}.val.{k}": v for name, rec in tuned.items() for k, v in rec["tried"].items()},
     )
@@ -518,14 +517,14 @@ def evaluate(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     split, catalog = load_split(run)
     item_ids, x, _, popularity = baselines.baseline_inputs(split, catalog)
     hybrid, info = load_hybrid(run.hybrid_weights, run.hybrid_info)
-    data = baselines.BaselineData(item_ids, x, popularity, np.load(run.frozen_embeddings))
+    data = baselines.BaselineData(item_ids, x, popularity, np.load(run.frozen_embeddings), hybrid.head)
     tuned = info.get("baselines", {})
     scorers = {
         "hybrid": hybrid.scores,
         "fused": vector_scorer(item_vectors(run)),
         "finetuned": vector_scorer(np.load(run.finetuned_embeddings)),
         # every registered baseline at the values chosen on validation (`fit_model`)
-        **{name: b.fit(data, tuned.get(name, {}).get("chosen", {})) for name, b in baselines.BASELINES.items()},
+        **{name: b.fit(data, tuned.get(name, {}).get("chosen", {})) for name, b in baselines.BASELINES.items() if b.applies(hybrid.head is not None)},
     }
     context = evaluation_context(split, catalog, item_vectors(run))
     test_topk: dict[str, np.ndarray] = {}
