@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--param", action="append", default=[], help="extra DAG Param as key=value (repeatable)")
     parser.add_argument("--home", default=None, help="project home (default: a temporary folder; the data cache is reused from RECSYS_HOME)")
     parser.add_argument("--refit", action="store_true", help="reuse the run already in --home up to fusion; fit and evaluate again")
+    parser.add_argument("--evaluate-only", action="store_true", help="reuse the run already in --home up to the model fit; evaluate again")
     args = parser.parse_args()
 
     home = args.home or tempfile.mkdtemp(prefix="recsys-bench-")
@@ -49,7 +50,7 @@ def main() -> None:
     cfg = PipelineConfig.from_params(params)
     ctx = RunContext.create("bench", "2026-11-28T00:00:00+00:00", home=home)
     start = time.perf_counter()
-    if args.refit:  # the model code changed, the data and vectors did not
+    if args.refit or args.evaluate_only:  # the model code changed, the data and vectors did not
         from recsys import tracking
         from recsys.run import read_json
 
@@ -65,7 +66,13 @@ def main() -> None:
         pipeline.embed(cfg, ctx)
         trained = pipeline.finetune(cfg, ctx)
         fused = pipeline.fuse(cfg, ctx)
-    fitted = pipeline.fit_model(cfg, ctx)
+    if args.evaluate_only:
+        from recsys.run import read_json
+
+        info = read_json(ctx.hybrid_info)
+        fitted = {"chosen": info["chosen"], "baselines": {n: r["chosen"] for n, r in info["baselines"].items()}, "edge_hit": {"hybrid": info["edge_hit"]} | {n: r["edge_hit"] for n, r in info["baselines"].items()}}
+    else:
+        fitted = pipeline.fit_model(cfg, ctx)
     report = pipeline.evaluate(cfg, ctx)["test"]
     seconds = time.perf_counter() - start
 

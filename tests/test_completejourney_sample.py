@@ -1,9 +1,11 @@
 """A few hundred households of the real completejourney year, through the training stages on the scalable path.
 
 The whole year (92,331 products, 1.46M lines) is measured by the benchmarks (README *Large catalogs*); the
-suite runs its real data at a size that fits the suite: 200 households (deterministic sample), the
+suite runs its real data at a size that fits the suite: 150 households (deterministic sample), the
 calendar protocol (months 1-10 train, November validation, December test), fine-tuning and fusion off,
-and `max_dense_items` below the sample's catalog so the model takes the path a full-size shop takes.
+and `max_dense_items` below the sample's catalog so the model takes the path a full-size shop takes:
+the head's Gram matrix inverted, every other item folded in; item-item baselines on the same head, ALS
+over the whole catalog; the packaged model serves carts of head and of tail items, and text.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from recsys.data import schema as S
 from recsys.data.splits import TEST, TRAIN, VAL
 from recsys.model.hybrid import load_hybrid
 from recsys.run import RunContext, load_split
-from recsys.stages import pipeline
+from recsys.serving import ItemRecommender
+from recsys.stages import pipeline, promotion
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
 PARAMS = {
-    "dataset": "completejourney", "sample_users": 200, "time_val_start": "2017-11-01", "time_test_start": "2017-12-01",
+    "dataset": "completejourney", "sample_users": 150, "time_val_start": "2017-11-01", "time_test_start": "2017-12-01",
     "max_train_steps": 0, "fusion": False, "max_dense_items": 1500, "model_name": "cj-sample", "seed": 7,
 }  # fmt: skip
 
@@ -50,3 +53,15 @@ def test_a_completejourney_sample_follows_the_calendar_protocol_and_trains_on_th
     # new products (first sold in November or December) are reachable: the text side scores them, ALS cannot
     assert report["als"]["cold_recall_at_10"] == 0.0
     assert np.isfinite(report["hybrid"]["cold_recall_at_10"])
+    _, c = ctx.mlflow()
+    assert c.get_run(ctx.mlflow_run_id).data.metrics["hybrid.head_items"] == 1500
+    # packaged and served: the head, diag(P) and the training matrix's structure travel with the model
+    promotion.package(cfg, ctx)
+    served = ItemRecommender.load(ctx.run_dir / "model")
+    assert served.model.head is not None and np.array_equal(served.model.head, model.head)
+    tail = [served.item_ids[j] for j in np.setdiff1d(np.flatnonzero(~model.is_cold), model.head)[:2]]  # bought, outside the head
+    head = [served.item_ids[j] for j in model.head[:2]]
+    request = pd.DataFrame({"cart": [",".join(head), ",".join(tail), None], "text": [None, None, "organic whole milk"]})
+    out = served.predict(None, request, params={"k": 5})
+    assert out.groupby("request").size().tolist() == [5, 5, 5]
+    assert not set(out.loc[out["request"] == 0, "item_id"]) & set(head) and not set(out.loc[out["request"] == 1, "item_id"]) & set(tail)

@@ -347,31 +347,3 @@ def test_fusion_stage_keeps_the_adaptor_only_when_it_wins_and_reruns_clean(train
     assert pipeline.fuse(cfg, ctx) == {"kept": False, "enabled": False, "best_step": 0, "signals": []}
     assert not (ctx.run_dir / "model" / "fusion").exists()
     assert np.array_equal(np.load(ctx.run_dir / "embeddings" / "fused.npy"), finetuned)
-
-
-def test_a_catalog_past_max_dense_items_trains_evaluates_and_serves_on_the_scalable_path(trained) -> None:
-    """max_dense_items lowered below this catalog: the Gram matrix of the most-bought items is inverted, every
-    other item folded in against it; the item-item baselines run on the same head and ALS over the whole
-    catalog; the packaged model serves baskets, carts of tail items and text."""
-    import numpy as np
-
-    from recsys.model.hybrid import load_hybrid
-
-    cfg, ctx, run_id = _new_run(trained, "scalable-path", max_dense_items=300)
-    fitted = pipeline.fit_model(cfg, ctx)
-    model, info = load_hybrid(ctx.hybrid_weights, ctx.hybrid_info)
-    n = len(model.is_cold)
-    assert n > 300 and model.head is not None and len(model.head) == 300 and model.weights.shape == (300, 300)
-    assert info["config"]["head_items"] == 300 and "als" in fitted["baselines"]
-    report = pipeline.evaluate(cfg, ctx)["test"]
-    assert {"hybrid", "ease", "itemknn", "als", "frozen", "popularity"} <= set(report)
-    assert report["hybrid"]["recall_at_10"] > report["popularity"]["recall_at_10"]
-    _, c = ctx.mlflow()
-    assert c.get_run(run_id).data.metrics["hybrid.head_items"] == 300
-    promotion.package(cfg, ctx)
-    served = ItemRecommender.load(ctx.run_dir / "model")
-    tail = [served.item_ids[j] for j in np.setdiff1d(np.flatnonzero(~model.is_cold), model.head)[:2]]  # bought, outside the head
-    head = [served.item_ids[j] for j in model.head[:2]]
-    out = served.predict(None, pd.DataFrame({"item_id": [None, None, None], "cart": [",".join(head), ",".join(tail), None], "text": [None, None, "red retrospot lunch bag"]}), params={"k": 5})
-    assert out.groupby("request").size().tolist() == [5, 5, 5]
-    assert not set(out.loc[out["request"] == 0, "item_id"]) & set(head) and not set(out.loc[out["request"] == 1, "item_id"]) & set(tail)
