@@ -202,7 +202,8 @@ class PipelineConfig:
     # the dense hybrid keeps an n x n item-item matrix and inverts an n x n Gram matrix (time n^3): a larger
     # catalog takes the scalable path, where the weights cover its max_dense_items most-bought items (the
     # head) and every other item is scored from its text neighbours in the head (recsys.model.hybrid).
-    # 10,000: one fit there takes ~50 s on 2 cores and 0.4 GB per float32 copy; 20,000 took ~8x that
+    # 10,000: one fit there took 43 s and 3.2 GiB peak on 2 cores, 15,000 took 161 s and 7.0 GiB, and a run
+    # makes 10-15 fits (scripts/bench_dense_fit.py; README *Large catalogs*)
     max_dense_items: int = 10_000
 
     @classmethod
