@@ -200,8 +200,8 @@ class PipelineConfig:
     # uses for nearest-vector searches; smaller ones are searched exactly (see AnnConfig for why 50k)
     ann_min_items: int = 50_000
     # the dense hybrid keeps an n x n item-item matrix and inverts an n x n Gram matrix (time n^3): a larger
-    # catalog takes the scalable path, where the weights cover its max_dense_items most-bought items (the
-    # head) and every other item is scored from its text neighbours in the head (recsys.model.hybrid).
+    # catalog takes the scalable path, where the Gram matrix of its max_dense_items most-bought items (the
+    # head) is inverted and every other item's column is folded in against it (recsys.model.hybrid).
     # 10,000: one fit there took 43 s and 3.2 GiB peak on 2 cores, 15,000 took 161 s and 7.0 GiB, and a run
     # makes 10-15 fits (scripts/bench_dense_fit.py; README *Large catalogs*)
     max_dense_items: int = 10_000

@@ -257,7 +257,7 @@ SETTINGS: tuple[Setting, ...] = (
         form=False,
     ),
     Setting("ann_min_items", ("ann_min_items",), "integer", "Catalogs with at least this many items are packaged with a FAISS index", minimum=1, form=False),
-    Setting("max_dense_items", ("max_dense_items",), "integer", "Largest catalog the dense hybrid takes whole (an n x n matrix); a larger one takes the scalable path: weights on its this-many most-bought items, the rest scored from their text neighbours", minimum=1, form=False),
+    Setting("max_dense_items", ("max_dense_items",), "integer", "Largest catalog the dense hybrid takes whole (an n x n matrix); a larger one takes the scalable path: the Gram matrix of its this-many most-bought items inverted, every other item folded in against it", minimum=1, form=False),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 RECIPE: tuple[Setting, ...] = tuple(s for s in SETTINGS if s.recipe)

@@ -26,7 +26,8 @@ would have if it alone were added to the head (block inversion, Schur complement
 so a basket q scores it as u . g_j with u = q_h P_h = (q_h - q_h B_h) * diag(P_h): a co-occurrence part
 (u X_h') x_j and a text part text_weight (u V_h) . v_j, computed per query from the training matrix and
 the vectors - O(users + n d), no n x n matrix anywhere. What it leaves out is the tail items' weights
-among themselves (they never enter a basket's score from the tail side). With a head covering the whole
+among themselves (they never enter a basket's score from the tail side) and the feature block
+(`feature_weight` F F') of their columns. With a head covering the whole
 catalog it is exactly the dense model. New items are propagated from their text neighbours (FAISS,
 `recsys.model.ann`) as in the dense model.
 
@@ -163,8 +164,6 @@ class HybridModel:
         co = np.asarray(self._x_outside_t @ (self._x_head @ u.T)).T  # (u X_h') X_outside
         if self.config.text_weight:
             co += self.config.text_weight * ((u @ self._v_head) @ self._v_outside.T)
-        if self.config.feature_weight:
-            log.debug("feature_weight is not folded in for items outside the head")
         s[:, self._outside] = co
         return s
 
@@ -228,9 +227,9 @@ def side_information_ease(
 
 
 def cold_neighbours(vectors: np.ndarray, is_cold: np.ndarray, config: HybridConfig) -> tuple[np.ndarray, np.ndarray]:
-    """For each item of `is_cold` (the borrowers): its nearest other items in text space and softmax
-    weights over them. Exact; through FAISS (`recsys.model.ann.VectorIndex`, batched, exact below its
-    ANN threshold) once the product of borrowers and sources would not fit a small dense block."""
+    """For each cold item: its nearest warm items in text space and softmax weights over them. Exact;
+    through FAISS (`recsys.model.ann.VectorIndex`, batched, exact below its ANN threshold) once the
+    cold x warm similarities would not fit a small dense block."""
     cold = np.flatnonzero(is_cold)
     warm = np.flatnonzero(~is_cold)
     m = min(config.cold_neighbours, len(warm))
@@ -241,7 +240,7 @@ def cold_neighbours(vectors: np.ndarray, is_cold: np.ndarray, config: HybridConf
         top = np.argpartition(-sims, m - 1, axis=1)[:, :m]
         top_sims = np.take_along_axis(sims, top, axis=1)
         ids = warm[top]
-    else:  # the scalable path: tens of thousands of borrowers
+    else:  # large catalogs: tens of thousands of new items
         from recsys.model.ann import VectorIndex
 
         top_sims, top = VectorIndex.build(np.ascontiguousarray(vectors[warm], dtype=np.float32)).search(np.ascontiguousarray(vectors[cold], dtype=np.float32), m)
@@ -251,7 +250,7 @@ def cold_neighbours(vectors: np.ndarray, is_cold: np.ndarray, config: HybridConf
     return ids.astype(np.int64), w.astype(np.float32)
 
 
-_DENSE_NEIGHBOUR_BLOCK = 50_000_000  # borrowers x sources similarities computed in one dense product (200 MB)
+_DENSE_NEIGHBOUR_BLOCK = 50_000_000  # cold x warm similarities computed in one dense product (200 MB)
 
 
 def propagate_to_cold(scores: np.ndarray, is_cold: np.ndarray, neighbours: np.ndarray, weights: np.ndarray, cold_weight: float) -> np.ndarray:

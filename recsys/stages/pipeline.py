@@ -137,7 +137,7 @@ def validate(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     if len(dataset.items) > cfg.max_dense_items:
         log.info(
             "%s: %d catalog items, more than max_dense_items (%d): the model takes the scalable path (EASE weights on the "
-            "%d most-bought items, every other item scored from its text neighbours among them)",
+            "%d most-bought items inverted, every other item folded in against them)",
             dataset.name, len(dataset.items), cfg.max_dense_items, cfg.max_dense_items,
         )  # fmt: skip
     run.data_dir.mkdir(parents=True, exist_ok=True)
@@ -461,7 +461,7 @@ def fit_model(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     split, catalog = load_split(run)
     item_ids, x, is_cold, popularity = baselines.baseline_inputs(split, catalog)
     vectors = item_vectors(run)
-    head = head_items(x, cfg.max_dense_items) if len(item_ids) > cfg.max_dense_items else None
+    head = head_items(x, cfg.max_dense_items)  # None (the dense model) when the catalog fits
     data = baselines.BaselineData(item_ids, x, popularity, np.load(run.frozen_embeddings), head)
     metric = metric_name(cfg.gate.primary_metric, cfg.eval.k)
 
