@@ -52,6 +52,8 @@ def summary(experiment: str, model_name: str) -> int:
     from recsys.model.baselines import BASELINES
 
     for model in ("hybrid", "fused", "finetuned", *BASELINES):
+        if not any(f"test.{model}.{k}" in m for k in keys):
+            continue  # not scored in this run (ALS is compared on the scalable path only)
         print(f"{model:<22}" + "".join(f"{m.get(f'test.{model}.{k}', float('nan')):>18.4f}" for k in keys))
     if "train.steps" in m:
         best = int(m.get("train.best_step", 0))
