@@ -54,11 +54,14 @@ def save_behaviour(path: Path, catalog: "Any") -> Path:
     """Write what bundles and reasons read (a `recsys.model.bundles.BundleCatalog` minus ids, titles, vectors)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     cooc = catalog.cooc.tocsr()
+    # customer counts: whole numbers, stored as such (half the bytes of the float64 kept in memory)
+    data = cooc.data.astype(np.uint32) if len(cooc.data) and cooc.data.max() < 2**32 and np.all(cooc.data == np.round(cooc.data)) else cooc.data
     np.savez(
         path,
         categories=np.array(["" if c is None else c for c in catalog.categories], dtype=str),
         prices=catalog.prices,
-        cooc_data=cooc.data,
+        cooc_data=data,
+        cooc_min_count=np.array(catalog.cooc_min_count),
         cooc_indices=cooc.indices,
         cooc_indptr=cooc.indptr,
         item_counts=catalog.item_counts,
@@ -85,6 +88,7 @@ def _load_behaviour(path: str, item_ids: list[str], titles: list[str], vectors: 
         item_counts=d["item_counts"],
         n_customers=int(d["n_customers"]),
         is_new=d["is_new"],
+        cooc_min_count=int(d["cooc_min_count"]) if "cooc_min_count" in d else 1,  # versions before pruning kept every pair
     )
 
 
@@ -272,6 +276,18 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
         breakdown = {"complementarity": max(cf, 0.0), "relevance": rel}
         return REASON_SEP.join(explain_item(self.behaviour, j, cart, breakdown))
 
+    def bundle_preference(self, cart: list[int], scores: np.ndarray | None = None) -> np.ndarray | None:
+        """The purchase model's preference for each item given the cart, as bundles weigh it
+        (`recsys.model.bundles.preference_from_scores`); None for a text-only model, whose ranking is the
+        cosine the bundle's relevance term already holds. `scores`: the cart's scores when already computed."""
+        from recsys.model.bundles import preference_from_scores
+
+        if self.model is None:
+            return None
+        if scores is None:
+            scores = self.model.scores([np.asarray(cart, dtype=np.int64)])[0]
+        return preference_from_scores(scores, cart)
+
     def _bundle_rows(self, row: int, cart: list[int], k: int, budget: float | None) -> list[dict]:
         from recsys.model.bundles import BundleConfig, compose_bundle
 
@@ -279,7 +295,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
             raise ValueError("this model version carries no behaviour statistics: bundles need a newer version")
         if not cart:
             raise ValueError(f"request row {row}: a bundle needs an item_id or a cart from the catalog")
-        bundle = compose_bundle(self.behaviour, cart, BundleConfig(k=k, budget=budget))
+        bundle = compose_bundle(self.behaviour, cart, BundleConfig(k=k, budget=budget), preference=self.bundle_preference(cart))
         rows = []
         for rank, item in enumerate(bundle.items, start=1):
             rows.append(

@@ -70,3 +70,20 @@ def test_the_cart_is_the_querys_most_recent_items() -> None:
     assert bundle_metrics(cat, [np.array([0, 4])], [np.array([5])], cfg, max_cart=1)["bundle_hit_rate"] == 1.0
     whole = [it.index for it in compose_bundle(cat, [0, 4], cfg).items]
     assert bundle_metrics(cat, [np.array([0, 4])], [np.array([5])], cfg, max_cart=None)["bundle_hit_rate"] == float(5 in whole)
+
+
+def test_the_purchase_models_preference_reaches_the_composer() -> None:
+    """The metric measures what is served: with the model's preference, its pick; without, the catalog's."""
+    cat = _catalog()
+    cfg = BundleConfig(k=1, min_support=1)
+    # cart [0]: the catalog's own terms pick something else than item 3; a model that prefers 3 outweighs them
+    assert [it.index for it in compose_bundle(cat, [0], cfg).items] != [3]
+    seen: list[list[int]] = []
+
+    def preference(cart: list[int]) -> np.ndarray:
+        seen.append(cart)
+        return np.eye(6)[3]
+
+    m = bundle_metrics(cat, [np.array([0])], [np.array([3])], cfg, preference=preference)
+    assert m["bundle_hit_rate"] == 1.0 and seen == [[0]]
+    assert bundle_metrics(cat, [np.array([0])], [np.array([3])], cfg)["bundle_hit_rate"] == 0.0

@@ -41,6 +41,7 @@ from recsys.model.bundles import (
     cooccurrence_stats,
     exact_bundle,
     explain_item,
+    preference_from_scores,
     top_category,
 )
 from recsys.data.schema import CATEGORY, EVENT, ITEM_ID, PRICE, TITLE, USER_ID
@@ -369,6 +370,48 @@ def test_cooccurrence_stats_binary_per_customer():
         cooccurrence_stats([1], [5], 3)
 
 
+def test_cooccurrence_stats_prunes_below_min_count_block_by_block():
+    users = np.array(["u0", "u0", "u0", "u1", "u1", "u1", "u2"])
+    items = np.array([0, 0, 1, 0, 1, 2, 2])
+    full, counts, n = cooccurrence_stats(users, items, 4)
+    for block in (1, 2, 3, 4096):  # block edges inside, at and beyond the catalog give one matrix
+        same, _, _ = cooccurrence_stats(users, items, 4, block_items=block)
+        assert (same != full).nnz == 0 and same.has_sorted_indices
+        pruned, pruned_counts, pruned_n = cooccurrence_stats(users, items, 4, min_count=2, block_items=block)
+        # only the (0, 1) pair has two customers; counts and customers are not pruned
+        assert pruned.toarray().tolist() == [[0, 2, 0, 0], [2, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+        assert pruned_counts.tolist() == counts.tolist() and pruned_n == n
+    with pytest.raises(ValueError, match="min_count"):
+        cooccurrence_stats(users, items, 4, min_count=0)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_catalog_pruned_below_min_support_serves_the_same_bundles_and_reasons(seed):
+    catalog, cart, cfg, exclude = random_request(seed)
+    pruned = random_catalog(seed, min_count=cfg.min_support)
+    assert pruned.cooc.nnz < catalog.cooc.nnz  # something was pruned: the comparison is not vacuous
+    full, small = compose_bundle(catalog, cart, cfg, exclude), compose_bundle(pruned, cart, cfg, exclude)
+    assert picks(small) == picks(full)
+    assert [it.reasons for it in small.items] == [it.reasons for it in full.items]
+    assert small.total_score == pytest.approx(full.total_score, abs=1e-12)
+    # below the kept support the answer would be missing pairs: refused, with the rule
+    with pytest.raises(ValueError, match="below the 2 customers"):
+        compose_bundle(pruned, cart, dataclasses.replace(cfg, min_support=1), exclude)
+    with pytest.raises(ValueError, match="below the 2 customers"):
+        explain_item(pruned, 0, cart, {"complementarity": 1.0}, min_support=1)
+
+
+def test_behaviour_file_keeps_the_pruning_floor_and_stores_counts_as_integers(tmp_path):
+    from recsys.serving import _load_behaviour, save_behaviour
+
+    pruned = random_catalog(3, min_count=2)
+    path = save_behaviour(tmp_path / "behaviour.npz", pruned)
+    assert np.load(path)["cooc_data"].dtype == np.uint32
+    back = _load_behaviour(str(path), pruned.item_ids, pruned.titles, pruned.vectors)
+    assert back.cooc_min_count == 2 and (back.cooc != pruned.cooc).nnz == 0
+    assert picks(compose_bundle(back, [0, 1], BundleConfig(k=3))) == picks(compose_bundle(pruned, [0, 1], BundleConfig(k=3)))
+
+
 def test_from_frames_uses_schema_columns():
     items = pd.DataFrame(
         {
@@ -407,7 +450,7 @@ def test_config_validation():
 # --- random instances ----------------------------------------------------------------------
 
 
-def random_catalog(seed: int, n: int = 30, d: int = 4) -> BundleCatalog:
+def random_catalog(seed: int, n: int = 30, d: int = 4, min_count: int = 1) -> BundleCatalog:
     """Clustered unit vectors with a few near-duplicate variants, 4 categories + None, some unknown prices."""
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(4, d))
@@ -423,7 +466,7 @@ def random_catalog(seed: int, n: int = 30, d: int = 4) -> BundleCatalog:
     pop[rng.random(n) < 0.1] = 0  # cold items
     items = rng.choice(n, size=len(users), p=pop / pop.sum())
     titles = [f"item {i}" for i in range(n)]
-    return BundleCatalog.build([f"i{i}" for i in range(n)], titles, vec, cats, prices, users, items)
+    return BundleCatalog.build([f"i{i}" for i in range(n)], titles, vec, cats, prices, users, items, min_count=min_count)
 
 
 def random_config(rng: np.random.Generator, **kw: object) -> BundleConfig:
@@ -440,7 +483,7 @@ def random_config(rng: np.random.Generator, **kw: object) -> BundleConfig:
     return BundleConfig(**base)  # type: ignore[arg-type]
 
 
-def objective(catalog: BundleCatalog, cart: list[int], S: list[int], cfg: BundleConfig) -> float:
+def objective(catalog: BundleCatalog, cart: list[int], S: list[int], cfg: BundleConfig, pref: np.ndarray | None = None) -> float:
     """F(S) from the module docstring's formula, written independently of the module's code."""
     v = catalog.vectors
     mean = v[cart].mean(axis=0)
@@ -464,6 +507,7 @@ def objective(catalog: BundleCatalog, cart: list[int], S: list[int], cfg: Bundle
     total = 0.0
     for i in S:
         total += cfg.w_relevance * float(v[i] @ u) + cfg.w_complement * comp(i) + cfg.w_diversity
+        total += cfg.w_preference * (0.0 if pref is None else float(pref[i]))
         total -= cfg.w_redundancy * dup(max(float(v[i] @ v[c]) for c in cart))
     cart_cats = {catalog.categories[c] for c in cart}
     new = {catalog.categories[i] for i in S} - cart_cats - {None}
@@ -493,27 +537,29 @@ def feasible(catalog: BundleCatalog, cart: list[int], S: list[int], cfg: BundleC
     return True
 
 
-def naive_greedy(catalog: BundleCatalog, cart: list[int], cfg: BundleConfig, exclude: set[int]) -> list[int]:
+def naive_greedy(catalog: BundleCatalog, cart: list[int], cfg: BundleConfig, exclude: set[int], pref: np.ndarray | None = None) -> list[int]:
     """Plain greedy: every round re-scores every feasible item by F(S + i) - F(S); ties -> lower index.
 
     With a budget it also runs on gain per price and keeps the better set, as compose_bundle does.
     """
-    passes = [naive_pass(catalog, cart, cfg, exclude, per_cost=False)]
+    passes = [naive_pass(catalog, cart, cfg, exclude, per_cost=False, pref=pref)]
     if cfg.budget is not None and cfg.cost_benefit_pass:
-        passes.append(naive_pass(catalog, cart, cfg, exclude, per_cost=True))
-    values = [objective(catalog, cart, S, cfg) for S in passes]
+        passes.append(naive_pass(catalog, cart, cfg, exclude, per_cost=True, pref=pref))
+    values = [objective(catalog, cart, S, cfg, pref) for S in passes]
     return passes[1] if len(passes) == 2 and values[1] > values[0] + 1e-12 else passes[0]
 
 
-def naive_pass(catalog: BundleCatalog, cart: list[int], cfg: BundleConfig, exclude: set[int], per_cost: bool) -> list[int]:
+def naive_pass(
+    catalog: BundleCatalog, cart: list[int], cfg: BundleConfig, exclude: set[int], per_cost: bool, pref: np.ndarray | None = None
+) -> list[int]:
     S: list[int] = []
     while len(S) < cfg.k:
-        base = objective(catalog, cart, S, cfg)
+        base = objective(catalog, cart, S, cfg, pref)
         best, best_key = None, 0.0
         for i in range(catalog.n_items):
             if i in S or not feasible(catalog, cart, [*S, i], cfg, exclude):
                 continue
-            gain = objective(catalog, cart, [*S, i], cfg) - base
+            gain = objective(catalog, cart, [*S, i], cfg, pref) - base
             price = 0.0 if np.isnan(catalog.prices[i]) else catalog.prices[i]
             key = gain / max(price, 1e-6 * max(cfg.budget or 0.0, 1.0)) if per_cost else gain
             if key > best_key + 1e-12:
@@ -597,6 +643,46 @@ def test_reasons_match_signals(seed):
         assert ("new item" in text) == bool(catalog.is_new[it.index])
         assert ("budget" in text) == (cfg.budget is not None)
         assert ("substitute" in text) == (bd["redundancy"] > 0)
+
+
+def test_preference_from_scores_hand_computed():
+    # the best score outside the cart (item 0: 2.0) is the unit; the cart, negatives and non-finite scores give 0
+    pref = preference_from_scores(np.array([2.0, -1.0, 4.0, np.nan, 1.0, -np.inf]), [2])
+    assert pref.tolist() == [1.0, 0.0, 0.0, 0.0, 0.5, 0.0]
+    assert preference_from_scores(np.array([-1.0, -2.0]), [0]).tolist() == [0.0, 0.0]
+
+
+def random_preference(seed: int, n: int) -> np.ndarray:
+    rng = np.random.default_rng(5000 + seed)
+    return preference_from_scores(np.where(rng.random(n) < 0.4, 0.0, rng.random(n)), [])
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_a_purchase_model_preference_is_optimised_and_explained(seed):
+    catalog, cart, cfg, exclude = random_request(seed)
+    cfg = dataclasses.replace(cfg, w_preference=float(np.random.default_rng(seed).uniform(0.5, 3.0)))
+    pref = random_preference(seed, catalog.n_items)
+    pref[cart] = 0.0
+    b = compose_bundle(catalog, cart, cfg, exclude, preference=pref)
+    assert picks(b) == naive_greedy(catalog, cart, cfg, exclude, pref)
+    assert b.total_score == pytest.approx(objective(catalog, cart, picks(b), cfg, pref), abs=1e-9)
+    e = exact_bundle(catalog, cart, dataclasses.replace(cfg, candidate_pool=10), exclude, pool=10, preference=pref)
+    assert e.total_score >= compose_bundle(catalog, cart, dataclasses.replace(cfg, candidate_pool=10), exclude, preference=pref).total_score - 1e-9
+    for it in b.items:
+        bd, text = it.breakdown, "\n".join(it.reasons)
+        assert bd["preference"] == pytest.approx(cfg.w_preference * pref[it.index])
+        assert bd["total"] == pytest.approx(bd["relevance"] + bd["complementarity"] + bd["preference"] + bd["diversity"] - bd["redundancy"])
+        quoted = re.search(r"often bought by shoppers with this cart \(purchase model: (\d+)% of its top score\)", text)
+        assert (quoted is not None) == (pref[it.index] > 0)
+        if quoted:
+            assert quoted.group(1) == f"{pref[it.index]:.0%}".rstrip("%")
+
+
+def test_preference_outside_0_1_or_of_the_wrong_length_is_refused(cat):
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        compose_bundle(cat, [0], BundleConfig(k=2), preference=np.full(cat.n_items, 2.0))
+    with pytest.raises(ValueError, match="preference must be"):
+        compose_bundle(cat, [0], BundleConfig(k=2), preference=np.zeros(cat.n_items + 1))
 
 
 def test_lazy_greedy_saves_evaluations():

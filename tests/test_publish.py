@@ -133,8 +133,13 @@ def test_published_lists_scores_and_reasons_are_the_served_ones(url, hybrid):
     assert "new item, recommended from its description" in read_published(url, "recs", "saucer").set_index("recommended_item_id").loc["gift", "reasons"]
 
 
-def test_bundle_rows_ranked_from_one_and_empty_bundles_write_nothing(url, hybrid):
-    _publish(url, hybrid, "1", bundle_size=2)
+def test_bundle_rows_ranked_from_one_and_empty_bundles_write_nothing(url, tmp_path):
+    # the purchase model gives the gift card nothing (its row of weights is zero), its text points away
+    # from everything: no item has a positive gain, so its bundle is empty
+    weights = W.copy()
+    weights[IDS.index("gift")] = 0.0
+    model = _write_model(tmp_path / "model", weights, behaviour=True)
+    _publish(url, model, "1", bundle_size=2)
     bundles = published_rows(url, "recs").query("kind == 'bundle'")
     assert set(bundles["item_id"]) == set(IDS) - {"gift"}  # the gift card's bundle is empty: no rows
     for anchor, g in bundles.groupby("item_id"):
@@ -166,14 +171,14 @@ def test_a_failure_part_way_leaves_exactly_the_old_rows(url, hybrid, monkeypatch
     real = publish.compose_bundle
     calls = {"n": 0, "seen_by_reader": None}
 
-    def flaky(catalog, cart, config):
+    def flaky(catalog, cart, config, **kw):
         calls["n"] += 1
         if calls["n"] == 3:
             # items 0 and 1 were inserted (chunk_size=1) and the old rows deleted, all uncommitted:
             # a reader on another connection still sees the whole old version
             calls["seen_by_reader"] = published_rows(url)
             raise RuntimeError("boom on the 3rd item")
-        return real(catalog, cart, config)
+        return real(catalog, cart, config, **kw)
 
     monkeypatch.setattr(publish, "compose_bundle", flaky)
     with pytest.raises(RuntimeError, match="boom"):

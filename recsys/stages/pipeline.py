@@ -540,15 +540,19 @@ def evaluate(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     np.savez(run.per_user_test, **{f"{m}.{name}": v for m, rows in per_user.items() for name, v in rows.items()})
     # bundles: composed from each test user's known items, scored against their held-out items
     from recsys.evaluation.bundle_eval import bundle_metrics
-    from recsys.model.bundles import BundleConfig, bundle_catalog
+    from recsys.model.bundles import BundleConfig, bundle_catalog, preference_from_scores
     from recsys.evaluation.evaluate import split_queries
 
     queries, targets, _ = split_queries(item_ids, split, "test")
     prices = catalog[S.PRICE].to_numpy(dtype=np.float64, na_value=np.nan)
     known = prices[np.isfinite(prices)]
     budget = float(4 * np.median(known)) if len(known) else None  # a typical 4-item bundle's price
-    bundles = bundle_metrics(bundle_catalog(split, catalog, item_vectors(run)), queries, targets, BundleConfig(k=4, budget=budget), seed=cfg.split.seed)
-    for model in ("hybrid", "fused"):  # either can be the candidate; both serve the same bundle composer
+    behaviour, bundle_cfg = bundle_catalog(split, catalog, item_vectors(run)), BundleConfig(k=4, budget=budget)
+    # either can be the candidate, and each is packaged with what it serves: the hybrid weighs its own
+    # ranking into the bundle (`ItemRecommender.bundle_preference`), the text model has no ranking to add
+    hybrid_preference = lambda cart: preference_from_scores(hybrid.scores([np.asarray(cart, dtype=np.int64)])[0], cart)  # noqa: E731
+    for model, preference in (("hybrid", hybrid_preference), ("fused", None)):
+        bundles = bundle_metrics(behaviour, queries, targets, bundle_cfg, seed=cfg.split.seed, preference=preference)
         report["test"][model].update(bundles | {"bundle_budget": budget or 0.0})
     write_json(run.metrics, report)
     from recsys.evaluation.beyond_accuracy import exposure_by_popularity_bin

@@ -250,7 +250,7 @@ def publish_recommendations(
                             }
                         )
                     if behaviour is not None:
-                        bundle = compose_bundle(behaviour, [i], bundle_cfg)
+                        bundle = compose_bundle(behaviour, [i], bundle_cfg, preference=recommender.bundle_preference([i], scores[r]))
                         for rank, item in enumerate(bundle.items, start=1):
                             rows.append(
                                 {
