@@ -56,8 +56,14 @@ class SplitConfig:
     # validation, from `time_test_start` test (e.g. completejourney: months 1-10 train, 11 val, 12 test)
     time_val_start: str | None = None
     time_test_start: str | None = None
+    # evaluate (tuning on validation, the test report, the gate's comparison) on at most this many users per
+    # stage: the same seeded sample for every model (`Split.queries_and_targets`), named in the report; 0 = all.
+    # Full ranking over the whole catalog stays: only the users are sampled
+    max_eval_users: int = 0
 
     def __post_init__(self) -> None:
+        if self.max_eval_users < 0:
+            raise ValueError(f"max_eval_users must be >= 0 (0 = every user), got {self.max_eval_users}")
         if (self.time_val_start is None) != (self.time_test_start is None):
             raise ValueError("time_val_start and time_test_start are set together (or neither)")
         if self.time_val_start is not None and not _iso_utc("time_val_start", self.time_val_start) < _iso_utc("time_test_start", self.time_test_start):

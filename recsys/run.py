@@ -271,6 +271,7 @@ def load_split(run: RunFolder) -> tuple[Split, pd.DataFrame]:
         protocol=info["protocol"],
         salt=info.get("salt", ""),
         tuning_items=frozenset(info.get("tuning_items", ())),
+        max_eval_users=int(info.get("max_eval_users", 0)),
     )
     catalog = pd.read_parquet(run.split_catalog)
     return split, S.to_canonical_items(catalog)

@@ -206,6 +206,16 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("fusion_text_adaptor", ("fusion.text_adaptor",), "boolean", "Fusion also learns a residual linear adaptor on the text vector", recipe=True),
     Setting(
+        "eval_max_users",
+        ("split.max_eval_users",),
+        "integer",
+        "Evaluate (tuning, test report, gate) on at most this many users per stage: a seeded sample, named in the report (0 = every user; full ranking either way)",
+        minimum=0,
+        recipe=True,
+    ),
+    # a bound on the fusion stage's cost: it trains three variants, each validated every 50 steps with early stopping
+    Setting("fusion_steps", ("fusion.steps",), "integer", "Most training steps of each fusion variant (validated every 50, early stopping)", minimum=1, recipe=True, form=False),
+    Setting(
         "candidate", ("candidate",), "enum", "Model put to the gate: hybrid (text + behaviour) or the fine-tuned text model alone", choices=CANDIDATES, recipe=True
     ),
     Setting("gate_primary_metric", ("gate.primary_metric",), "enum", "Gate: the metric (at k) that must improve", choices=GATE_METRICS),

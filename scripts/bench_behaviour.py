@@ -4,8 +4,8 @@ load time and pairs kept, for a training run's split, with the co-purchase pairs
 
     .venv/bin/python scripts/bench_behaviour.py --run-dir RUN_DIR [--min-count 2]
 
-Run once per setting: the peak RSS is the process's own. `--min-count 1` calls the build without the
-argument, so the same script measures a checkout from before the pruning.
+Run once per setting: the peak RSS is the process's own. On a checkout from before the pruning (no
+`min_count` argument) `--min-count 1` measures its single product.
 """
 
 from __future__ import annotations
@@ -37,11 +37,15 @@ def main() -> int:
     vectors = np.zeros((len(catalog), 1), dtype=np.float32)  # vectors are not what is measured
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     t0 = time.perf_counter()
-    extra = {} if args.min_count == 1 else {"min_count": args.min_count}
-    cat = bundles.bundle_catalog(split, catalog, vectors, **extra)
+    try:
+        cat = bundles.bundle_catalog(split, catalog, vectors, min_count=args.min_count)
+    except TypeError:  # a checkout from before the pruning: every pair, one product
+        if args.min_count != 1:
+            raise
+        cat = bundles.bundle_catalog(split, catalog, vectors)
     build_s = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"{len(catalog):,} items, {(split.pairs["part"] == "train").sum():,} training pairs; min_count {args.min_count}")
+    print(f"{len(catalog):,} items, {(split.pairs['part'] == 'train').sum():,} training pairs; min_count {args.min_count}")
     print(f"build {build_s:.1f} s; peak RSS {rss:.2f} GiB (before the build {rss0:.2f} GiB)")
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()

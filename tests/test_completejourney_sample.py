@@ -10,6 +10,8 @@ over the whole catalog; the packaged model serves carts of head and of tail item
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,7 +20,7 @@ from recsys.config import PipelineConfig
 from recsys.data import schema as S
 from recsys.data.splits import TEST, TRAIN, VAL
 from recsys.model.hybrid import load_hybrid
-from recsys.run import RunContext, load_split
+from recsys.run import RunContext, load_split, read_json
 from recsys.serving import ItemRecommender
 from recsys.stages import pipeline, promotion
 
@@ -27,6 +29,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.network]
 PARAMS = {
     "dataset": "completejourney", "sample_users": 150, "time_val_start": "2017-11-01", "time_test_start": "2017-12-01",
     "max_train_steps": 0, "fusion": False, "max_dense_items": 1500, "model_name": "cj-sample", "seed": 7,
+    "eval_max_users": 40,  # a big shop's option: tuning, the test report and the gate on a seeded sample of users
 }  # fmt: skip
 
 
@@ -47,8 +50,11 @@ def test_a_completejourney_sample_follows_the_calendar_protocol_and_trains_on_th
     model, info = load_hybrid(ctx.hybrid_weights, ctx.hybrid_info)
     assert model.head is not None and len(model.head) == 1500 and info["config"]["head_items"] == 1500
     report = pipeline.evaluate(cfg, ctx)["test"]
-    # full ranking over every catalog item for every test household that has targets
-    assert report["hybrid"]["n_queries"] == report["als"]["n_queries"] > 50
+    # full ranking over every catalog item, for the seeded sample of 40 of the test households with targets
+    assert report["hybrid"]["n_queries"] == report["als"]["n_queries"] == 40
+    everyone = len(dataclasses.replace(split, max_eval_users=0).queries_and_targets(TEST)[0])
+    assert everyone > 50 and split.max_eval_users == 40
+    assert read_json(ctx.identity)["split"]["eval_sample"] == 40  # what the report names beside the metrics
     assert report["hybrid"]["coverage_at_10"] > report["popularity"]["coverage_at_10"]
     # new products (first sold in November or December) are reachable: the text side scores them, ALS cannot
     assert report["als"]["cold_recall_at_10"] == 0.0

@@ -174,6 +174,25 @@ def test_shuffled_replay_keeps_sizes_and_windows_but_draws_rows_at_random() -> N
     assert all(a.equals(b) for (_, a), (_, b) in zip(shuf, again))  # seeded
 
 
+def test_shuffled_replay_of_basket_data_draws_whole_baskets() -> None:
+    """Lines drawn one by one scatter every basket over the year: the basket-size signal then alarms on
+    every shuffled window. Drawn by basket, a window's baskets are whole (one per window edge may be cut)."""
+    rng = np.random.default_rng(7)
+    times = (ts("2024-01-01") + pd.to_timedelta(np.sort(rng.integers(0, 40 * 86400, 60)), unit="s")).repeat(5)
+    inter = _inter(times.strftime("%Y-%m-%d %H:%M:%S").tolist(), items=[f"I{i % 17}" for i in range(300)])
+    inter = inter.assign(**{S.BASKET_ID: [f"b{i // 5}" for i in range(300)]})  # 60 baskets of 5 lines
+    real = replay_windows(_dataset(inter), "W")
+    shuf = replay_windows(_dataset(inter), "W", shuffle=True, seed=3)
+    assert [len(x) for _, x in shuf] == [len(x) for _, x in real]
+    sizes = [x.groupby(S.BASKET_ID).size() for _, x in shuf]
+    cut = sum(int((s < 5).sum()) for s in sizes)
+    assert cut <= 2 * (len(shuf) - 1)  # only the baskets that straddle a window edge
+    assert sum(int((s == 5).sum()) for s in sizes) >= 60 - (len(shuf) - 1)
+    assert [sorted(set(x[S.BASKET_ID])) for _, x in shuf] != [sorted(set(x[S.BASKET_ID])) for _, x in real]  # drawn, not kept in place
+    rows = pd.concat([x for _, x in shuf])
+    assert sorted(rows[S.BASKET_ID]) == sorted(inter[S.BASKET_ID])  # without replacement
+
+
 # --- injected drift ------------------------------------------------------------------------
 
 CATS = {"I0": "Drama > Old", "I1": "Drama", "I2": "Comedy", "I3": "Horror", "I4": "Rare", "I5": None}

@@ -287,3 +287,12 @@ def test_popularity_bias(tmp_path: Path):
     }
     assert _is_png(plots.popularity_bias(exposure, tmp_path / "pb.png"))
     assert _is_png(plots.popularity_bias({}, tmp_path / "pb0.png", catalog_share_line=False))
+
+
+def test_html_names_a_sampled_evaluation_beside_the_metrics():
+    r = _report()
+    assert "eval_max_users" not in report.render_html(r)  # every user: no note
+    r["dataset"]["split"]["eval_sample"] = 2000
+    html = report.render_html(r)
+    assert "<h2>Metrics (test): a sample of at most 2,000 users per stage (eval_max_users), full ranking</h2>" in html
+    assert "eval_sample 2,000" in html  # and in the data section's split line

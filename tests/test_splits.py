@@ -306,3 +306,36 @@ def test_make_split_picks_the_protocol_by_has_time():
     expected = basket_split(INTER, ITEMS, SplitConfig(seed=42))
     assert untimed.cold_items == expected.cold_items
     assert (untimed.pairs[PART].to_numpy() == expected.pairs[PART].to_numpy()).all()
+
+
+def _many_users_split(max_eval_users: int, drop: int = 0):
+    """40 users with 2 train and 1 val and 1 test item each; `drop`: remove the test pairs of the first users."""
+    from recsys.data.splits import Split
+
+    rows = []
+    for u in range(40):
+        rows += [(f"u{u:02d}", f"i{u}a", TRAIN), (f"u{u:02d}", f"i{u}b", TRAIN), (f"u{u:02d}", f"i{u}c", VAL), (f"u{u:02d}", f"i{u}d", TEST)]
+    pairs = pd.DataFrame(rows, columns=[S.USER_ID, S.ITEM_ID, PART])
+    pairs = pairs[~((pairs[PART] == TEST) & (pairs[S.USER_ID] < f"u{drop:02d}"))]
+    return Split(pairs=pairs.reset_index(drop=True), cold_items=frozenset(), protocol="basket", salt="s", max_eval_users=max_eval_users)
+
+
+def test_a_sampled_evaluation_keeps_the_same_users_for_every_stage_and_every_subset():
+    from recsys.data.splits import eval_sample
+
+    everyone = _many_users_split(0)
+    assert len(everyone.queries_and_targets(TEST)[0]) == len(everyone.queries_and_targets(VAL)[0]) == 40
+    sampled = _many_users_split(10)
+    val, test = sampled.queries_and_targets(VAL)[0], sampled.queries_and_targets(TEST)[0]
+    assert len(val) == len(test) == 10 and sorted(val) == sorted(test)  # the same users in both stages
+    assert sorted(test) == eval_sample(sorted(test) + sorted(set(everyone.queries_and_targets(TEST)[0]) - set(test)), 10, "s")
+    # the same call is deterministic, another salt draws other users
+    assert sorted(test) == sorted(_many_users_split(10).queries_and_targets(TEST)[0])
+    assert eval_sample([f"u{u:02d}" for u in range(40)], 10, "another") != sorted(test)
+    # the gate's fair split drops pairs: the sampled users that still have targets stay sampled
+    fair = _many_users_split(10, drop=20)
+    kept = set(fair.queries_and_targets(TEST)[0])
+    assert len(kept) == 10 and kept >= {u for u in test if u >= "u20"}
+    assert sampled.summary()["eval_sample"] == 10 and "eval_sample" not in everyone.summary()
+    with pytest.raises(ValueError, match="max_eval_users"):
+        SplitConfig(max_eval_users=-1)

@@ -306,7 +306,11 @@ def replay_windows(
     (the no-drift control): window ``i`` holds as many interactions as the real window ``i``, drawn
     at random without replacement from the whole data set (seeded); their timestamps are the real
     window's timestamps in random order, so every one falls inside its window and the within-window
-    time profile is the real one, but what happens in a window no longer depends on when.
+    time profile is the real one, but what happens in a window no longer depends on when. Data with
+    basket ids is drawn basket by basket (whole baskets in random order, cut into windows of the real
+    sizes: at most one basket per window edge is split), so the control keeps the baskets the basket-size
+    signal counts; drawing lines one by one scattered every basket over the year, and the basket-size
+    signal alarmed on all 135 shuffled weeks of completejourney.
     """
     inter = source.interactions
     ts = _timestamps(inter)
@@ -323,7 +327,13 @@ def replay_windows(
     if not shuffle:
         return [(w, inter.iloc[offsets[i] : offsets[i + 1]].reset_index(drop=True)) for i, w in enumerate(windows)]
     rng = np.random.default_rng(seed)
-    drawn = rng.permutation(len(inter))
+    if S.BASKET_ID in inter and inter[S.BASKET_ID].notna().any():
+        codes, uniques = pd.factorize(inter[S.BASKET_ID])  # a line without a basket id is a basket of its own: -1 here
+        alone = codes < 0
+        codes[alone] = len(uniques) + np.arange(int(alone.sum()))
+        drawn = np.argsort(rng.permutation(int(codes.max()) + 1)[codes], kind="stable")  # baskets in random order, lines kept together
+    else:
+        drawn = rng.permutation(len(inter))
     real_ts = pd.DatetimeIndex(inter[S.TIMESTAMP])
     out = []
     for i, w in enumerate(windows):

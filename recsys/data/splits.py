@@ -39,6 +39,8 @@ class Split:
     salt: str = ""  # the split salt the basket assignment was drawn with ("" for the time split)
     # warm items the tuning steps treat as new (pseudo-cold): kept out of the fine-tuning pairs
     tuning_items: frozenset[str] = frozenset()
+    # at most this many evaluated users per stage (a seeded sample, `eval_sample`); 0 = every user
+    max_eval_users: int = 0
 
     def part(self, name: str) -> pd.DataFrame:
         return self.pairs[self.pairs[PART] == name]
@@ -47,13 +49,14 @@ class Split:
         """Per-user query items and target items for stage "val" or "test".
 
         Users without any target or without any query item are left out (nothing to ask or to find).
+        With `max_eval_users` set, only the sampled users (`eval_sample`) are returned.
         """
         query_parts = {VAL: (TRAIN,), TEST: (TRAIN, VAL, HELD)}[stage]
         q = self.pairs[self.pairs[PART].isin(query_parts)]
         t = self.pairs[self.pairs[PART] == stage]
         queries = q.groupby(S.USER_ID, sort=True)[S.ITEM_ID].agg(list).to_dict()
         targets = t.groupby(S.USER_ID, sort=True)[S.ITEM_ID].agg(list).to_dict()
-        users = sorted(set(queries) & set(targets))
+        users = eval_sample(sorted(set(queries) & set(targets)), self.max_eval_users, self.salt or self.protocol)
         return {u: queries[u] for u in users}, {u: targets[u] for u in users}
 
     def summary(self) -> dict[str, int]:
@@ -63,7 +66,20 @@ class Split:
             "users": int(self.pairs[S.USER_ID].nunique()),
             "cold_items": len(self.cold_items),
             **{f"pairs_{p}": int(counts.get(p, 0)) for p in (TRAIN, VAL, HELD, TEST)},
+            # only when sampled: the report names the sample beside the metrics
+            **({"eval_sample": self.max_eval_users} if self.max_eval_users else {}),
         }
+
+
+def eval_sample(users: list[str], max_users: int, salt: str) -> list[str]:
+    """At most `max_users` of the sorted `users`: those with the smallest keyed hash of their id (a seeded
+    sample that does not depend on which other users are present, so a stage and the gate's fair split,
+    which drops pairs, keep the same users). 0, or no more users than that: all of them."""
+    if not max_users or len(users) <= max_users:
+        return users
+    hashes = keyed_hash64(f"eval-sample:{salt}".encode(), users)
+    keep = np.sort(np.argsort(hashes, kind="stable")[:max_users])
+    return [users[i] for i in keep]
 
 
 def keyed_hash64(key: bytes, keys: Iterable[str]) -> np.ndarray:
@@ -114,7 +130,7 @@ def basket_split(interactions: pd.DataFrame, items: pd.Series, config: SplitConf
     part[~is_test & is_cold] = HELD
     # validation: the same share of what training sees (u is uniform on [share, 1) there)
     part[~is_test & ~is_cold & (u < share + share * (1 - share))] = VAL
-    return Split(pairs=pairs.assign(**{PART: part}), cold_items=cold, protocol="basket", salt=salt, tuning_items=tuning)
+    return Split(pairs=pairs.assign(**{PART: part}), cold_items=cold, protocol="basket", salt=salt, tuning_items=tuning, max_eval_users=config.max_eval_users)
 
 
 def time_split(interactions: pd.DataFrame, items: pd.Series, config: SplitConfig) -> Split:
@@ -143,7 +159,7 @@ def time_split(interactions: pd.DataFrame, items: pd.Series, config: SplitConfig
     # the tuning fold: trained items whose keyed hash falls below tuning_share (stable across runs)
     warm = np.array(sorted(trained))
     tuning = frozenset(warm[stable_unit(config.salt, "tuning", warm) < config.tuning_share].tolist()) if len(warm) else frozenset()
-    return Split(pairs=first, cold_items=cold, protocol="time", salt=config.salt, tuning_items=tuning)
+    return Split(pairs=first, cold_items=cold, protocol="time", salt=config.salt, tuning_items=tuning, max_eval_users=config.max_eval_users)
 
 
 def _utc(when: str | None) -> pd.Timestamp:

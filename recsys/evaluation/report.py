@@ -186,7 +186,7 @@ dl { display: grid; grid-template-columns: max-content auto; gap: .2em 1em; } dt
 {% endfor %}</table>{% endif %}
 
 {% for split, t in metric_tables %}
-<h2>Metrics ({{ split }})</h2>
+<h2>Metrics ({{ split }}){% if sample_note %}: {{ sample_note }}{% endif %}</h2>
 {{ table(t) }}
 {% endfor %}
 {% if slice_table %}<h2>Slices ({{ slice_split }})</h2>
@@ -258,6 +258,8 @@ def render_html(report: Mapping[str, Any], headline: Sequence[str] = HEADLINE_ME
         )
     splits = _metric_splits(report)
     metric_tables = [(s, _table(models, headline)) for s, models in splits.items() if models]
+    sample = ((report.get("dataset") or {}).get("split") or {}).get("eval_sample")
+    sample_note = f"a sample of at most {_fmt_count(sample)} users per stage (eval_max_users), full ranking" if sample else ""
     slices = list(report.get("slices") or [])
     slice_split = next(iter(splits), "")
     slice_table = _table(splits[slice_split], slices) if slices and slice_split and splits[slice_split] else None
@@ -273,6 +275,7 @@ def render_html(report: Mapping[str, Any], headline: Sequence[str] = HEADLINE_ME
         evidence=report.get("evidence") or "",
         checks=checks,
         metric_tables=metric_tables,
+        sample_note=sample_note,
         slice_table=slice_table,
         slice_split=slice_split,
         dataset=_dataset_items(report.get("dataset") or {}),

@@ -180,7 +180,14 @@ def load_and_split(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     split.pairs.to_parquet(run.split_pairs, index=False)
     write_json(
         run.split_info,
-        {"protocol": split.protocol, "cold_items": sorted(split.cold_items), "salt": split.salt, "tuning_items": sorted(split.tuning_items), "salt_replaced": replaced},
+        {
+            "protocol": split.protocol,
+            "cold_items": sorted(split.cold_items),
+            "salt": split.salt,
+            "tuning_items": sorted(split.tuning_items),
+            "salt_replaced": replaced,
+            "max_eval_users": split.max_eval_users,
+        },
     )
     summary = split.summary()
     from recsys.provenance import frame_digest
