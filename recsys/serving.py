@@ -276,26 +276,14 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
         breakdown = {"complementarity": max(cf, 0.0), "relevance": rel}
         return REASON_SEP.join(explain_item(self.behaviour, j, cart, breakdown))
 
-    def bundle_preference(self, cart: list[int], scores: np.ndarray | None = None) -> np.ndarray | None:
-        """The purchase model's preference for each item given the cart, as bundles weigh it
-        (`recsys.model.bundles.preference_from_scores`); None for a text-only model, whose ranking is the
-        cosine the bundle's relevance term already holds. `scores`: the cart's scores when already computed."""
-        from recsys.model.bundles import preference_from_scores
-
-        if self.model is None:
-            return None
-        if scores is None:
-            scores = self.model.scores([np.asarray(cart, dtype=np.int64)])[0]
-        return preference_from_scores(scores, cart)
-
     def _bundle_rows(self, row: int, cart: list[int], k: int, budget: float | None) -> list[dict]:
-        from recsys.model.bundles import BundleConfig, compose_bundle
+        from recsys.model.bundles import BundleConfig, cart_preference, compose_bundle
 
         if self.behaviour is None:
             raise ValueError("this model version carries no behaviour statistics: bundles need a newer version")
         if not cart:
             raise ValueError(f"request row {row}: a bundle needs an item_id or a cart from the catalog")
-        bundle = compose_bundle(self.behaviour, cart, BundleConfig(k=k, budget=budget), preference=self.bundle_preference(cart))
+        bundle = compose_bundle(self.behaviour, cart, BundleConfig(k=k, budget=budget), preference=cart_preference(self.model, cart))
         rows = []
         for rank, item in enumerate(bundle.items, start=1):
             rows.append(

@@ -97,7 +97,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
-    from recsys.model.bundles import BundleConfig, compose_bundle, preference_from_scores
+    from recsys.model.bundles import BundleConfig, cart_preference, compose_bundle
     from recsys.serving import ItemRecommender
 
     t0 = time.perf_counter()
@@ -105,14 +105,10 @@ def main() -> int:
     cat = model.behaviour
     print(f"model loaded in {time.perf_counter() - t0:.1f} s: {cat.n_items:,} items, {np.isfinite(cat.prices).mean():.0%} with a price")
     baskets = window_baskets(args.run_dir, model.index, args.min_basket, args.window)
-    overrides = {
-        "w_preference": args.preference_weight,
-        "w_diversity": args.diversity_weight,
-        "max_per_category": None if args.max_per_category in (None, "none") else int(args.max_per_category),
-    }
-    if args.max_per_category is None:
-        del overrides["max_per_category"]
-    base = BundleConfig(k=args.k, **{key: v for key, v in overrides.items() if v is not None or key == "max_per_category"})
+    overrides = {key: v for key, v in (("w_preference", args.preference_weight), ("w_diversity", args.diversity_weight)) if v is not None}
+    if args.max_per_category is not None:
+        overrides["max_per_category"] = None if args.max_per_category == "none" else int(args.max_per_category)
+    base = BundleConfig(k=args.k, **overrides)
     rng = np.random.default_rng(args.seed)
     sample = rng.choice(len(baskets), min(args.baskets, len(baskets)), replace=False)
     print(f"{len(baskets):,} {args.window} baskets with >= {args.min_basket} products; {len(sample):,} sampled; "
@@ -146,7 +142,7 @@ def main() -> int:
         held_value = float(np.nansum(cat.prices[held]))
         held_values.append(held_value)
         scores = model.score_batch([cart.astype(np.int64)])[0]
-        pref = preference_from_scores(scores, cart.tolist()) if base.w_preference > 0 else None
+        pref = cart_preference(model.model, cart.tolist(), scores) if base.w_preference > 0 else None  # as serving passes it
         free = compose_bundle(cat, cart.tolist(), base, preference=pref)
         model_order = np.argsort(-scores, kind="stable")[: 50 * args.k]  # enough room for budgets and unpriced items
         free_picked = [it.index for it in free.items]

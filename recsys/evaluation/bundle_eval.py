@@ -32,7 +32,7 @@ def bundle_metrics(
     query's last `max_cart` items (a user's most recent under a time split): a year of history is not a cart,
     and a bundle's cost grows with the cart times the catalog (92k items x 300 items took ~1 s per bundle).
     `preference(cart)`: the purchase model's preference for the cart, as the served model passes it
-    (`ItemRecommender.bundle_preference`); None for a model without one.
+    (`recsys.model.bundles.cart_preference`); None for a model without one.
     """
     order = np.arange(len(queries))
     if max_queries is not None and len(order) > max_queries:

@@ -428,14 +428,13 @@ class _Request:
     @property
     def base(self) -> np.ndarray:
         """The set-independent part of each candidate's marginal gain, weighted."""
-        c = self.config
-        return c.w_relevance * self.rel + c.w_complement * self.comp + c.w_preference * self.pref - c.w_redundancy * self.dup_cart
+        return _signals(self.config, self.rel, self.comp, self.pref) - self.config.w_redundancy * self.dup_cart
 
     def initial_totals(self) -> np.ndarray:
         """Every candidate's marginal gain on the empty bundle (the same arithmetic as `gain`)."""
         c = self.config
         div = c.w_diversity * (1.0 + c.category_bonus * self.new_to_cart)
-        return (c.w_relevance * self.rel + c.w_complement * self.comp + c.w_preference * self.pref) + div - c.w_redundancy * self.dup_cart
+        return _signals(c, self.rel, self.comp, self.pref) + div - c.w_redundancy * self.dup_cart
 
     def price(self, pos: int) -> float:
         return float(self.catalog.prices[self.pool[pos]])
@@ -473,6 +472,24 @@ class _Request:
             "redundancy": red,
             "total": (rel + comp + pref) + div - red,
         }
+
+
+def _signals(c: BundleConfig, rel: np.ndarray, comp: np.ndarray, pref: np.ndarray) -> np.ndarray:
+    """The weighted signal terms of the gain, w_r·rel + w_c·comp + w_p·pref, summed in `gain`'s order
+    (the lazy greedy's bounds rely on the same floating-point arithmetic everywhere)."""
+    return c.w_relevance * rel + c.w_complement * comp + c.w_preference * pref
+
+
+def cart_preference(model, cart: Sequence[int], scores: np.ndarray | None = None) -> np.ndarray | None:
+    """The preference a purchase model (anything with `scores(queries)`, e.g. `recsys.model.hybrid.HybridModel`)
+    gives every item for a cart: what serving, publishing and the evaluation pass to `compose_bundle`.
+    None without a model (a text-only model's ranking is the cosine the relevance term already holds).
+    `scores`: the cart's scores when the caller has them already."""
+    if model is None:
+        return None
+    if scores is None:
+        scores = model.scores([np.asarray(cart, dtype=np.int64)])[0]
+    return preference_from_scores(scores, cart)
 
 
 def preference_from_scores(scores: np.ndarray, cart: Sequence[int]) -> np.ndarray:
@@ -538,7 +555,7 @@ def _prepare(
     cheapest = float(prices[known].min()) if known.any() else math.nan
 
     cfg = config
-    static = cfg.w_relevance * rel + cfg.w_complement * comp + cfg.w_preference * pref - cfg.w_redundancy * _ramp(max_cart_cos, cfg)
+    static = _signals(cfg, rel, comp, pref) - cfg.w_redundancy * _ramp(max_cart_cos, cfg)
     per_cat = None if cfg.max_per_category is None else cfg.pool_per_category
     cand = _top_pool(np.flatnonzero(ok), static, catalog.category_codes, pool_size, per_cat)
     cart_codes = set(catalog.category_codes[cart_arr].tolist())

@@ -547,7 +547,7 @@ def evaluate(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     np.savez(run.per_user_test, **{f"{m}.{name}": v for m, rows in per_user.items() for name, v in rows.items()})
     # bundles: composed from each test user's known items, scored against their held-out items
     from recsys.evaluation.bundle_eval import bundle_metrics
-    from recsys.model.bundles import BundleConfig, bundle_catalog, preference_from_scores
+    from recsys.model.bundles import BundleConfig, bundle_catalog, cart_preference
     from recsys.evaluation.evaluate import split_queries
 
     queries, targets, _ = split_queries(item_ids, split, "test")
@@ -555,10 +555,10 @@ def evaluate(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     known = prices[np.isfinite(prices)]
     budget = float(4 * np.median(known)) if len(known) else None  # a typical 4-item bundle's price
     behaviour, bundle_cfg = bundle_catalog(split, catalog, item_vectors(run)), BundleConfig(k=4, budget=budget)
-    # either can be the candidate, and each is packaged with what it serves: the hybrid weighs its own
-    # ranking into the bundle (`ItemRecommender.bundle_preference`), the text model has no ranking to add
-    hybrid_preference = lambda cart: preference_from_scores(hybrid.scores([np.asarray(cart, dtype=np.int64)])[0], cart)  # noqa: E731
-    for model, preference in (("hybrid", hybrid_preference), ("fused", None)):
+    # either can be the candidate, and each is measured as it is served (`cart_preference`): the hybrid weighs
+    # its own ranking into the bundle, the text model has no ranking to add
+    for model, scorer in (("hybrid", hybrid), ("fused", None)):
+        preference = (lambda cart, m=scorer: cart_preference(m, cart)) if scorer is not None else None
         bundles = bundle_metrics(behaviour, queries, targets, bundle_cfg, seed=cfg.split.seed, preference=preference)
         report["test"][model].update(bundles | {"bundle_budget": budget or 0.0})
     write_json(run.metrics, report)

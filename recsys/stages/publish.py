@@ -54,7 +54,7 @@ from sqlalchemy import (
 )
 from tqdm.auto import tqdm
 
-from recsys.model.bundles import BundleConfig, compose_bundle
+from recsys.model.bundles import BundleConfig, cart_preference, compose_bundle
 from recsys.data.warehouse import create_tables, open_engine, write_lock
 
 if TYPE_CHECKING:
@@ -250,7 +250,7 @@ def publish_recommendations(
                             }
                         )
                     if behaviour is not None:
-                        bundle = compose_bundle(behaviour, [i], bundle_cfg, preference=recommender.bundle_preference([i], scores[r]))
+                        bundle = compose_bundle(behaviour, [i], bundle_cfg, preference=cart_preference(recommender.model, [i], scores[r]))
                         for rank, item in enumerate(bundle.items, start=1):
                             rows.append(
                                 {
