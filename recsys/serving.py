@@ -256,8 +256,9 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
             out[empty] = np.asarray(self._popularity(), dtype=np.float64)[None, :]
         return out
 
-    def _reasons(self, j: int, cart: list[int], text_vec: np.ndarray | None) -> str:
-        """Reasons for a recommended item, from the signals that scored it."""
+    def _reasons(self, j: int, cart: list[int], text_vec: np.ndarray | None, pair_weight: float | None = None) -> str:
+        """Reasons for a recommended item, from the signals that scored it (`pair_weight`: the model's
+        `pair_weight(cart, j)` when the caller already has it)."""
         if self.behaviour is None:
             return ""
         from recsys.model.bundles import explain_item
@@ -271,7 +272,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
                 reasons.append("new item, recommended from its description")
             return REASON_SEP.join(reasons)
         # co-purchase evidence counts only where the behaviour weights actually favour the item
-        cf = self.model.pair_weight(cart, j) if self.model is not None else 0.0
+        cf = (self.model.pair_weight(cart, j) if pair_weight is None else pair_weight) if self.model is not None else 0.0
         rel = float(self.model.config.text_score_weight) if self.model is not None else 1.0
         breakdown = {"complementarity": max(cf, 0.0), "relevance": rel}
         return REASON_SEP.join(explain_item(self.behaviour, j, cart, breakdown))

@@ -258,6 +258,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("head", ("train.head",), "enum", "Fine-tuning head: dot or additive", choices=("dot", "additive"), recipe=True, form=False),
     Setting("freeze_layers", ("train.freeze_layers",), "integer", "Freeze the embeddings and the lowest N transformer layers", minimum=0, recipe=True, form=False),
     Setting(
+        "finetune_val_items",
+        ("train.val_max_items",),
+        "integer",
+        "Fine-tuning's validation ranks over at most this many items (every validation query and target, the rest a seeded sample; 0 = the whole catalog)",
+        minimum=0,
+        recipe=True,
+        form=False,
+    ),
+    Setting(
         "fusion_select_on",
         ("fusion.select_on",),
         "enum",

@@ -691,3 +691,21 @@ def test_lazy_greedy_saves_evaluations():
     b = compose_bundle(catalog, [0, 1], cfg)
     assert len(b.items) == 4
     assert b.evaluations < 200 * 4  # the plain greedy evaluates the whole pool every round
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_similarities_computed_for_many_one_item_carts_at_once_give_the_same_bundles(seed):
+    """Publishing computes every anchor's cosines in one matrix product per block of anchors
+    (`single_item_similarities`); each equals the one-cart scan, and so do the bundles."""
+    from recsys.model.bundles import cart_similarities, single_item_similarities
+
+    catalog, _, cfg, exclude = random_request(seed)
+    items = np.arange(catalog.n_items)
+    batched = list(single_item_similarities(catalog, items, block=7))  # blocks that do not divide n
+    assert len(batched) == catalog.n_items
+    for i, sims in zip(items, batched, strict=True):
+        np.testing.assert_allclose(sims, cart_similarities(catalog, np.array([i])), rtol=1e-12, atol=1e-12)
+        given, scanned = compose_bundle(catalog, [i], cfg, exclude, similarities=sims), compose_bundle(catalog, [i], cfg, exclude)
+        assert picks(given) == picks(scanned) and [it.reasons for it in given.items] == [it.reasons for it in scanned.items]
+    with pytest.raises(ValueError, match="similarities must be"):
+        compose_bundle(catalog, [0, 1], cfg, similarities=batched[0])  # a one-item cart's rows for a two-item cart

@@ -620,6 +620,14 @@ def test_an_item_outside_the_head_gets_exactly_its_column_of_the_head_plus_that_
         rows = [list(both).index(i) for i in basket]
         assert got == pytest.approx(float(b_aug[rows, col].sum()), rel=1e-4, abs=1e-6)
         assert model.pair_weight(basket, outside) == pytest.approx(got, rel=1e-6)
+    # the behaviour part given beside the scores (publishing's reasons) is pair_weight for every item
+    baskets = [np.array([head[0]]), np.array(list(head))]
+    dense = fit_hybrid(_x(), V, IS_COLD, cfg)
+    for m in (model, dense):
+        scores, behaviour = m.scores_and_behaviour(baskets)
+        np.testing.assert_array_equal(scores, m.scores(baskets))
+        for r, basket in enumerate(baskets):
+            np.testing.assert_allclose(behaviour[r], [m.pair_weight(list(basket), j) for j in range(5)], rtol=1e-6, atol=1e-9)
     # the head's own weights are the head's side-information EASE
     np.testing.assert_allclose(model.weights, _textbook_side_info_ease(X_DENSE[:, head], V[head], 0.5, 2.0), rtol=1e-5, atol=1e-6)
 

@@ -348,3 +348,28 @@ def test_fusion_stage_keeps_the_adaptor_only_when_it_wins_and_reruns_clean(train
     assert pipeline.fuse(cfg, ctx) == {"kept": False, "enabled": False, "best_step": 0, "signals": []}
     assert not (ctx.run_dir / "model" / "fusion").exists()
     assert np.array_equal(np.load(ctx.run_dir / "embeddings" / "fused.npy"), finetuned)
+
+
+def test_finetuning_validates_on_candidates_and_embeds_the_catalog_once_with_the_best_weights(trained) -> None:
+    """finetune_val_items below the catalog: each validation ranks the validation queries' and targets'
+    items plus a seeded sample, and the saved vectors are the whole catalog's, from the weights kept."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from recsys.model.encoder import TextEncoder
+
+    cfg, ctx, run_id = _new_run(trained, "finetune-candidates", max_train_steps=4, train_batch_size=16, learning_rate=1e-3, finetune_val_items=600)
+    cfg = replace(cfg, train=replace(cfg.train, eval_every=2))
+    result = pipeline.finetune(cfg, ctx)
+    _, c = ctx.mlflow()
+    n_items = len(item_vectors(ctx))
+    candidates = int(c.get_run(run_id).data.metrics["train.val_candidates"])
+    assert 600 <= candidates < n_items and sorted(result["val_history"]) == [0, 2, 4]
+    vectors, frozen = np.load(ctx.finetuned_embeddings), np.load(ctx.frozen_embeddings)
+    assert vectors.shape == frozen.shape
+    if result["best_step"]:  # the kept encoder, run once over the whole catalog
+        again = TextEncoder(str(ctx.encoder_dir), config=cfg.encoder).encode(pipeline.catalog_documents(cfg, ctx))
+        assert np.allclose(vectors, again, atol=1e-5) and not np.allclose(vectors, frozen, atol=1e-3)
+    else:  # nothing beat the frozen encoder on validation: its vectors
+        assert np.array_equal(vectors, frozen)

@@ -80,7 +80,7 @@ def test_recipe_of_a_default_config_retrains_the_default() -> None:
 def test_recipe_settings_are_those_that_shape_the_model() -> None:
     assert {s.name for s in RECIPE} == {
         "sample_users", "max_train_steps", "pair_strategy", "train_batch_size", "train_profile", "learning_rate", "k", "seed",
-        "document_template", "fusion", "fusion_signals", "fusion_text_adaptor", "candidate", "model_path", "head", "freeze_layers", "fusion_select_on", "fusion_steps", "eval_max_users",
+        "document_template", "fusion", "fusion_signals", "fusion_text_adaptor", "candidate", "model_path", "head", "freeze_layers", "fusion_select_on", "fusion_steps", "eval_max_users", "finetune_val_items",
     }  # fmt: skip
     assert all(s.paths for s in RECIPE)
 

@@ -339,3 +339,21 @@ def test_a_sampled_evaluation_keeps_the_same_users_for_every_stage_and_every_sub
     assert sampled.summary()["eval_sample"] == 10 and "eval_sample" not in everyone.summary()
     with pytest.raises(ValueError, match="max_eval_users"):
         SplitConfig(max_eval_users=-1)
+
+
+def test_validation_candidates_keep_every_validation_item_and_fill_with_a_seeded_sample():
+    from recsys.data.splits import validation_candidates
+
+    split = _many_users_split(0)  # 40 users: i{u}a, i{u}b train, i{u}c val, i{u}d test
+    catalog = sorted({f"i{u}{s}" for u in range(40) for s in "abcd"}) + [f"x{j}" for j in range(20)]
+    assert (validation_candidates(split, catalog, 0) == np.arange(len(catalog))).all()
+    assert (validation_candidates(split, catalog, len(catalog)) == np.arange(len(catalog))).all()
+    needed = {f"i{u}{s}" for u in range(40) for s in "abc"}  # validation queries (train items) and targets
+    picked = validation_candidates(split, catalog, 130)
+    names = {catalog[i] for i in picked}
+    assert len(picked) == 130 and needed <= names and (np.diff(picked) > 0).all()
+    assert picked.tolist() == validation_candidates(split, catalog, 130).tolist()  # seeded
+    # the queries and targets alone exceed the cap: all of them, nothing else
+    assert {catalog[i] for i in validation_candidates(split, catalog, 50)} == needed
+    # the sample is drawn from the other items only: with room for 10, 10 of the 60 others
+    assert len(names - needed) == 10

@@ -193,6 +193,27 @@ def fine_tuning_part(split: Split) -> pd.DataFrame:
     return train[~train[S.ITEM_ID].isin(split.tuning_items)]
 
 
+def validation_candidates(split: Split, item_ids: list[str], max_items: int) -> np.ndarray:
+    """Catalog indices (sorted) that fine-tuning's validation ranks over: the whole catalog when it has at
+    most `max_items` items (or `max_items` is 0); otherwise every item of a validation query or target plus
+    the other items with the smallest keyed hash of their id, up to `max_items` in all (more when the
+    queries and targets alone hold more). Each validation re-embeds these items, so this bounds its cost
+    on a large catalog; the final evaluation still ranks the whole catalog."""
+    if not max_items or len(item_ids) <= max_items:
+        return np.arange(len(item_ids))
+    queries, targets = split.queries_and_targets(VAL)
+    needed = {i for items in (*queries.values(), *targets.values()) for i in items}
+    index = {item: i for i, item in enumerate(item_ids)}
+    keep = np.zeros(len(item_ids), dtype=bool)
+    keep[[index[i] for i in needed if i in index]] = True
+    rest = np.flatnonzero(~keep)
+    room = max(max_items - int(keep.sum()), 0)
+    if room:
+        hashes = keyed_hash64(f"validation-candidates:{split.salt or split.protocol}".encode(), [item_ids[i] for i in rest])
+        keep[rest[np.argsort(hashes, kind="stable")[:room]]] = True
+    return np.flatnonzero(keep)
+
+
 def train_popularity(split: Split, item_ids: list[str]) -> np.ndarray:
     """Training interactions per item, in `item_ids` order."""
     return split.part(TRAIN)[S.ITEM_ID].value_counts().reindex(item_ids, fill_value=0).to_numpy()

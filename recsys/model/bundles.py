@@ -44,7 +44,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -508,6 +508,7 @@ def _prepare(
     exclude: Collection[int],
     pool_size: int,
     preference: np.ndarray | None = None,
+    similarities: np.ndarray | None = None,
 ) -> _Request:
     """Validate the request, score every item's set-independent terms and keep the top pool."""
     n = catalog.n_items
@@ -517,12 +518,14 @@ def _prepare(
     if cart_arr.min() < 0 or cart_arr.max() >= n:
         raise ValueError(f"cart item indices must lie in [0, {n}), got {cart_arr.tolist()}")
     vec = catalog.vectors
-    mean = vec[cart_arr].mean(axis=0)
-    norm = np.linalg.norm(mean)
-    unit = mean / norm if norm > 1e-12 else np.zeros_like(mean)
-    # one pass over the catalog's vectors for the cart mean and every cart item: the scan is
-    # memory-bound, and (m+1, d) @ (d, n) measured steadier than (n, d) @ (d, m+1) on OpenBLAS
-    sims = np.vstack([unit, vec[cart_arr]]) @ vec.T
+    if similarities is None:
+        # one pass over the catalog's vectors for the cart mean and every cart item: the scan is
+        # memory-bound, and (m+1, d) @ (d, n) measured steadier than (n, d) @ (d, m+1) on OpenBLAS
+        sims = cart_similarities(catalog, cart_arr)
+    else:
+        sims = np.asarray(similarities)
+        if sims.shape != (len(cart_arr) + 1, n):
+            raise ValueError(f"similarities must be [{len(cart_arr) + 1}, {n}] (cart_similarities of the deduplicated cart), got {sims.shape}")
     rel, max_cart_cos = sims[0], sims[1:].max(axis=0)
     comp = _complementarity(catalog, cart_arr, config.min_support)
     if preference is None:
@@ -626,12 +629,36 @@ class _Limits:
             self.per_cat[code] = self.per_cat.get(code, 0) + 1
 
 
+def cart_similarities(catalog: BundleCatalog, cart: np.ndarray) -> np.ndarray:
+    """[m + 1, n] cosines of the cart's mean vector (row 0) and of each of its m items to every catalog
+    item: the relevance and near-duplicate terms of one request."""
+    vec = catalog.vectors
+    mean = vec[cart].mean(axis=0)
+    norm = np.linalg.norm(mean)
+    unit = mean / norm if norm > 1e-12 else np.zeros_like(mean)
+    return np.vstack([unit, vec[cart]]) @ vec.T
+
+
+def single_item_similarities(catalog: BundleCatalog, items: np.ndarray, block: int = 128) -> Iterator[np.ndarray]:
+    """`cart_similarities` of each one-item cart in `items`, in order, from one matrix product per `block`
+    items rather than one pass over the catalog per cart (publishing composes a bundle for every item)."""
+    vec = catalog.vectors
+    for lo in range(0, len(items), block):
+        part = items[lo : lo + block]
+        sims = vec[part] @ vec.T
+        norms = np.linalg.norm(vec[part], axis=1)
+        for row, norm in zip(sims, norms, strict=True):
+            # the catalog's vectors are unit length or zero, so the mean's unit vector is the item's own
+            yield np.vstack([row / norm if norm > 1e-12 else np.zeros_like(row), row])
+
+
 def compose_bundle(
     catalog: BundleCatalog,
     cart: Sequence[int],
     config: BundleConfig = BundleConfig(),
     exclude: Collection[int] = frozenset(),
     preference: np.ndarray | None = None,
+    similarities: np.ndarray | None = None,
 ) -> Bundle:
     """Compose a bundle for a cart with the lazy greedy (Minoux) over the top candidate pool.
 
@@ -650,8 +677,10 @@ def compose_bundle(
         exclude: item indices never to pick.
         preference: the purchase model's preference per catalog item for this cart, in [0, 1]
             (`preference_from_scores`); None leaves the term out.
+        similarities: the cart's `cart_similarities`, when the caller computed many carts' at once
+            (`single_item_similarities`); None computes them.
     """
-    req = _prepare(catalog, cart, config, exclude, config.candidate_pool, preference)
+    req = _prepare(catalog, cart, config, exclude, config.candidate_pool, preference, similarities)
     picked, breakdowns, evaluations = _lazy_greedy(req, per_cost=False)
     method = "lazy-greedy"
     if config.budget is not None and config.cost_benefit_pass:

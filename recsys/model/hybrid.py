@@ -179,6 +179,13 @@ class HybridModel:
         q = query_matrix(queries, self.n_items)
         return self._finish(q, self._behaviour_scores(q))
 
+    def scores_and_behaviour(self, queries: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """`scores`, and beside them the behaviour part alone: row r, column j is `pair_weight(queries[r], j)`
+        (for reasons given to many queries at once, without scoring each query's behaviour again)."""
+        q = query_matrix(queries, self.n_items)
+        behaviour = self._behaviour_scores(q)
+        return self._finish(q, np.array(behaviour, copy=True)), behaviour
+
     def scores_for_vector(self, query_weights: np.ndarray) -> np.ndarray:
         """Scores for a query given as a weight per catalog item (e.g. a new item's text neighbours)."""
         return self.scores_from_dense(query_weights[None, :])[0]

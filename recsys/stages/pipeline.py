@@ -321,7 +321,7 @@ def finetune(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     from recsys.model.encoder import TextEncoder
     from recsys.evaluation.evaluate import evaluate_models
     from recsys.model.finetune import finetune_encoder, training_pairs
-    from recsys.data.splits import fine_tuning_part
+    from recsys.data.splits import fine_tuning_part, validation_candidates
 
     tracking, c = run.mlflow()
     split, catalog = load_split(run)
@@ -331,17 +331,27 @@ def finetune(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     pairs = training_pairs(fine_tuning_part(split), index, cfg.train)
     popularity = train_popularity(split, item_ids)
     encoder = TextEncoder(config=cfg.encoder)
-    scored: list[np.ndarray] = []  # item vectors at each validation, in order
+    train_cfg = cfg.train_for(encoder.device.type)
+    candidates = validation_candidates(split, item_ids, train_cfg.val_max_items)
+    whole_catalog = len(candidates) == len(item_ids)
+    candidate_ids, candidate_docs = [item_ids[i] for i in candidates], [docs[i] for i in candidates]
+    if not whole_catalog:
+        log.info("fine-tuning's validation ranks over %d of %d items (val_max_items)", len(candidates), len(item_ids))
+    # the best validation's vectors, kept by finetune_encoder's own rule (the first score, then only a
+    # strictly better one); one copy at a time, however many validations run
+    best: dict[str, Any] = {"score": None, "vectors": None}
 
     def validate_recall(enc: TextEncoder) -> float:
         # the first call scores the untouched encoder: its vectors were written by `embed`
-        vectors = np.load(run.frozen_embeddings) if not scored else enc.encode(docs, desc="validation embedding")
-        scored.append(vectors)
-        return evaluate_models(item_ids, {"m": vectors}, popularity, split, "val", cfg.eval.k)["m"][metric_name("recall", cfg.eval.k)]
+        first = best["score"] is None
+        vectors = np.load(run.frozen_embeddings, mmap_mode="r")[candidates] if first else enc.encode(candidate_docs, desc="validation embedding")
+        score = evaluate_models(candidate_ids, {"m": vectors}, popularity[candidates], split, "val", cfg.eval.k)["m"][metric_name("recall", cfg.eval.k)]
+        if first or score > best["score"]:
+            best["score"], best["vectors"] = score, vectors
+        return score
 
     losses: dict[int, float] = {}
     start = time.perf_counter()
-    train_cfg = cfg.train_for(encoder.device.type)
     if cfg.finetune_on_gpu and encoder.device.type != "cuda":
         # routed to the gpu queue, but this worker has no usable CUDA device: train anyway, say so loudly
         log.warning("finetune_on_gpu is set but this worker has no CUDA device: training on %s", encoder.device)
@@ -361,7 +371,12 @@ def finetune(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     )
     encoder_dir = run.encoder_dir
     encoder.save(encoder_dir)
-    best_vectors = scored[list(result.val_history).index(result.best_step)]
+    if whole_catalog:
+        best_vectors = best["vectors"]
+    elif result.best_step:  # validations saw the candidates only: one pass over the catalog with the best weights
+        best_vectors = encoder.encode(docs, desc="embedding with the fine-tuned encoder")
+    else:
+        best_vectors = np.load(run.frozen_embeddings)
     np.save(run.finetuned_embeddings, best_vectors)
     if result.best_step:  # the encoder holds exactly the best weights: a later re-embed (serving, a refresh) hits the cache
         from recsys.model.embedding_cache import EmbeddingCache, document_hash, model_fingerprint
@@ -380,6 +395,7 @@ def finetune(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
             "train.best_step": result.best_step,
             "train.seconds": train_seconds,
             "train.pairs_per_second": steps * train_cfg.batch_size / max(train_seconds, 1e-9),
+            "train.val_candidates": len(candidates),
         },
     )
     return {"encoder_dir": str(encoder_dir), "steps": steps, "best_step": result.best_step, "pairs": int(len(pairs)), "val_history": result.val_history, "seconds": train_seconds}

@@ -28,6 +28,7 @@ chunk_size x (k + bundle_size) rows at a time; scripts/bench_publish_memory.py m
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ from sqlalchemy import (
 )
 from tqdm.auto import tqdm
 
-from recsys.model.bundles import BundleConfig, cart_preference, compose_bundle
+from recsys.model.bundles import BundleConfig, cart_preference, compose_bundle, single_item_similarities
 from recsys.data.warehouse import create_tables, open_engine, write_lock
 
 if TYPE_CHECKING:
@@ -128,14 +129,16 @@ def _check_length(column: str, values: list[str]) -> None:
         )
 
 
-def _chunk_scores(recommender: ItemRecommender, idx: np.ndarray) -> np.ndarray:
-    """Dense [len(idx), n_items] float64 scores of single-item queries, as `ItemRecommender._scores`."""
+def _chunk_scores(recommender: ItemRecommender, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Dense [len(idx), n_items] float64 scores of single-item queries, as `ItemRecommender._scores`, and
+    the model's behaviour part of them (each anchor's `pair_weight` to every item; None for a text-only model)."""
     if recommender.model is not None:
-        return np.array(recommender.model.scores([np.array([i], dtype=np.int64) for i in idx]), dtype=np.float64)
+        scores, behaviour = recommender.model.scores_and_behaviour([np.array([i], dtype=np.int64) for i in idx])
+        return np.array(scores, dtype=np.float64), behaviour
     # text-only model: cosine of each item's vector to every item's (see ItemRecommender._scores)
     q = recommender.vectors[idx]
     q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12).astype(q.dtype)
-    return np.array(q @ recommender.vectors.T, dtype=np.float64)
+    return np.array(q @ recommender.vectors.T, dtype=np.float64), None
 
 
 def _top_k(scores: np.ndarray, k: int) -> list[np.ndarray]:
@@ -230,11 +233,13 @@ def publish_recommendations(
             stmt = insert(published_table)
             for lo in range(0, n, chunk_size):
                 idx = np.arange(lo, min(lo + chunk_size, n))
-                scores = _chunk_scores(recommender, idx)
+                scores, pair_weights = _chunk_scores(recommender, idx)
+                # the bundles' cosines: one matrix product per block of anchors, not a catalog scan each
+                similarities = single_item_similarities(behaviour, idx) if behaviour is not None else itertools.repeat(None)
                 scores[np.arange(len(idx)), idx] = -np.inf  # never the item itself
                 scores[np.isnan(scores)] = -np.inf
                 rows = []
-                for i, top in zip(idx.tolist(), _top_k(scores, k), strict=True):
+                for i, top, sims in zip(idx.tolist(), _top_k(scores, k), similarities):
                     anchor = item_ids[i]
                     r = i - lo
                     for rank, j in enumerate(top.tolist(), start=1):
@@ -246,11 +251,11 @@ def publish_recommendations(
                                 "rank": rank,
                                 "recommended_item_id": item_ids[j],
                                 "score": float(scores[r, j]),
-                                "reasons": recommender._reasons(j, [i], None),
+                                "reasons": recommender._reasons(j, [i], None, None if pair_weights is None else float(pair_weights[r, j])),
                             }
                         )
                     if behaviour is not None:
-                        bundle = compose_bundle(behaviour, [i], bundle_cfg, preference=cart_preference(recommender.model, [i], scores[r]))
+                        bundle = compose_bundle(behaviour, [i], bundle_cfg, preference=cart_preference(recommender.model, [i], scores[r]), similarities=sims)
                         for rank, item in enumerate(bundle.items, start=1):
                             rows.append(
                                 {
