@@ -162,6 +162,9 @@ def run_stage(stage: str, home: Path, params: dict, publish_seconds: float) -> d
 
 def child(stage: str, home: Path, params: dict, publish_seconds: float) -> None:
     """Run one stage of the run in `home` and write what it returned (small values only)."""
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from recsys.config import PipelineConfig
     from recsys.run import RunContext
     from recsys.stages import pipeline, promotion

@@ -368,8 +368,12 @@ def test_finetuning_validates_on_candidates_and_embeds_the_catalog_once_with_the
     assert 600 <= candidates < n_items and sorted(result["val_history"]) == [0, 2, 4]
     vectors, frozen = np.load(ctx.finetuned_embeddings), np.load(ctx.frozen_embeddings)
     assert vectors.shape == frozen.shape
-    if result["best_step"]:  # the kept encoder, run once over the whole catalog
-        again = TextEncoder(str(ctx.encoder_dir), config=cfg.encoder).encode(pipeline.catalog_documents(cfg, ctx))
-        assert np.allclose(vectors, again, atol=1e-5) and not np.allclose(vectors, frozen, atol=1e-3)
+    if result["best_step"]:  # the kept encoder, run once over the whole catalog (checked on a sample of rows)
+        rows = np.random.default_rng(0).choice(n_items, 64, replace=False)
+        docs = pipeline.catalog_documents(cfg, ctx)
+        again = TextEncoder(str(ctx.encoder_dir), config=cfg.encoder).encode([docs[i] for i in rows])
+        # other batches than the catalog's (bf16 on this CPU): close to it, far from the frozen vectors
+        off, moved = np.abs(vectors[rows] - again).max(), np.abs(vectors[rows] - frozen[rows]).max()
+        assert off < 1e-2 and off * 5 < moved, (off, moved)
     else:  # nothing beat the frozen encoder on validation: its vectors
         assert np.array_equal(vectors, frozen)

@@ -133,7 +133,9 @@ def evaluate_scorers(
     queries, targets, cold_idx = split_queries(item_ids, split, stage)
     if extra_cold is not None and len(extra_cold):
         cold_idx = np.union1d(cold_idx, extra_cold)
-    cold_targets = [t[np.isin(t, cold_idx)] for t in targets]
+    is_cold = np.zeros(len(item_ids), dtype=bool)
+    is_cold[cold_idx] = True  # a mask lookup per user: np.isin sorts the cold items again for every user
+    cold_targets = [t[is_cold[t]] for t in targets]
     cold_rows = [j for j, t in enumerate(cold_targets) if len(t)]
     slices: dict[str, np.ndarray] = {}
     if ctx.popularity is not None:

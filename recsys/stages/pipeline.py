@@ -8,6 +8,7 @@ run context (`recsys.run.RunContext`) names the run's files and carries its MLfl
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import time
@@ -489,10 +490,18 @@ def fit_model(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     metric = metric_name(cfg.gate.primary_metric, cfg.eval.k)
 
     def validation_score(model, hidden: np.ndarray) -> float:
-        return evaluate_scorers(item_ids, {"m": model.scores}, split, "val", cfg.eval.k, extra_cold=np.flatnonzero(hidden))["m"][metric]
+        t0 = time.perf_counter()
+        score = evaluate_scorers(item_ids, {"m": model.scores}, split, "val", cfg.eval.k, extra_cold=np.flatnonzero(hidden))["m"][metric]
+        # tuning is the longest stage on a large catalog: one line per point tried
+        knobs = {k: getattr(model.config, k) for k in ("l2", "text_weight", "feature_weight", "cold_weight")}
+        log.info("hybrid %s (%d hidden): validation %s %.4f, scored in %.1f s", knobs, int(hidden.sum()), metric, score, time.perf_counter() - t0)
+        return score
 
-    def scorer_score(scorer) -> float:
-        return evaluate_scorers(item_ids, {"m": scorer}, split, "val", cfg.eval.k)["m"][metric]
+    def scorer_score(name: str, scorer) -> float:
+        t0 = time.perf_counter()
+        score = evaluate_scorers(item_ids, {"m": scorer}, split, "val", cfg.eval.k)["m"][metric]
+        log.info("%s: validation %s %.4f, scored in %.1f s", name, metric, score, time.perf_counter() - t0)
+        return score
 
     start = time.perf_counter()
     features = item_features(catalog, split, load_ratings(run))
@@ -500,7 +509,7 @@ def fit_model(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     model, record = tune_hybrid(x, vectors, is_cold, validation_score, config, features, pseudo_cold=tuning_fold(split, catalog), head=head)
     seconds = time.perf_counter() - start
     start = time.perf_counter()
-    tuned = {b.name: b.tune(data, scorer_score) for b in baselines.BASELINES.values() if b.tune is not None and b.applies(head is not None)}
+    tuned = {b.name: b.tune(data, functools.partial(scorer_score, b.name)) for b in baselines.BASELINES.values() if b.tune is not None and b.applies(head is not None)}
     baseline_seconds = time.perf_counter() - start
     records = {"hybrid": record, **tuned}
     for name, rec in records.items():
