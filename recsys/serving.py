@@ -272,7 +272,10 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
                 reasons.append("new item, recommended from its description")
             return REASON_SEP.join(reasons)
         # co-purchase evidence counts only where the behaviour weights actually favour the item
-        cf = (self.model.pair_weight(cart, j) if pair_weight is None else pair_weight) if self.model is not None else 0.0
+        if self.model is None:
+            cf = 0.0
+        else:
+            cf = self.model.pair_weight(cart, j) if pair_weight is None else pair_weight
         rel = float(self.model.config.text_score_weight) if self.model is not None else 1.0
         breakdown = {"complementarity": max(cf, 0.0), "relevance": rel}
         return REASON_SEP.join(explain_item(self.behaviour, j, cart, breakdown))
