@@ -10,14 +10,22 @@ What runs (each its own process group, logs under `<dir>/logs/`):
 |---|---|---|
 | PostgreSQL 15 (databases airflow, mlflow, warehouse) | `deploy.postgres_local` | `postgres` |
 | Redis (Celery broker) | `redis-server` (Debian package) | `redis` |
-| MLflow tracking server on PostgreSQL, artifacts served by it | `mlflow server --serve-artifacts` | `mlflow` |
-| Airflow API server (UI, REST, execution API) | `airflow api-server` | `airflow-apiserver` |
+| MLflow tracking server on PostgreSQL, artifacts served by it, basic-auth | `mlflow server --app-name basic-auth --serve-artifacts` | `mlflow` |
+| Airflow API server (UI, REST, execution API), FAB auth manager | `airflow api-server` | `airflow-apiserver` |
 | scheduler, DAG processor, triggerer | `airflow scheduler` / `dag-processor` / `triggerer` | same names |
 | Celery workers on queue `default` (and `gpu` with --gpu-worker) | `airflow celery worker` | `airflow-worker`, `airflow-worker-gpu` |
 
 The state lives in `<dir>` (default `$RECSYS_HOME/cluster`): the PostgreSQL data, generated secrets
 (mode 0600), `cluster.json` (ports, pids) and `env.sh`, which a shell can source to point the `airflow`,
-`mlflow` and `recsys` commands at this cluster. Every component shares `$RECSYS_HOME` (run folders, the
+`mlflow` and `recsys` commands at this cluster.
+
+Who may do what (issue 18): Airflow runs the FAB auth manager with the roles of `deploy.airflow_roles`
+(Viewer, Operator, Reviewer, Admin); `up` creates the Airflow user `admin`, and `add-user NAME --role R`
+adds people (password generated into `secrets/airflow-users/NAME`). The MLflow server runs MLflow's
+basic-auth app (users in the PostgreSQL database `mlflow_auth`, default permission NO_PERMISSIONS) with
+three accounts from the secrets: `admin`, the workers' service account `recsys-service` (carried by the
+Airflow connection `mlflow_default`; it creates the experiments and models, so it holds MANAGE on them)
+and the read-only `recsys-reviewer`, given READ on each experiment and registered model the workers create. Every component shares `$RECSYS_HOME` (run folders, the
 data and embedding caches): on several hosts that folder is shared storage.
 
 Also a library: the tests start a `LocalCluster` on free ports, drive it through `AirflowApi`, kill a
@@ -41,10 +49,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from deploy import mlflow_auth
+from deploy.mlflow_auth import READER as MLFLOW_READER
+from deploy.mlflow_auth import SERVICE as MLFLOW_SERVICE
 from deploy.postgres_local import LocalPostgres, PostgresError, free_port
 
 REPO = Path(__file__).resolve().parents[1]
-DATABASES = ("airflow", "mlflow", "warehouse")
+DATABASES = ("airflow", "mlflow", "mlflow_auth", "warehouse")
 ADMIN = "admin"
 DEFAULT_QUEUE = "default"
 GPU_QUEUE = "gpu"
@@ -187,7 +198,9 @@ class LocalCluster:
         self.dir = config.directory
         self.logs = self.dir / "logs"
         self.state_file = self.dir / "cluster.json"
-        self.postgres = LocalPostgres(data_dir=self.dir / "postgres" / "data", port=config.postgres_port)
+        # generated like every other secret (an existing role's password is reset to it at each start)
+        password = self._secret("postgres-password", lambda: secrets.token_urlsafe(18))
+        self.postgres = LocalPostgres(data_dir=self.dir / "postgres" / "data", port=config.postgres_port, password=password)
 
     # ---- state -------------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -223,24 +236,61 @@ class LocalCluster:
     def warehouse_url(self) -> str:
         return self.postgres.url("warehouse")
 
-    def api(self) -> AirflowApi:
-        api = AirflowApi(self.api_url, ADMIN, self.admin_password)
+    def mlflow_password(self, account: str) -> str:
+        """The generated password of an MLflow account (admin, recsys-service, recsys-reviewer)."""
+        return self._secret(f"mlflow-{account}-password", lambda: secrets.token_urlsafe(18))
+
+    def user_password(self, username: str) -> str:
+        """The password `add_user` generated for an Airflow user (admin: `admin_password`)."""
+        if username == ADMIN:
+            return self.admin_password
+        path = self.dir / "secrets" / "airflow-users" / username
+        if not path.exists():
+            raise ClusterError(f"no Airflow user {username!r} was added to this cluster (add-user)")
+        return path.read_text().strip()
+
+    def api(self, username: str = ADMIN) -> AirflowApi:
+        """A logged-in REST client as this Airflow user."""
+        api = AirflowApi(self.api_url, username, self.user_password(username))
         api.login()
         return api
+
+    def add_user(self, username: str, role: str) -> Path:
+        """Create an Airflow user with one role (or reset its role); its password is generated into a secret file."""
+        from deploy.airflow_roles import ROLES
+
+        if role not in ROLES:
+            raise ClusterError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
+        if username == ADMIN:
+            raise ClusterError("the admin account is managed by `up`")
+        self._secret(f"airflow-users/{username}", lambda: secrets.token_urlsafe(18))
+        self._airflow_user(username, role, self.user_password(username))
+        return self.dir / "secrets" / "airflow-users" / username
+
+    def _airflow_user(self, username: str, role: str, password: str) -> None:
+        # the password goes through stdin: argv is readable by every local user (ps)
+        done = subprocess.run([sys.executable, "-m", "deploy.airflow_roles", "add-user", username, "--role", role], input=password + "\n", env=os.environ | self.env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise ClusterError(f"could not add Airflow user {username!r}:\n" + "\n".join((done.stdout + done.stderr).splitlines()[-20:]))
 
     # ---- environment -------------------------------------------------------------------------
     def env(self) -> dict[str, str]:
         """The environment every Airflow component, worker and client of this cluster uses."""
         from cryptography.fernet import Fernet
 
+        from deploy.airflow_roles import FAB_AUTH_MANAGER
+
         c = self.config
         airflow_db = self.postgres.url("airflow")
-        passwords = self.dir / "secrets" / "simple_auth_manager_passwords.json"
-        if not passwords.exists():
-            passwords.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            passwords.write_text(json.dumps({ADMIN: self.admin_password}))
-            passwords.chmod(0o600)
-        mlflow_conn = {"conn_type": "http", "host": "127.0.0.1", "port": c.mlflow_port, "extra": {"ui_url": self.mlflow_url}}
+        # the workers reach MLflow as its service account; what they create is shared read-only with reviewers
+        mlflow_conn = {
+            "conn_type": "http",
+            "host": "127.0.0.1",
+            "port": c.mlflow_port,
+            "login": MLFLOW_SERVICE,
+            "password": self.mlflow_password(MLFLOW_SERVICE),
+            "extra": {"ui_url": self.mlflow_url, "readers": MLFLOW_READER},
+        }
         pg = self.postgres
         warehouse_conn = {"conn_type": "postgres", "host": pg.host, "port": pg.port, "login": pg.user, "password": pg.password, "schema": "warehouse"}
         venv_bin = str(Path(sys.executable).parent)
@@ -255,9 +305,9 @@ class LocalCluster:
             "AIRFLOW__CORE__PARALLELISM": "8",
             "AIRFLOW__CORE__FERNET_KEY": self._secret("fernet-key", lambda: Fernet.generate_key().decode()),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+            "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
             "AIRFLOW__API_AUTH__JWT_SECRET": self._secret("jwt-secret", lambda: secrets.token_urlsafe(32)),
+            "AIRFLOW__API__SECRET_KEY": self._secret("api-secret-key", lambda: secrets.token_urlsafe(32)),  # FAB's session cookies
             "AIRFLOW__API__PORT": str(c.api_port),
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__BASE_URL": self.api_url,
@@ -279,6 +329,50 @@ class LocalCluster:
             "TOKENIZERS_PARALLELISM": "false",
             "PYTHONUNBUFFERED": "1",
         } | c.extra_env
+
+    def _mlflow_server_env(self) -> dict[str, str]:
+        """What only the MLflow server process sees: its auth config and the admin's bootstrap password."""
+        ini = self.dir / "secrets" / "mlflow-auth.ini"
+        mlflow_auth.write_config(str(ini), self.postgres.url("mlflow_auth"))
+        return {
+            # = --backend-store-uri, kept off the command line (ps, the service log) since it holds a password
+            "MLFLOW_BACKEND_STORE_URI": self.postgres.url("mlflow"),
+            "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+            "MLFLOW_AUTH_ADMIN_USERNAME": ADMIN,
+            "MLFLOW_AUTH_ADMIN_PASSWORD": self.mlflow_password(ADMIN),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": self._secret("mlflow-flask-secret-key", lambda: secrets.token_urlsafe(32)),
+        }
+
+    def _mlflow_account(self, username: str, password: str) -> None:
+        try:
+            mlflow_auth.ensure_account(self.mlflow_url, self.mlflow_password(ADMIN), username, password)
+        except RuntimeError as err:
+            raise ClusterError(str(err)) from err
+
+    def rotate_mlflow_password(self, account: str = MLFLOW_SERVICE, progress: Callable[[str], None] = print) -> None:
+        """A new password for an MLflow account; for the service account the workers are restarted with it.
+
+        The workers are stopped first (Celery's warm shutdown lets running tasks finish), so no task
+        holds the old password when the server stops accepting it.
+        """
+        if account not in (MLFLOW_SERVICE, MLFLOW_READER):
+            raise ClusterError(f"rotate one of {MLFLOW_SERVICE}, {MLFLOW_READER} (the admin's password: MLflow's update-password API)")
+        services = self._state()["services"]
+        workers = {name: svc["argv"][svc["argv"].index("--queues") + 1] for name, svc in services.items() if name.startswith("worker") and self.alive(name)} if account == MLFLOW_SERVICE else {}
+        for name in workers:
+            progress(f"stopping {name} (running tasks finish first)")
+            self.kill_service(name, signal.SIGTERM)
+            wait_until(name + " to stop", lambda: not self.alive(name), 3600, 1)
+        new = secrets.token_urlsafe(18)
+        self._mlflow_account(account, new)
+        path = self.dir / "secrets" / f"mlflow-{account}-password"
+        path.write_text(new)
+        path.chmod(0o600)
+        self.write_env_file()
+        progress(f"{account}: new password in {path}")
+        for name, queues in workers.items():
+            progress(f"starting {name}")
+            self.start_worker(name, queues)
 
     def write_env_file(self) -> Path:
         path = self.dir / "env.sh"
@@ -349,18 +443,26 @@ class LocalCluster:
             progress(f"MLflow tracking server on {self.mlflow_url} (PostgreSQL backend, artifacts served)")
             artifacts = self.dir / "mlflow-artifacts"
             artifacts.mkdir(exist_ok=True)
-            argv = [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri", self.postgres.url("mlflow"), "--serve-artifacts", "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(c.mlflow_port), "--workers", "1"]
-            self._spawn("mlflow", argv, env)
+            argv = [str(Path(sys.executable).with_name("mlflow")), "server", "--app-name", "basic-auth", "--serve-artifacts", "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(c.mlflow_port), "--workers", "1"]
+            self._spawn("mlflow", argv, env | self._mlflow_server_env())
         progress("airflow db migrate (PostgreSQL)")
         done = subprocess.run(self._airflow("db", "migrate"), env=os.environ | env, capture_output=True, text=True, timeout=600)
         (self.logs / "db-migrate.log").write_text(done.stdout + done.stderr)
         if done.returncode != 0:
             raise ClusterError("airflow db migrate failed:\n" + "\n".join((done.stdout + done.stderr).splitlines()[-30:]))
+        progress("Airflow roles (Viewer, Operator, Reviewer, Admin) and the admin user")
+        done = subprocess.run([sys.executable, "-m", "deploy.airflow_roles", "sync"], env=os.environ | env, cwd=REPO, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise ClusterError("the roles' sync failed:\n" + "\n".join((done.stdout + done.stderr).splitlines()[-30:]))
+        self._airflow_user(ADMIN, "Admin", self.admin_password)
         for name, args in (("api-server", ("api-server",)), ("scheduler", ("scheduler",)), ("dag-processor", ("dag-processor",)), ("triggerer", ("triggerer",))):
             if not self.alive(name):
                 progress(f"airflow {name}")
                 self._spawn(name, self._airflow(*args), env)
         wait_until("the MLflow server", lambda: _http_ok(self.mlflow_url + "/health"), 120, log=self.logs / "mlflow.log")
+        progress(f"MLflow accounts {MLFLOW_SERVICE} (the workers) and {MLFLOW_READER} (read-only)")
+        for account in (MLFLOW_SERVICE, MLFLOW_READER):
+            self._mlflow_account(account, self.mlflow_password(account))
         wait_until("the Airflow API server", lambda: _http_ok(self.api_url + "/api/v2/monitor/health"), 240, 2, self.logs / "api-server.log")
         workers = [(f"worker-{i + 1}", DEFAULT_QUEUE) for i in range(c.workers)] + ([("worker-gpu", GPU_QUEUE)] if c.gpu_worker else [])
         for name, queue in workers:
@@ -370,7 +472,11 @@ class LocalCluster:
         api = self.api()
         wait_until("the scheduler to report healthy", lambda: api.call("GET", "/api/v2/monitor/health")[1].get("scheduler", {}).get("status") == "healthy", 120, 2, self.logs / "scheduler.log")
         wait_until("the DAGs to be parsed", lambda: api.call("GET", "/api/v2/dags/recsys_training")[0] == 200, 240, 3, self.logs / "dag-processor.log")
-        progress(f"up in {time.monotonic() - t0:.0f} s — Airflow UI {self.api_url} (user {ADMIN}, password in {self.dir / 'secrets' / 'admin-password'}), MLflow UI {self.mlflow_url}; `source {self.dir / 'env.sh'}` for the CLIs")
+        progress(
+            f"up in {time.monotonic() - t0:.0f} s — Airflow UI {self.api_url} (user {ADMIN}, password in {self.dir / 'secrets' / 'admin-password'}), "
+            f"MLflow UI {self.mlflow_url} (user {MLFLOW_READER} to review, password in {self.dir / 'secrets' / f'mlflow-{MLFLOW_READER}-password'}); "
+            f"`source {self.dir / 'env.sh'}` for the CLIs; add people with `python -m deploy.localcluster add-user NAME --role Reviewer`"
+        )
         return self
 
     def down(self, progress: Callable[[str], None] = print) -> None:
@@ -424,6 +530,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop every service (state is kept)")
     sub.add_parser("status", help="what runs, and where")
     sub.add_parser("env", help="print the path of env.sh (source it to use the CLIs against the cluster)")
+    add = sub.add_parser("add-user", help="add an Airflow user with one role (password generated into secrets/airflow-users/NAME)")
+    add.add_argument("username")
+    add.add_argument("--role", required=True, choices=("Viewer", "Operator", "Reviewer", "Admin"))
+    rot = sub.add_parser("rotate-mlflow-password", help="a new password for an MLflow account (the workers restart with it)")
+    rot.add_argument("--account", default=MLFLOW_SERVICE, choices=(MLFLOW_SERVICE, MLFLOW_READER))
     trig = sub.add_parser("trigger", help="trigger a DAG run through the REST API")
     trig.add_argument("dag_id")
     trig.add_argument("--conf", default="{}", help="the run's conf (JSON)")
@@ -444,6 +555,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(cluster.status(), indent=2))
     elif args.command == "env":
         print(cluster.write_env_file())
+    elif args.command == "add-user":
+        print(f"user {args.username} ({args.role}): password in {cluster.add_user(args.username, args.role)}")
+    elif args.command == "rotate-mlflow-password":
+        cluster.rotate_mlflow_password(args.account)
     elif args.command == "trigger":
         api = cluster.api()
         run_id = api.trigger(args.dag_id, json.loads(args.conf))

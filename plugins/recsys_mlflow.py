@@ -77,7 +77,9 @@ class MlflowHook(BaseHook):
 
     Connection (type http): host, port, optional schema `https`; login/password = basic auth.
     Extras: `tracking_uri` (any URI MLflow accepts, e.g. sqlite:///...; wins over host/port),
-    `ui_url` (the MLflow UI as a browser reaches it), `path` (a path prefix of the server).
+    `ui_url` (the MLflow UI as a browser reaches it), `path` (a path prefix of the server),
+    `readers` (MLflow accounts, comma-separated, given READ on the experiments and registered models
+    the workflow creates on a server with basic-auth).
     Without the connection: $MLFLOW_TRACKING_URI, else the embedded store under the project home.
     """
 
@@ -145,6 +147,10 @@ class MlflowHook(BaseHook):
     def export_credentials(self) -> None:
         """Put the credentials where every MLflow client of this process finds them (recsys code included)."""
         os.environ.update(self.credentials())
+        if self.extras.get("readers"):
+            from recsys.tracking import READERS_ENV
+
+            os.environ[READERS_ENV] = str(self.extras["readers"])
 
     def get_client(self) -> MlflowClient:
         from mlflow.tracking import MlflowClient

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from mlflow.tracking import MlflowClient
 log = logging.getLogger(__name__)
 
 RUN_KEY_TAG = "recsys.run_key"
+# MLflow accounts (comma-separated) given READ on what the workflow creates, on a server with basic-auth
+READERS_ENV = "RECSYS_MLFLOW_READERS"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 
@@ -33,9 +36,40 @@ def ensure_experiment(c: MlflowClient, name: str, artifact_root: Path | None) ->
     (else artifacts land in ./mlruns of whatever the current directory is)."""
     exp = c.get_experiment_by_name(name)
     if exp is not None:
+        share_with_readers(c, "experiment", exp.experiment_id)
         return exp.experiment_id
     location = (artifact_root / name).as_uri() if artifact_root else None
-    return c.create_experiment(name, artifact_location=location)
+    experiment_id = c.create_experiment(name, artifact_location=location)
+    share_with_readers(c, "experiment", experiment_id)
+    return experiment_id
+
+
+def readers() -> list[str]:
+    return [name.strip() for name in os.environ.get(READERS_ENV, "").split(",") if name.strip()]
+
+
+def share_with_readers(c: MlflowClient, resource_type: str, resource_id: str) -> list[str]:
+    """Grant READ on an experiment or registered model to the reader accounts ($RECSYS_MLFLOW_READERS).
+
+    Only against a tracking server running MLflow's basic-auth app: there the account that creates a
+    resource (the workers' service account) holds MANAGE on it, and a server whose default permission is
+    NO_PERMISSIONS shows it to nobody else until granted. Idempotent; returns the accounts granted now.
+    """
+    names = readers()
+    if not names or not str(c.tracking_uri).startswith(("http://", "https://")):
+        return []
+    from mlflow.server.auth.client import AuthServiceClient
+
+    auth = AuthServiceClient(str(c.tracking_uri))
+    granted = []
+    for name in names:
+        try:
+            auth.grant_user_permission(name, resource_type, str(resource_id), "READ")
+            granted.append(name)
+        except mlflow.exceptions.MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":  # e.g. created by another account: training goes on
+                log.warning("could not give %s READ on %s %s: %s", name, resource_type, resource_id, err)
+    return granted
 
 
 def get_or_create_run(c: MlflowClient, experiment_id: str, run_key: str, run_name: str, tags: dict[str, str]) -> str:
@@ -174,6 +208,7 @@ def log_and_register_model(
     existing = version_of_run(c, model_name, run_id)
     if existing:
         log.info("run %s already registered %s version %s: reusing it", run_id, model_name, existing)
+        share_with_readers(c, "registered_model", model_name)
         return existing
     import mlflow.pyfunc
     from mlflow.models import infer_signature
@@ -191,6 +226,7 @@ def log_and_register_model(
             pip_requirements=pip_requirements,  # explicit: inference of requirements costs 12-15 s
         )
         mv = mlflow.register_model(info.model_uri, model_name, tags={"run_id": run_id})
+    share_with_readers(c, "registered_model", model_name)
     return str(mv.version)
 
 

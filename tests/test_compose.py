@@ -280,44 +280,52 @@ def test_every_airflow_setting_exists_in_the_installed_airflow(services: dict) -
                 assert (section, option) in known, f"{name}: {var} is not an Airflow setting"
 
 
-def test_simple_auth_manager_admin(services: dict) -> None:
-    env = _env(services["airflow-apiserver"])
-    assert _interpolate(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]) == "admin:admin"
-    password_file = env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
-    # airflow-init writes it, the API server reads it: a path on a volume both mount
-    assert password_file.startswith(env["RECSYS_HOME"] + "/")
+def test_fab_auth_manager_and_its_users(services: dict) -> None:
+    """Every Airflow component runs the FAB auth manager; airflow-init syncs the roles and creates the admin."""
+    from deploy.airflow_roles import FAB_AUTH_MANAGER
+
+    for name in AIRFLOW_SERVICES:
+        env = _env(services[name])
+        assert env["AIRFLOW__CORE__AUTH_MANAGER"] == FAB_AUTH_MANAGER, name
+        assert not any(var.startswith("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER") for var in env), name
     init = services["airflow-init"]
     script = " ".join(_command(init))
-    assert "airflow db migrate" in script
-    assert "_AIRFLOW_ADMIN_PASSWORD" in script and "SIMPLE_AUTH_MANAGER_PASSWORDS_FILE" in script
+    assert "airflow db migrate" in script and "python -m deploy.airflow_roles sync" in script
     assert VAR_REF.fullmatch(_env(init)["_AIRFLOW_ADMIN_PASSWORD"])
-    # the admin password reaches only airflow-init
-    for name, svc in services.items():
-        if name != "airflow-init":
-            assert "_AIRFLOW_ADMIN_PASSWORD" not in _env(svc), name
+    # the init passwords reach only the services that need them
+    only = {"_AIRFLOW_ADMIN_PASSWORD": {"airflow-init"}, "MLFLOW_SERVICE_PASSWORD": {"airflow-init"}, "MLFLOW_REVIEWER_PASSWORD": {"airflow-init"}, "MLFLOW_AUTH_ADMIN_PASSWORD": {"airflow-init", "mlflow"}}
+    for var, allowed in only.items():
+        assert {name for name, svc in services.items() if var in _env(svc)} == allowed, var
+    # mlflow must be up before airflow-init creates its accounts
+    assert init["depends_on"]["mlflow"]["condition"] == "service_healthy"
 
 
-def test_init_script_writes_the_password_file(services: dict, tmp_path: Path) -> None:
-    """Run airflow-init's script with `airflow` stubbed: it writes {user: password}, mode 0600."""
+def test_mlflow_default_carries_the_service_account(services: dict) -> None:
+    conn = json.loads(_env(services["airflow-worker"])["AIRFLOW_CONN_MLFLOW_DEFAULT"])
+    assert conn["login"] == "recsys-service" and VAR_REF.fullmatch(conn["password"]).group(1) == "MLFLOW_SERVICE_PASSWORD"
+    assert conn["extra"]["readers"] == "recsys-reviewer"
+
+
+def test_init_script_creates_roles_users_and_accounts(services: dict, tmp_path: Path) -> None:
+    """Run airflow-init's script with `airflow` and `python` stubbed: passwords go through stdin or the
+    environment, never the command line."""
     cmd = _command(services["airflow-init"])
     assert cmd[:2] == ["bash", "-c"]
-    script = cmd[2].replace("$$", "$")
-    path = tmp_path / "home" / "secrets" / "airflow-passwords.json"
-    env = dict(
-        os.environ,
-        PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(path),
-        _AIRFLOW_ADMIN_USERNAME="admin",
-        _AIRFLOW_ADMIN_PASSWORD='pa"ss',
+    script = cmd[2].replace("$$", "$").replace("cd /opt/recsys/app", "cd " + str(tmp_path))
+    env = dict(os.environ, _AIRFLOW_ADMIN_USERNAME="admin", _AIRFLOW_ADMIN_PASSWORD='pa"ss word')
+    stub = (
+        'airflow() { echo "airflow $*" >> "$CALLS"; }; '
+        'python() { echo "python $*" >> "$CALLS"; if [ "$3" = add-user ]; then echo "stdin $(cat)" >> "$CALLS"; fi; }; '
+        'export -f airflow python; exec bash -c "$0"'
     )
-    stub = 'airflow() { echo "airflow $*" >> "$CALLS"; }; export -f airflow; exec bash -c "$0"'
     calls = tmp_path / "calls"
     r = subprocess.run(["bash", "-c", stub, script], env={**env, "CALLS": str(calls)}, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert json.loads(path.read_text()) == {"admin": 'pa"ss'}
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
     ran = calls.read_text().splitlines()
-    assert "airflow db migrate" in ran
+    assert ran.index("airflow db migrate") < ran.index("python -m deploy.airflow_roles sync")
+    assert "python -m deploy.airflow_roles add-user admin --role Admin" in ran
+    assert 'stdin pa"ss word' in ran and not any("pa\"ss" in line for line in ran if not line.startswith("stdin"))
+    assert "python -m deploy.mlflow_auth accounts" in ran
     assert "airflow connections get mlflow_default -o json" in ran
     assert "airflow connections get recsys_warehouse -o json" in ran
 
@@ -371,6 +379,11 @@ def test_mlflow_server(services: dict) -> None:
     svc = services["mlflow"]
     cmd = _command(svc)
     assert cmd[:2] == ["mlflow", "server"]
+    # basic-auth: users in their own database, the config written from the environment before the server starts
+    assert cmd[cmd.index("--app-name") + 1] == "basic-auth"
+    env = _env(svc)
+    assert env["MLFLOW_AUTH_DATABASE_URI"].endswith("@postgres:5432/mlflow_auth")
+    assert "deploy.mlflow_auth config" in " ".join(svc["entrypoint"]) and 'exec "$$@"' in svc["entrypoint"][2]
     backend = _env(svc).get("MLFLOW_BACKEND_STORE_URI") or cmd[cmd.index("--backend-store-uri") + 1]
     assert backend.startswith("postgresql+psycopg2://mlflow:") and backend.endswith("@postgres:5432/mlflow")
     assert "--serve-artifacts" in cmd
@@ -447,10 +460,12 @@ def test_postgres_init_script_creates_the_databases(services: dict, tmp_path: Pa
     assert r.returncode == 0, r.stderr
     text = log.read_text()
     calls = [line for line in text.splitlines() if line.startswith("ARGS ")]
-    assert len(calls) == len(DATABASES)
+    assert len(calls) == len(DATABASES) + 1
     for db, call in zip(DATABASES, calls):
         assert f"-v name={db}" in call and f"-v password=pw-{db}" in call and "ON_ERROR_STOP=1" in call
     assert "CREATE DATABASE" in text and "CREATE ROLE" in text
+    # the MLflow server's users and permissions: their own database, owned by the mlflow role
+    assert "ON_ERROR_STOP=1" in calls[-1] and "CREATE DATABASE mlflow_auth OWNER mlflow" in text
     # passwords go to psql as variables (quoted by psql), never into the SQL text
     assert all("pw-" not in line for line in text.splitlines() if not line.startswith("ARGS"))
     # a missing password stops it before anything is created

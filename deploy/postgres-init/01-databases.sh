@@ -2,6 +2,7 @@
 # Creates the project's three databases, each owned by its own login role:
 #   airflow   (Airflow metadata + Celery result backend)  role airflow    password $AIRFLOW_DB_PASSWORD
 #   mlflow    (MLflow tracking store + model registry)    role mlflow     password $MLFLOW_DB_PASSWORD
+#   mlflow_auth (the MLflow server's users and permissions) owned by role mlflow
 #   warehouse (the recsys warehouse)                      role warehouse  password $WAREHOUSE_DB_PASSWORD
 #
 # Run by the official postgres image from /docker-entrypoint-initdb.d, as $POSTGRES_USER against
@@ -39,3 +40,12 @@ EOSQL
 create_db airflow "$AIRFLOW_DB_PASSWORD"
 create_db mlflow "$MLFLOW_DB_PASSWORD"
 create_db warehouse "$WAREHOUSE_DB_PASSWORD"
+
+echo "recsys: creating database 'mlflow_auth' (owner mlflow)"
+psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "${POSTGRES_DB:-$POSTGRES_USER}" <<-'EOSQL'
+	SELECT 'CREATE DATABASE mlflow_auth OWNER mlflow'
+	WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'mlflow_auth')
+	\gexec
+	REVOKE ALL ON DATABASE mlflow_auth FROM PUBLIC;
+	GRANT ALL PRIVILEGES ON DATABASE mlflow_auth TO mlflow;
+EOSQL
