@@ -6,7 +6,9 @@
     recsys recommend --history ID,ID  for a user's history (oldest first, recency-weighted)
     recsys recommend --text "..."     for a new item described by its text (cold start)
     recsys recommend                  a new user with nothing to go on: the most popular items
-    recsys bundle --cart ID,ID --budget 40   a complete-the-basket bundle
+    recsys bundle --cart ID,ID [--explain]   a complete-the-basket bundle (--budget 40 on a catalog with prices)
+    recsys serve [--port 5001]        keep the champion loaded: MLflow's scoring server (POST /invocations)
+    recsys --server http://127.0.0.1:5001 recommend --item ID   ask the running server instead of loading the model
     recsys rollback --reason "..."    champion back to the version it replaced (and republish)
     recsys publish                    write the champion's recommendations for every item to the warehouse
     recsys replay --source movielens-100k --as ml-replay --count 8   drop 8 weekly windows into the inbox
@@ -81,6 +83,27 @@ def _champion(model_name: str):
     return mlflow.pyfunc.load_model(f"models:/{model_name}@{tracking.CHAMPION}")
 
 
+def _predict(model_name: str, server: str | None, frame, params: dict):
+    """The champion's answer: from a running scoring server (`recsys serve`) when given, else loaded here."""
+    if not server:
+        return _champion(model_name).predict(frame, params=params)
+    import json
+    import urllib.error
+    import urllib.request
+
+    import pandas as pd
+
+    payload = {"dataframe_split": json.loads(frame.to_json(orient="split", index=False)), "params": params}
+    request = urllib.request.Request(server.rstrip("/") + "/invocations", data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return pd.DataFrame(json.loads(response.read())["predictions"])
+    except urllib.error.HTTPError as err:  # the server's error (a bad id, a budget without prices) as one line
+        raise ValueError(_server_error(err.read().decode(errors="replace"))) from None
+    except urllib.error.URLError as err:
+        raise ConnectionError(f"no scoring server at {server} ({err.reason}): start one with `recsys serve`") from None
+
+
 def _print_table(out) -> None:
     """rank, title, score, then the reasons on their own indented lines: readable in a terminal."""
     if out.empty:
@@ -95,26 +118,91 @@ def _print_table(out) -> None:
                 print(f"       - {reason}")
 
 
-def recommend(model_name: str, item_id: str | None, text: str | None, k: int, cart: str | None = None, history: str | None = None, diversity: float = 0.0) -> int:
-    """Load models:/NAME@champion and print its top-k for an item, a cart, a history or a product text."""
+def recommend(
+    model_name: str, item_id: str | None, text: str | None, k: int, cart: str | None = None, history: str | None = None, diversity: float = 0.0, server: str | None = None
+) -> int:
+    """Print the champion's top-k for an item, a cart, a history or a product text."""
     import pandas as pd
 
-    model = _champion(model_name)
     frame = pd.DataFrame({"item_id": [item_id], "cart": [cart], "history": [history], "text": [text]})
-    _print_table(model.predict(frame, params={"k": k, "diversity": diversity}))
+    out = _predict(model_name, server, frame, {"k": k, "diversity": diversity})
+    if text and not (item_id or cart or history):
+        # true of the request, not of each item: said once, above the list
+        print("Your description is treated as a new item: the model's encoder embeds it, and it is scored through the catalog items closest in meaning.")
+    _print_table(out)
     return 0
 
 
-def bundle(model_name: str, cart: str, k: int, budget: float | None) -> int:
-    """Load the champion and print a complete-the-basket bundle for a cart."""
+def bundle(model_name: str, cart: str, k: int, budget: float | None, explain: bool = False, server: str | None = None) -> int:
+    """Print a complete-the-basket bundle for a cart; `explain` adds what each objective term contributed."""
     import pandas as pd
 
-    model = _champion(model_name)
-    out = model.predict(pd.DataFrame({"cart": [cart]}), params={"k": k, "mode": "bundle", "budget": budget or 0.0})
+    out = _predict(model_name, server, pd.DataFrame({"cart": [cart]}), {"k": k, "mode": "bundle", "budget": budget or 0.0, "explain": explain})
     _print_table(out)
-    if budget and not out.empty and out["item_id"].notna().any():
-        print(f"bundle of {int(out['item_id'].notna().sum())} items; budget {budget:g}")
+    picked = out[out["item_id"].notna()] if not out.empty else out
+    if budget and len(picked):
+        print(f"bundle of {len(picked)} items; budget {budget:g}")
+    if explain and len(picked):
+        if "breakdown" in picked:
+            _print_breakdown(picked)
+        else:
+            print("\n(no breakdown: this model version was registered before bundles could explain themselves; retrain to get it)")
     return 0
+
+
+def _print_breakdown(picked) -> None:
+    """Each pick's marginal gain by term, and each term's share of the bundle's objective."""
+    import json
+
+    from recsys.serving import BREAKDOWN_TERMS
+
+    terms = [json.loads(b) for b in picked["breakdown"]]
+    names = [t for t in BREAKDOWN_TERMS if t != "total"]
+    print("\nobjective = relevance + complementarity + preference + diversity - redundancy (each pick's marginal gain)")
+    print(f"{'rank':>4}  " + "".join(f"{n:>16}" for n in [*names, "total"]))
+    for rank, t in zip(picked["rank"], terms, strict=True):
+        print(f"{int(rank):>4}  " + "".join(f"{t.get(n, 0.0):>16.4f}" for n in [*names, "total"]))
+    sums = {n: sum(t.get(n, 0.0) for t in terms) for n in [*names, "total"]}
+    print(f"{'sum':>4}  " + "".join(f"{sums[n]:>16.4f}" for n in [*names, "total"]))
+    if sums["total"] > 0:
+        shares = ", ".join(f"{n} {sums[n] / sums['total']:+.0%}" for n in names if abs(sums[n]) > 1e-9)
+        print(f"share of the objective: {shares}")
+
+
+def _server_error(body: str) -> str:
+    """The model's own error out of MLflow's scoring-server reply: the exception line of its stack trace."""
+    import json
+
+    try:
+        reply = json.loads(body)
+    except ValueError:
+        return " ".join(body.split())[:500]
+    lines = [line.strip() for line in str(reply.get("stack_trace") or "").splitlines() if line.strip()]
+    last = lines[-1] if lines else str(reply.get("message", body))
+    return " ".join(last.split(": ", 1)[-1].split() if lines and ": " in last else last.split())[:500]
+
+
+def serve(model_name: str, host: str, port: int) -> int:
+    """Keep the champion loaded behind MLflow's scoring server (the pyfunc's own request format)."""
+    import os
+
+    from recsys import tracking
+
+    c = tracking.client(resolve_tracking_uri())
+    version = tracking.champion_version(c, model_name)
+    if version is None:
+        print(f"{model_name} has no champion to serve", file=sys.stderr)
+        return 1
+    url = f"http://{host}:{port}"
+    print(f"serving {model_name} version {version} (the champion now; restart to follow a new one) on {url}", flush=True)
+    print(f"  try: recsys --server {url} recommend --item ID    or POST {url}/invocations (MLflow's pyfunc format)", flush=True)
+    bin_dir = os.path.dirname(sys.executable)
+    mlflow_bin = os.path.join(bin_dir, "mlflow")
+    os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")  # MLflow starts `uvicorn` from PATH
+    # the version, not the alias: what answers is what was announced, even if the alias moves meanwhile
+    argv = [mlflow_bin, "models", "serve", "-m", f"models:/{model_name}/{version}", "--env-manager", "local", "--host", host, "--port", str(port), "--workers", "1"]
+    os.execv(mlflow_bin, argv)
+    return 0  # not reached
 
 
 def publish(model_name: str, k: int) -> int:
@@ -221,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-name", default="recsys-item-encoder")
     parser.add_argument("--debug", action="store_true", help="log everything and show tracebacks")
     parser.add_argument("-v", "--verbose", action="store_true", help="show progress logs")
+    parser.add_argument("--server", default=None, help="a running `recsys serve` (e.g. http://127.0.0.1:5001): recommend and bundle ask it instead of loading the model")
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("summary", help="latest run's metrics and the champion")
     s.add_argument("--experiment", default="recsys-training")
@@ -233,8 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("-k", type=int, default=10)
     b = sub.add_parser("bundle", help="a complete-the-basket bundle from the champion")
     b.add_argument("--cart", required=True, help="comma-separated item ids (an anchor item alone works)")
-    b.add_argument("--budget", type=float, default=None, help="maximum total price of the bundle")
+    b.add_argument("--budget", type=float, default=None, help="maximum total price of the bundle (needs a catalog with prices)")
+    b.add_argument("--explain", action="store_true", help="what each objective term (relevance, complementarity, ...) contributed to each pick")
     b.add_argument("-k", type=int, default=4)
+    sv = sub.add_parser("serve", help="keep the champion loaded: MLflow's scoring server on a local port")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=5001)
     rb = sub.add_parser("rollback", help="champion back to the version it replaced")
     rb.add_argument("--reason", required=True, help="why: recorded on both versions in the registry")
     rb.add_argument("--no-publish", action="store_true", help="leave the published recommendations as they are")
@@ -290,8 +383,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "summary":
         return summary(args.experiment, args.model_name)
     if args.command == "bundle":
-        return bundle(args.model_name, args.cart, args.k, args.budget)
-    return recommend(args.model_name, args.item_id, args.text, args.k, args.cart, args.history, args.diversity)
+        return bundle(args.model_name, args.cart, args.k, args.budget, args.explain, args.server)
+    if args.command == "serve":
+        return serve(args.model_name, args.host, args.port)
+    return recommend(args.model_name, args.item_id, args.text, args.k, args.cart, args.history, args.diversity, args.server)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ A request with none of these (a new user) gets the most popular items.
 Output: one row per (request, rank) with the item, its title, score and reasons (the evidence of the
 signals that scored it). `params`: `k` (default 10); `mode` = "recommend" (default) or "bundle" (compose a
 complete-the-basket bundle of k items); `budget` (bundles only; 0 = none); `diversity` (0 = pure
-relevance; 0.1-0.5 lifts less popular items, see `recsys.model.recommend.diversify`).
+relevance; 0.1-0.5 lifts less popular items, see `recsys.model.recommend.diversify`); `explain` (bundles:
+adds a `breakdown` column, the JSON of each pick's objective terms — relevance, complementarity,
+preference, diversity, redundancy, total).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ from recsys.run import (  # the model directory's entries: named once, by the ru
 # and ranks only those: enough room for the diversity re-ranking to lift less popular items
 ANN_CANDIDATES = 200
 REASON_SEP = " | "
+TEXT_REASON_NEIGHBOURS = 5  # a text request's co-purchase reasons cite its 5 nearest catalog items
+OUTPUT_COLUMNS = ["request", "rank", "item_id", "title", "score", "reasons"]
+BREAKDOWN_TERMS = ("relevance", "complementarity", "preference", "diversity", "redundancy", "total")
 
 
 def save_catalog(path: Path, item_ids: list[str], titles: list[str], vectors: np.ndarray) -> Path:
@@ -256,20 +261,28 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
             out[empty] = np.asarray(self._popularity(), dtype=np.float64)[None, :]
         return out
 
-    def _reasons(self, j: int, cart: list[int], text_vec: np.ndarray | None, pair_weight: float | None = None) -> str:
-        """Reasons for a recommended item, from the signals that scored it (`pair_weight`: the model's
-        `pair_weight(cart, j)` when the caller already has it)."""
+    def _reasons(self, j: int, cart: list[int], text_vec: np.ndarray | None, pair_weight: float | None = None, text_neighbours: list[int] | None = None) -> str:
+        """Reasons for a recommended item, each true of that item, from the signals that scored it
+        (`pair_weight`: the model's `pair_weight(cart, j)` when the caller already has it;
+        `text_neighbours`: for a text request, the catalog items closest to the text, through which
+        the behaviour part scored it)."""
         if self.behaviour is None:
             return ""
-        from recsys.model.bundles import explain_item
+        from recsys.model.bundles import NEW_ITEM_REASON, explain_item
 
         if not cart and text_vec is None:
             return f"popular: bought by {int(self.behaviour.item_counts[j])} customers"
         if not cart:  # a text request: the new item's nearest catalog item is the evidence
             sim = float(self.vectors[j] @ text_vec)
             reasons = [f"close in meaning to the given description (similarity {sim:.2f})"]
+            near = [n for n in (text_neighbours or []) if n != j]
+            if near and self.model is not None and not self.behaviour.is_new[j]:
+                # the behaviour part scored j through the text's nearest items: cite their co-purchases
+                cf = self.model.pair_weight(near, j)
+                if cf > 0:
+                    reasons += explain_item(self.behaviour, j, near, {"complementarity": cf})
             if self.behaviour.is_new[j]:
-                reasons.append("new item, recommended from its description")
+                reasons.append(NEW_ITEM_REASON)
             return REASON_SEP.join(reasons)
         # co-purchase evidence counts only where the behaviour weights actually favour the item
         if self.model is None:
@@ -287,6 +300,11 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
             raise ValueError("this model version carries no behaviour statistics: bundles need a newer version")
         if not cart:
             raise ValueError(f"request row {row}: a bundle needs an item_id or a cart from the catalog")
+        if budget is not None and np.isnan(self.behaviour.prices).all():
+            raise ValueError(
+                "this model's catalog has no prices, so a budget cannot be applied: ask without one (drop --budget, "
+                "or params.budget = 0), or train on items with a `price` column (e.g. the completejourney data set)"
+            )
         bundle = compose_bundle(self.behaviour, cart, BundleConfig(k=k, budget=budget), preference=cart_preference(self.model, cart))
         rows = []
         for rank, item in enumerate(bundle.items, start=1):
@@ -298,6 +316,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
                     "title": item.title,
                     "score": float(item.breakdown["total"]),
                     "reasons": REASON_SEP.join(item.reasons),
+                    "breakdown": json.dumps({term: round(float(item.breakdown.get(term, 0.0)), 4) for term in BREAKDOWN_TERMS}),
                 }
             )
         if not rows and bundle.note:
@@ -310,6 +329,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
         mode = str(params.get("mode", "recommend"))
         budget = float(params.get("budget", 0.0) or 0.0) or None  # 0 = no budget
         diversity = float(params.get("diversity", 0.0) or 0.0)
+        explain = str(params.get("explain", False)).lower() in ("1", "true", "yes")
         if mode not in ("recommend", "bundle"):
             raise ValueError(f"params.mode must be 'recommend' or 'bundle', got {mode!r}")
         frame = pd.DataFrame(model_input).reset_index(drop=True)
@@ -317,6 +337,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
         rows = []
         for row, (item_id, cart, text, history) in enumerate(zip(col("item_id"), col("cart"), col("text"), col("history"), strict=True)):
             idx, vec, exclude = self._query(row, item_id, cart, text, history)
+            near = self._nearest(vec.astype(np.float32), TEXT_REASON_NEIGHBOURS, [])[1].tolist() if vec is not None and mode != "bundle" else None
             if mode == "bundle":
                 rows += self._bundle_rows(row, exclude, k, budget)
                 continue
@@ -336,7 +357,8 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
                         "item_id": self.item_ids[j],
                         "title": self.titles[j],
                         "score": float(scores[j]),
-                        "reasons": self._reasons(int(j), exclude, vec),
+                        "reasons": self._reasons(int(j), exclude, vec, text_neighbours=near),
                     }
                 )
-        return pd.DataFrame(rows, columns=["request", "rank", "item_id", "title", "score", "reasons"])
+        columns = OUTPUT_COLUMNS + (["breakdown"] if explain else [])
+        return pd.DataFrame(rows, columns=columns)

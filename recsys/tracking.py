@@ -214,7 +214,7 @@ def log_and_register_model(
     from mlflow.models import infer_signature
 
     # params in the signature, so callers can pass {"k": ...} at inference time
-    signature = infer_signature(input_example, None, params={"k": 10, "mode": "recommend", "budget": 0.0, "diversity": 0.0})
+    signature = infer_signature(input_example, None, params={"k": 10, "mode": "recommend", "budget": 0.0, "diversity": 0.0, "explain": False})
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name="model",

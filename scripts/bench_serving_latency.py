@@ -7,6 +7,8 @@ free-text (new item) request and a 4-item bundle, each over `--requests` items d
 (the encoder and the ANN index load lazily) and is not counted.
 
     .venv/bin/python scripts/bench_serving_latency.py RUN_DIR/model [--requests 200]
+    .venv/bin/python scripts/bench_serving_latency.py RUN_DIR/model --url http://127.0.0.1:5001
+        # through a running `recsys serve` (MLflow's scoring server): HTTP and JSON included
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ def main() -> None:
     parser.add_argument("model_dir")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--url", default=None, help="time requests to this scoring server (`recsys serve`) instead of in-process calls")
     args = parser.parse_args()
 
     from recsys.serving import ItemRecommender
@@ -39,13 +42,27 @@ def main() -> None:
         "text (new item)": lambda p: ({"text": [model.titles[p[0]] or "milk"]}, {"k": 10}),
         "bundle of 4": lambda p: ({"cart": [ids[p[0]]]}, {"k": 4, "mode": "bundle"}),
     }
-    print(f"{'request':<18}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}")
+    if args.url:
+        import json
+        import urllib.request
+
+        def predict(frame: pd.DataFrame, params: dict) -> None:
+            body = json.dumps({"dataframe_split": json.loads(frame.to_json(orient="split", index=False)), "params": params}).encode()
+            req = urllib.request.Request(args.url.rstrip("/") + "/invocations", data=body, headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=120) as r:
+                r.read()
+    else:
+
+        def predict(frame: pd.DataFrame, params: dict) -> None:
+            model.predict(None, frame, params=params)
+
+    print(f"{'request':<18}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}   ({'HTTP ' + args.url if args.url else 'in process'})")
     for name, make in kinds.items():
         times = []
         for n, p in enumerate(picks):
             frame, params = make(p)
             t = time.perf_counter()
-            model.predict(None, pd.DataFrame(frame), params=params)
+            predict(pd.DataFrame(frame), params)
             if n:  # the first is a warm-up
                 times.append((time.perf_counter() - t) * 1000)
         print(f"{name:<18}{np.percentile(times, 50):>10.1f}{np.percentile(times, 95):>10.1f}{max(times):>10.1f}", flush=True)

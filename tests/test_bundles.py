@@ -249,7 +249,7 @@ def test_category_cap(cat):
     assert picks(b) == [1, 2, 4, 7]
     assert len({it.category for it in b.items}) == 4
     assert b.items[3].breakdown["total"] == pytest.approx(0.278)
-    assert b.items[3].reasons == ["adds a new category: Tools", "new item, recommended from its description"]
+    assert b.items[3].reasons == ["adds a new category: Tools", "new item (no sales in the training data), recommended from its description"]
     assert "max 1 per category: Kitchen 1/1, Grocery 1/1, Cleaning 1/1, Tools 1/1" in b.constraints
 
 
@@ -315,7 +315,7 @@ def test_cold_item_reason(cat):
     assert b.items[1].reasons == [
         "close in meaning to Coffee beans (similarity 0.64)",
         "adds a new category: Tools",
-        "new item, recommended from its description",
+        "new item (no sales in the training data), recommended from its description",
     ]
 
 
@@ -337,7 +337,7 @@ def test_explain_item_reusable_for_plain_recommendations(cat):
     # names the most similar cart item (beans .64, machine 0), with its own cosine
     assert explain_item(cat, 7, [0, 2], {"relevance": 0.1}) == [
         "close in meaning to Coffee beans (similarity 0.64)",
-        "new item, recommended from its description",
+        "new item (no sales in the training data), recommended from its description",
     ]
     assert explain_item(cat, 1, [2], {"relevance": 0.36}) == ["close in meaning to Coffee beans (similarity 0.36)"]
     # a weak similarity (cos(4, 2) = 0 < REASON_MIN_SIMILARITY) is no reason a shopper would recognise

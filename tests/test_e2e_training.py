@@ -210,3 +210,107 @@ def test_champion_serves_over_http_with_reasons(first_run: dict) -> None:
 
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def _readme_examples() -> list[list[str]]:
+    """The `recsys recommend` / `recsys bundle` commands of the README's "Try it" block, as argv."""
+    import shlex
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text.split("### Try it", 1)[1].split("\n#", 1)[0]
+    commands = []
+    for line in block.splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if line.startswith(".venv/bin/recsys ") and line.split()[1] in ("recommend", "bundle"):
+            commands.append(shlex.split(line)[1:])
+    return commands
+
+
+def _rows(out: str) -> list[tuple[str, str, list[str]]]:
+    """(item id, title, reasons) of each printed item: `  1    0.1234  TITLE  [ID]` then `       - reason` lines."""
+    rows: list[tuple[str, str, list[str]]] = []
+    for line in out.splitlines():
+        m = re.match(r"^\s*\d+\s+-?[\d.]+\s+(.*)\s+\[([^\]]+)\]$", line)
+        if m:
+            rows.append((m.group(2), m.group(1).strip(), []))
+        elif line.startswith("       - ") and rows:
+            rows[-1][2].append(line[len("       - ") :])
+    return rows
+
+
+def test_every_readme_example_works_and_says_true_things(first_run: dict) -> None:
+    """Each command of the README's "Try it" block, run as written (the first) and through a running
+    `recsys serve` (the rest), returns items whose reasons are true of them: "bought together" only with
+    that many real co-purchases, "new item" only without training history."""
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    import mlflow.pyfunc
+
+    from recsys.model.bundles import NEW_ITEM_REASON
+
+    examples = _readme_examples()
+    assert len(examples) >= 4 and {e[0] for e in examples} == {"recommend", "bundle"}, examples
+    assert not any("--budget" in e for e in examples)  # the demo's data has no prices: a budget cannot work there
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").unwrap_python_model()
+    behaviour, index = model.behaviour, model.index
+    by_title: dict[str, list[int]] = {}
+    for i, title in enumerate(model.titles):
+        by_title.setdefault(title, []).append(i)
+    recsys_bin = str(Path(sys.executable).with_name("recsys"))
+
+    def run(argv: list[str]) -> str:
+        proc = subprocess.run([recsys_bin, *argv], capture_output=True, text=True, timeout=300, env=os.environ.copy())
+        assert proc.returncode == 0, f"recsys {' '.join(argv)}: {proc.stderr[-2000:]}"
+        return proc.stdout
+
+    def check(argv: list[str], out: str) -> list[str]:
+        rows = _rows(out)
+        assert rows, f"recsys {' '.join(argv)} printed no items:\n{out}"
+        reasons_seen = []
+        for item, _title, reasons in rows:
+            assert reasons, f"{item} has no reason:\n{out}"
+            j = index[item]
+            for reason in reasons:
+                reasons_seen.append(reason)
+                if reason == NEW_ITEM_REASON:
+                    assert behaviour.item_counts[j] == 0, f"{item} is called new but was bought by {behaviour.item_counts[j]} customers"
+                m = re.match(r"bought together with (.*) by (\d+) customers", reason)
+                if m:
+                    counts = [int(round(behaviour.cooc[c, j])) for c in by_title[m.group(1)]]
+                    assert int(m.group(2)) in counts and int(m.group(2)) >= 1, (reason, counts)
+            if NEW_ITEM_REASON not in reasons:
+                assert behaviour.item_counts[j] > 0 or "--text" in argv, item
+        if "--text" in argv:  # true of the request, said once above the list, not on every row
+            assert out.count("treated as a new item") == 1
+        return reasons_seen
+
+    check(examples[0], run(examples[0]))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([recsys_bin, "serve", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, (server.stdout.read().decode() if server.poll() is not None else "no answer")
+                time.sleep(1)
+        url = f"http://127.0.0.1:{port}"
+        for argv in examples[1:]:
+            out = run(["--server", url, *argv])
+            check(argv, out)
+            if "--explain" in argv:
+                assert "share of the objective:" in out and "complementarity" in out
+        # a budget on a catalog without prices: one clear line, exit 2
+        cart = next(a for a in examples if a[0] == "bundle")
+        proc = subprocess.run([recsys_bin, "--server", url, *cart, "--budget", "40"], capture_output=True, text=True, timeout=120, env=os.environ.copy())
+        assert proc.returncode == 2 and "no prices, so a budget cannot be applied" in proc.stderr, proc.stderr
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

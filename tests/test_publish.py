@@ -130,7 +130,7 @@ def test_published_lists_scores_and_reasons_are_the_served_ones(url, hybrid):
     # the evidence really is there: co-purchase for saucer after mug, the cold-start note for the gift card
     mug = read_published(url, "recs", "mug").set_index("recommended_item_id")
     assert "bought together with Mug by 2 customers (lift 2.5)" in mug.loc["saucer", "reasons"]
-    assert "new item, recommended from its description" in read_published(url, "recs", "saucer").set_index("recommended_item_id").loc["gift", "reasons"]
+    assert "new item (no sales in the training data), recommended from its description" in read_published(url, "recs", "saucer").set_index("recommended_item_id").loc["gift", "reasons"]
 
 
 def test_bundle_rows_ranked_from_one_and_empty_bundles_write_nothing(url, tmp_path):

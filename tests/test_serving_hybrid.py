@@ -76,7 +76,7 @@ def test_reasons_quote_the_real_evidence(model):
     assert "bought together with Red mug by 2 customers" in out.loc["saucer", "reasons"]
     sim = float(_vectors()[0] @ _vectors()[1])
     assert f"close in meaning to Red mug (similarity {sim:.2f})" in out.loc["mug_b", "reasons"]
-    assert "new item, recommended from its description" in out.loc["new_mug", "reasons"]
+    assert "new item (no sales in the training data), recommended from its description" in out.loc["new_mug", "reasons"]
     assert "bought together" not in out.loc["candle", "reasons"]  # never bought with the red mug
 
 
@@ -119,3 +119,51 @@ def test_unknown_mode_is_rejected(model):
     m, _ = model
     with pytest.raises(ValueError, match="params.mode"):
         m.predict(None, pd.DataFrame({"item_id": ["mug_r"]}), params={"mode": "nope"})
+
+
+def test_a_text_request_gets_reasons_true_of_each_item(model, monkeypatch):
+    """A free text is a new item: that is said once by the caller (the CLI), not on every row. Each row says
+    what is true of its item: the text's similarity, the co-purchases with the text's nearest catalog items
+    that scored it, and "new item" only for items without training history."""
+    m, _ = model
+    text = _vectors()[0]  # described exactly like the red mug
+    monkeypatch.setattr(m, "_embed_text", lambda texts: np.array([text] * len(texts)))
+    out = m.predict(None, pd.DataFrame({"text": ["a red mug"]}), params={"k": 6}).set_index("item_id")
+    from recsys.model.bundles import NEW_ITEM_REASON
+
+    for item, reasons in out["reasons"].items():
+        sim = float(_vectors()[IDS.index(item)] @ text)
+        assert reasons.startswith(f"close in meaning to the given description (similarity {sim:.2f})"), item
+        assert (NEW_ITEM_REASON in reasons) == (item == "new_mug"), item  # the only item nobody bought
+    # the saucer was scored through the red mug, the text's nearest item: bought with it by a and c
+    assert "bought together with Red mug by 2 customers" in out.loc["saucer", "reasons"]
+    assert "bought together" not in out.loc["candle", "reasons"]
+
+
+def test_a_budget_on_a_catalog_without_prices_says_what_to_do(model, monkeypatch):
+    from dataclasses import replace
+
+    m, _ = model
+    monkeypatch.setattr(m, "behaviour", replace(m.behaviour, prices=np.full(len(IDS), np.nan)))
+    with pytest.raises(ValueError, match=r"no prices, so a budget cannot be applied: ask without one"):
+        m.predict(None, pd.DataFrame({"cart": ["mug_r"]}), params={"k": 3, "mode": "bundle", "budget": 10.0})
+    # without a budget the same catalog composes a bundle, every pick with a reason
+    out = m.predict(None, pd.DataFrame({"cart": ["mug_r"]}), params={"k": 3, "mode": "bundle"})
+    assert len(out) >= 1 and out["reasons"].str.len().gt(0).all()
+
+
+def test_explain_adds_each_picks_objective_terms(model):
+    m, _ = model
+    plain = m.predict(None, pd.DataFrame({"cart": ["mug_r"]}), params={"k": 3, "mode": "bundle"})
+    out = m.predict(None, pd.DataFrame({"cart": ["mug_r"]}), params={"k": 3, "mode": "bundle", "explain": True})
+    assert "breakdown" not in plain and out["item_id"].tolist() == plain["item_id"].tolist()
+    for score, text in zip(out["score"], out["breakdown"], strict=True):
+        t = json.loads(text)
+        assert t["total"] == pytest.approx(score, abs=1e-4)
+        assert t["relevance"] + t["complementarity"] + t["preference"] + t["diversity"] - t["redundancy"] == pytest.approx(t["total"], abs=5e-4)
+    # the saucer is picked for what people bought with the red mug: its complementarity term is positive
+    saucer = json.loads(out.set_index("item_id").loc["saucer", "breakdown"])
+    assert saucer["complementarity"] > 0
+    # the candle adds nothing but variety (no co-purchase, no similarity, no category): its reason says that
+    candle = out.set_index("item_id").loc["candle"]
+    assert json.loads(candle["breakdown"])["diversity"] > 0 and candle["reasons"].startswith("adds variety: unlike the rest of the basket")

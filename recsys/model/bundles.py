@@ -60,6 +60,8 @@ if TYPE_CHECKING:
 # explain_item names a cart item as "close in meaning" only from this cosine up: a weak
 # similarity is not a reason a shopper would recognise, even when it added a little score
 REASON_MIN_SIMILARITY = 0.25
+# true of the item it is attached to: it had no interaction in the training data
+NEW_ITEM_REASON = "new item (no sales in the training data), recommended from its description"
 _PRICE_EPS = 1e-9  # budget comparisons: prices summed in a different order must agree
 _MAX_EXACT_SUBSETS = 2_000_000  # beyond this, exact_bundle is not the tool (it is for small pools)
 
@@ -964,9 +966,15 @@ def explain_item(
         shared = [c for c in cart if catalog.categories[c] == cat]
         text = f"same category as {catalog.titles[shared[0]]}" if shared else f"adds a new category: {cat}"
         scored.append((cat_term, text))
+    variety = breakdown.get("diversity", 0.0) - cat_term
+    if not scored and variety > 0:
+        # picked for the variety it adds alone: say so, with how unlike the rest it is
+        others = [*cart, *[int(p) for p in picked]]
+        closest = float(np.max(catalog.vectors[others] @ catalog.vectors[i])) if others else 0.0
+        scored.append((variety, f"adds variety: unlike the rest of the basket (closest similarity {closest:.2f})"))
     reasons = [text for _, text in sorted(scored, key=lambda t: -t[0])]
     if catalog.is_new[i]:
-        reasons.append("new item, recommended from its description")
+        reasons.append(NEW_ITEM_REASON)
     if budget_left is not None:
         price = float(catalog.prices[i])
         reasons.append(
