@@ -165,7 +165,8 @@ def _print_breakdown(picked) -> None:
     sums = {n: sum(t.get(n, 0.0) for t in terms) for n in [*names, "total"]}
     print(f"{'sum':>4}  " + "".join(f"{sums[n]:>16.4f}" for n in [*names, "total"]))
     if sums["total"] > 0:
-        shares = ", ".join(f"{n} {sums[n] / sums['total']:+.0%}" for n in names if abs(sums[n]) > 1e-9)
+        signed = {n: -sums[n] if n == "redundancy" else sums[n] for n in names}  # a penalty: it takes away
+        shares = ", ".join(f"{n} {signed[n] / sums['total']:+.0%}" for n in names if abs(signed[n]) > 1e-9)
         print(f"share of the objective: {shares}")
 
 

@@ -21,7 +21,7 @@ cat <<MSG
 == Look at it
   Airflow UI : make ui          -> http://localhost:8080 (user admin, password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated)
   MLflow UI  : make mlflow-ui   -> http://localhost:5000 (experiment recsys-training, model recsys-item-encoder)
-  Try it     : .venv/bin/recsys recommend --text "red retrospot lunch bag"
+  Try it     : .venv/bin/recsys recommend --item ORc5e8c621fdb3    (LUNCH BAG RED RETROSPOT; more in the README's "Try it")
   Weaker run : RECSYS_DEMO_CONF='{"candidate": "text", "max_train_steps": 0}' make demo   (the gate refuses it)
 MSG
 [ "$state" = "state=success" ]
