@@ -129,10 +129,7 @@ def recsys_training():
     def apply_gate(decision: dict) -> str:
         return "promote" if decision["promote"] else "reject"
 
-    review = PromotionReviewOperator(
-        task_id="review",
-        body="{{ ti.xcom_pull(task_ids='decide')['summary_markdown'] }}",
-    )
+    review = PromotionReviewOperator(task_id="review", decision_task_id="decide")  # its body is built from the decision
 
     @task(trigger_rule="none_failed_min_one_success")
     def reject(validated: dict) -> dict:

@@ -1,8 +1,10 @@
 """Airflow glue for the human review of a promotion (Airflow 3 human-in-the-loop).
 
 `PromotionReviewOperator` is a `HITLBranchOperator` with two options, Approve and Reject, mapped to
-the `promote` and `reject` tasks. It also records who answered and when (XCom key `review`), so the
-promotion can be attributed to a person in the model registry.
+the `promote` and `reject` tasks. Its body (what Required Actions shows) is built when it runs, from the
+gate's decision (`review_body`): three lines to act on, the gate's checks with their intervals, the churn
+against the champion, and links to the report and the MLflow version. It also records who answered and
+when (XCom key `review`), so the promotion can be attributed to a person in the model registry.
 """
 
 from __future__ import annotations
@@ -16,8 +18,30 @@ APPROVE = "Approve"
 REJECT = "Reject"
 
 
+def review_body(decision: dict[str, Any], links: dict[str, str | None]) -> str:
+    """The review's Markdown: the three-line summary, the gate's summary (checks, intervals, churn), links."""
+    lines = [f"{line}  " for line in decision.get("review_summary") or []]
+    if lines:
+        lines.append("")
+    lines.append(decision.get("summary_markdown") or f"Gate: {decision.get('status', '?')}")
+    shown = [f"[{label}]({url})" for label, url in links.items() if url]
+    if shown:
+        lines += ["", "Open: " + " · ".join(shown)]
+    if decision.get("report_path"):
+        lines += ["", f"Report file on the workers' shared storage: `{decision['report_path']}`"]
+    return "\n".join(lines)
+
+
 class PromotionReviewOperator(HITLBranchOperator):
-    def __init__(self, *, promote_task_id: str = "promote", reject_task_id: str = "reject", response_timeout: timedelta | None = timedelta(days=7), **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        promote_task_id: str = "promote",
+        reject_task_id: str = "reject",
+        decision_task_id: str = "decide",
+        response_timeout: timedelta | None = timedelta(days=7),
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("subject", "Promote this model version to champion?")
         super().__init__(
             options=[APPROVE, REJECT],
@@ -26,6 +50,12 @@ class PromotionReviewOperator(HITLBranchOperator):
             response_timeout=response_timeout,
             **kwargs,
         )
+        self.decision_task_id = decision_task_id
+
+    def execute(self, context: Any) -> Any:
+        decision = context["ti"].xcom_pull(task_ids=self.decision_task_id) or {}
+        self.body = review_body(decision, _links(decision))
+        return super().execute(context)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         user = event.get("responded_by_user") or {}
@@ -36,3 +66,18 @@ class PromotionReviewOperator(HITLBranchOperator):
             value={"option": (event.get("chosen_options") or [None])[0], "by": name or "unknown", "at": responded.isoformat() if hasattr(responded, "isoformat") else str(responded)},
         )
         return super().execute_complete(context=context, event=event)
+
+
+def _links(decision: dict[str, Any]) -> dict[str, str | None]:
+    """The MLflow version, run and report in a browser (none where MLflow has no UI address)."""
+    from recsys_mlflow import MlflowHook
+
+    hook = MlflowHook()
+    ui = hook.ui_url()
+    run_id = decision.get("mlflow_run_id")
+    if not ui:
+        return {}
+    return {
+        "MLflow version": hook.model_version_url(decision["model_name"], decision["version"]) if decision.get("version") else None,
+        "report.html": f"{ui}/get-artifact?path=evaluation/report.html&run_uuid={run_id}" if run_id else None,
+    }

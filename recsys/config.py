@@ -175,6 +175,9 @@ class GateConfig:
     # fewest test users a champion comparison may rest on (after excluding what the champion trained on)
     min_test_users: int = 50
     not_applicable: tuple[str, ...] = ()  # guardrail bases with no evidence expected (e.g. cold_recall without cold items)
+    # most churn tolerated against the champion: 1 - mean overlap@k of the related-item lists (None = off;
+    # the churn is measured and reported either way, `recsys.evaluation.churn`)
+    max_churn: float | None = None
 
 
 @dataclass(frozen=True)

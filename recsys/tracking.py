@@ -230,6 +230,14 @@ def log_and_register_model(
     return str(mv.version)
 
 
+def registered_model_tag(c: MlflowClient, model_name: str, key: str) -> str | None:
+    return c.get_registered_model(model_name).tags.get(key)
+
+
+def set_registered_model_tag(c: MlflowClient, model_name: str, key: str, value: str) -> None:
+    c.set_registered_model_tag(model_name, key, value)
+
+
 def champion_version(c: MlflowClient, model_name: str) -> str | None:
     try:
         return str(c.get_model_version_by_alias(model_name, CHAMPION).version)

@@ -110,6 +110,9 @@ def test_champion_moves_only_after_a_reviewer_approves(airflow_server: Api) -> N
     code, detail = api.call("GET", f"{ti}/review/-1/hitlDetails")
     assert code == 200, detail
     assert "Gate: promoted" in detail["body"] and detail["options"] == ["Approve", "Reject"]
+    # the body leads with three lines to act on (a first model: baselines beaten, no shelves to compare) and names the report
+    assert detail["body"].startswith("**PROMOTED**: first model of this name, 4 of 4 baselines beaten on ndcg_at_10")
+    assert "Shelves: no champion to compare with" in detail["body"] and "evaluation/report.html`" in detail["body"]
     # Airflow 3.3.2 + LocalExecutor race: an answer that arrives before the executor has reported the
     # parked workload's end makes the scheduler retry the task, which then asks again. People answer
     # after more than a few seconds; the test waits like one, and answers again if asked again.

@@ -170,3 +170,31 @@ def test_gate_params_from_the_trigger_form() -> None:
     assert PipelineConfig.from_params({}).gate.baselines == ("popularity", "itemknn", "ease", "frozen")
     with pytest.raises(ValueError, match="candidate must be one of"):
         PipelineConfig.from_params({"candidate": "gpt"})
+
+
+CHURN = {"queries": 100, "k": 10, "overlap": 0.45, "churn": 0.55, "changed_entirely": 0.12, "rank_correlation": 0.3, "exposure_shift_popularity": 0.08}
+
+
+def test_churn_is_not_a_check_unless_bounded() -> None:
+    d = decide(_with(ndcg_at_10=0.260), CHAMPION, BASELINES, GateConfig(), k=10, churn=CHURN)
+    assert d.promote and "churn" not in [c.kind for c in d.checks]
+    # the review's summary reports it anyway
+    assert "55% of the top-10 slots change (mean overlap 0.45), 12% of the lists change entirely" in summary_markdown(d, CHURN)
+
+
+def test_max_churn_refuses_a_better_model_that_reshuffles_the_shelves() -> None:
+    d = decide(_with(ndcg_at_10=0.260), CHAMPION, BASELINES, GateConfig(max_churn=0.5), k=10, churn=CHURN)
+    assert not d.promote
+    [check] = [c for c in d.checks if c.kind == "churn"]
+    assert (check.metric, check.candidate, check.reference, check.passed) == ("churn_at_10", 0.55, 0.5, False)
+    assert d.reasons[-1] == "churn churn_at_10 0.55 exceeds the allowed 0.50: 55% of the champion's top-10 related-item slots would change, 12% of the lists entirely"
+    # within the bound it passes; exactly on it too
+    assert decide(_with(ndcg_at_10=0.260), CHAMPION, BASELINES, GateConfig(max_churn=0.6), k=10, churn=CHURN).promote
+    assert decide(_with(ndcg_at_10=0.260), CHAMPION, BASELINES, GateConfig(max_churn=0.55), k=10, churn=CHURN).promote
+
+
+def test_max_churn_without_a_churn_measurement_is_missing_evidence() -> None:
+    d = decide(_with(ndcg_at_10=0.260), CHAMPION, BASELINES, GateConfig(max_churn=0.5), k=10)
+    assert not d.promote and d.reasons[-1].startswith("churn guardrail churn_at_10 missing")
+    # the first model has no champion to churn against: the bound does not apply
+    assert decide(_with(ndcg_at_10=0.260), None, BASELINES, GateConfig(max_churn=0.5), k=10).promote

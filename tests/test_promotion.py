@@ -133,6 +133,22 @@ def test_champion_scored_on_the_same_split_as_the_candidate(registry) -> None:
     gate = json.loads((ctx.run_dir / "evaluation" / "gate.json").read_text())
     primary = next(c for c in gate["checks"] if c["kind"] == "primary")
     assert primary["low"] <= primary["high"] < 0 and primary["n"] == scored["test_users"]
+    # churn: both registered versions' related items of every catalog item, compared; recomputed here
+    from recsys.evaluation.champion import recommender_scorer
+    from recsys.evaluation.churn import churn_metrics, related_topk
+
+    split, catalog = load_split(ctx)
+    item_ids = catalog["item_id"].tolist()
+    c = registry["client"]
+    versions = {"candidate": gate["version"], "champion": scored["champion_version"]}
+    tops = {name: related_topk(recommender_scorer(tracking.load_recommender(MODEL, v), item_ids), np.arange(len(item_ids)), 10) for name, v in versions.items()}
+    churn = scored["churn"]
+    assert churn["queries"] == len(item_ids) and not churn["sampled"]
+    expected = churn_metrics(tops["candidate"], tops["champion"], np.zeros(len(item_ids)))  # popularity only buckets exposure
+    for field in ("overlap", "churn", "changed_entirely", "rank_correlation"):
+        assert churn[field] == pytest.approx(expected[field]), field
+    assert 0 < churn["churn"] < 1  # the text candidate and the hybrid champion differ, and share some items
+    assert gate["churn"] == churn and c.get_run(run_id).data.metrics["churn.churn_at_10"] == pytest.approx(churn["churn"])
 
 
 def test_report_json_html_and_plots_are_written_and_logged(registry) -> None:
@@ -144,6 +160,10 @@ def test_report_json_html_and_plots_are_written_and_logged(registry) -> None:
     assert report["dataset"]["digest"] and report["code"]["git_sha"]
     html = (out / "report.html").read_text()
     assert "rejected" in html.lower() and "data:image/png;base64," in html
+    # what would change on the shelves: in the report, the registry description and the review's summary
+    assert report["churn"]["queries"] > 0 and "Churn vs the champion" in html and "popularity: head" in html
+    assert "**Churn:**" in registry["client"].get_model_version(MODEL, report["version"]).description
+    assert "of the top-10 slots change" in json.loads((out / "gate.json").read_text())["summary_markdown"]
     for plot in ("learning_curve.png", "comparison.png", "popularity_bias.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     c = registry["client"]
@@ -377,3 +397,35 @@ def test_finetuning_validates_on_candidates_and_embeds_the_catalog_once_with_the
         assert off < 1e-2 and off * 5 < moved, (off, moved)
     else:  # nothing beat the frozen encoder on validation: its vectors
         assert np.array_equal(vectors, frozen)
+
+
+def test_review_panel_is_the_same_for_every_version_and_in_both_reports(registry) -> None:
+    """Issue 15: the first (promoted) and the refused version show the same panel requests, side by side."""
+    c = registry["client"]
+    first_dir = registry["first_ctx"].run_dir / "evaluation"
+    cfg, ctx, run_id = registry["weak_args"]
+    weak_dir = ctx.run_dir / "evaluation"
+    first, weak = (json.loads((d / "panel.json").read_text()) for d in (first_dir, weak_dir))
+    requests = lambda view: [(r["kind"], r["group"], r["query"]) for r in view["requests"]]  # noqa: E731
+    assert requests(first) == requests(weak) and len(first["requests"]) >= 10
+    assert {r["group"] for r in first["requests"]} >= {"best sellers", "mid-range", "long tail", "cart"}
+    assert all(r["champion"] is None for r in first["requests"])  # the first model had no champion to show
+    assert all(r["champion"] is not None for r in weak["requests"])
+    # the text candidate against the hybrid champion: lists change, and the changes are labelled
+    assert any(label == "new" for r in weak["requests"] for label in r["changes"])
+    assert all(len(r["changes"]) == len(r["candidate"]) for r in weak["requests"])
+    # fixed on the registered model by the first version reviewed
+    stored = json.loads(c.get_registered_model(MODEL).tags["review.panel"])
+    assert [e["item_id"] for e in stored["items"]] == [r["query"] for r in first["requests"] if r["kind"] == "related items"]
+    for d in (first_dir, weak_dir):
+        assert "the review panel" in (d / "report.html").read_text()
+    assert "**Side by side:**" in c.get_model_version(MODEL, weak_args_version(ctx)).description
+    # who wins and who loses: per-segment recall of both versions, plotted
+    segments = json.loads((ctx.run_dir / "champion.json").read_text())["segments"]
+    assert set(segments["popularity"]) <= {"head", "torso", "tail", "unsold"} and segments["popularity"]
+    assert all({"targets", "candidate", "champion"} <= set(row) for view in segments.values() for row in view.values())
+    assert (weak_dir / "segments.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def weak_args_version(ctx) -> str:
+    return json.loads(ctx.package_info.read_text())["version"]

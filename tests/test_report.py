@@ -126,7 +126,13 @@ def _html_rows(html: str, table_class: str = "metrics") -> list[dict[str, str | 
 
 def test_description_vs_champion_exact():
     md = report.version_description(_report())
-    first = md.splitlines()[0]
+    # three lines a reviewer can act on come first: decision and primary change, the failed checks, the shelves
+    assert md.splitlines()[:3] == [
+        "**REJECTED**: ndcg_at_10 0.2500 vs champion 0.2000 (+25.0%; rule >= +1.0% relative)  ",
+        "Failed: recall recall_at_10 0.2000 (rule >= +1.0% relative)  ",
+        "Shelves: no champion to compare with",
+    ]
+    first = next(line for line in md.splitlines() if line.startswith("**REJECTED**: recall_at_10"))
     assert first.startswith("**REJECTED**: recall_at_10 0.2000 vs champion 0.2500")
     assert "coverage dropped & <worse>" in first
     header = next(line for line in md.splitlines() if line.startswith("| metric"))
@@ -141,6 +147,21 @@ def test_description_vs_champion_exact():
     assert "**Data:** online-retail (digest `9f2c01234567`), 3,868 items, 4,363 users, 268,122 interactions" in md
     assert "split basket: train 200,000 / val 3,000 / test 3,000" in md
     assert "git `69cb646d`" in md
+
+
+def test_review_summary_with_churn_and_intervals():
+    r = _report()
+    r["decision"]["checks"] = [
+        {"kind": "primary", "metric": "ndcg_at_10", "candidate": 0.26, "reference": 0.25, "rule": ">= +1.0% relative", "passed": True, "low": 0.01, "high": 0.07, "n": 400},
+        {"kind": "guardrail", "metric": "recall_at_10", "candidate": 0.2, "reference": 0.2, "rule": ">= -2.0% relative", "passed": True},
+    ]
+    r["decision"]["status"] = "promoted"
+    r["churn"] = {"k": 10, "churn": 0.55, "changed_entirely": 0.12}
+    assert report.review_summary(r) == [
+        "**PROMOTED**: ndcg_at_10 0.2600 vs champion 0.2500 (+4.0% [+1.0%, +7.0%] n=400; rule >= +1.0% relative)",
+        "Guardrails: all 1 within their rules",
+        "Shelves: 55% of the top-10 related-item slots change vs the champion, 12% of the lists entirely",
+    ]
 
 
 def test_description_without_champion_uses_best_baseline():

@@ -37,6 +37,8 @@ def _non_default(s: Setting) -> Any:
     if s.kind == "integer":
         value = (int(low) + 3) if default is None else default + 3
         return value if high is None or value < high else int(low) + (1 if s.exclusive_minimum is not None else 0)
+    if default is None:  # an optional number, off by default (gate_max_churn): any value in bounds turns it on
+        return (low + high) / 2 if high is not None else low + 0.5
     value = (default + high) / 2 if high is not None and default < high else default * 2 + 0.25
     return value
 

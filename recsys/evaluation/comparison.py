@@ -45,10 +45,29 @@ def compare_with_champion(
         if name in per_user["candidate"]:
             ci = paired_relative_gain(per_user["candidate"][name], per_user["champion"][name], gate.bootstrap_samples, gate.confidence, seed=seed)
             intervals[name] = ci.to_dict() if ci is not None else None
-    return {
+    result = {
         "metrics": scored["champion"],
         "candidate_metrics": scored["candidate"],
         "intervals": intervals,
         "test_users": int(scored["candidate"]["n_queries"]),
         "overlap": overlap.to_dict(),
     }
+    if topk_out is not None and context is not None and context.popularity is not None:
+        result["segments"] = _segments(item_ids, fair, topk_out, context)
+    return result
+
+
+def _segments(item_ids: Sequence[str], fair: Split, topk: dict[str, np.ndarray], context: EvaluationContext) -> dict[str, dict[str, Any]]:
+    """Recall per top-level category and per popularity bucket of the test targets, both models
+    (`recsys.evaluation.segments`); the rankings are the ones just scored."""
+    from recsys.evaluation.churn import POPULARITY_BUCKETS, popularity_buckets
+    from recsys.evaluation.evaluate import split_queries
+    from recsys.evaluation.segments import category_labels, segment_recall
+
+    _, targets, _ = split_queries(item_ids, fair, "test")
+    models = {m: topk[m] for m in ("candidate", "champion")}
+    out = {"popularity": segment_recall(models, targets, popularity_buckets(context.popularity), POPULARITY_BUCKETS)}
+    if context.categories is not None:
+        labels, names = category_labels(context.categories, targets)
+        out = {"category": segment_recall(models, targets, labels, names)} | out
+    return out

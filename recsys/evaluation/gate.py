@@ -100,12 +100,14 @@ def decide(
     k: int,
     intervals: dict[str, Interval | None] | None = None,
     test_users: int | None = None,
+    churn: dict[str, Any] | None = None,
 ) -> GateDecision:
     """The gate's decision for `candidate`, given the champion's and the baselines' metrics on the same split.
 
     `intervals` holds, per metric name, the candidate's relative change against the champion with its
     paired-bootstrap interval (None where it could not be formed); without an entry a metric is judged on
-    its point value. `test_users` is how many test users the champion comparison rests on."""
+    its point value. `test_users` is how many test users the champion comparison rests on. `churn` is
+    `recsys.evaluation.churn.churn_metrics` against the champion, bounded by `config.max_churn` when set."""
     primary = metric_name(config.primary_metric, k)
     cand = _value(candidate, primary)
     checks: list[Check] = []
@@ -168,6 +170,18 @@ def decide(
         elif not ok:
             interval = f", {ci_label(config)} {_pct(ci.low)} to {_pct(ci.high)}" if ci is not None else ""
             reasons.append(f"guardrail {name} regressed: {_fmt(c_val)} vs champion {_fmt(r_val)} ({_pct(_relative_change(c_val, r_val))}{interval}, tolerated -{tolerance * 100:.1f}%)")
+    if config.max_churn is not None:
+        name = metric_name("churn", k)
+        value = None if churn is None else float(churn["churn"])
+        ok = value is not None and value <= config.max_churn + 1e-12
+        checks.append(Check("churn", name, value, config.max_churn, "champion", f"<= {config.max_churn:.2f} (1 - mean overlap@{k} of related items)", ok))
+        if value is None:
+            reasons.append(f"churn guardrail {name} missing: the candidate's related items were not compared with the champion's")
+        elif not ok:
+            reasons.append(
+                f"churn {name} {value:.2f} exceeds the allowed {config.max_churn:.2f}: {value:.0%} of the champion's top-{k} related-item slots"
+                f" would change, {churn['changed_entirely']:.0%} of the lists entirely"
+            )
     promote = all(c.passed for c in checks)
     return GateDecision(promote, primary, "champion", tuple(checks), tuple(reasons))
 
@@ -189,7 +203,7 @@ def _fmt(x: float | None) -> str:
 def change_text(kind: str | None, candidate: float | None, reference: float | None, low: float | None = None, high: float | None = None, n: int | None = None) -> str:
     """A check's relative change with its bootstrap interval, e.g. "+4.0% [+1.0%, +7.0%] n=400"
     ("" where there is none: an evidence check, a missing value, a zero reference)."""
-    if kind == "evidence" or candidate is None or reference is None or reference == 0:
+    if kind in ("evidence", "churn") or candidate is None or reference is None or reference == 0:  # churn: a bound, not a reference model
         return ""
     point = _pct(candidate / reference - 1.0)
     return point if low is None or high is None else f"{point} [{_pct(low)}, {_pct(high)}] n={n}"
@@ -199,10 +213,15 @@ def _change(c: Check) -> str:
     return change_text(c.kind, c.candidate, c.reference, c.low, c.high, c.n)
 
 
-def summary_markdown(decision: GateDecision) -> str:
-    """A short Markdown summary of the decision (the human review step shows it)."""
+def summary_markdown(decision: GateDecision, churn: dict[str, Any] | None = None) -> str:
+    """A short Markdown summary of the decision (the human review step shows it), with the churn
+    against the champion when it was measured."""
     lines = [f"**Gate: {decision.status}** (primary metric `{decision.primary_metric}`, against {decision.reference})", ""]
     lines += [f"- {r}" for r in decision.reasons]
+    if churn is not None:
+        from recsys.evaluation.churn import churn_line
+
+        lines += ["", churn_line(churn)]
     lines += ["", "| check | metric | candidate | reference | relative change (interval) | rule | passed |", "|---|---|---|---|---|---|---|"]
     for c in decision.checks:
         lines.append(

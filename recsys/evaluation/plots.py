@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -163,4 +163,28 @@ def popularity_bias(
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.set_title("Exposure by item popularity (long tail on the right)")
+    return save_figure(fig, path)
+
+
+def segment_comparison(segments: dict[str, dict[str, dict[str, Any]]], metric: str, path: Path) -> Path:
+    """Candidate vs champion per segment (one panel per view: category, popularity), horizontal bars with
+    the number of test targets, so a reviewer sees who wins and who loses."""
+    views = [(view, rows) for view, rows in segments.items() if rows]
+    height = max(3.0, 0.32 * sum(len(rows) for _, rows in views) + 1.2 * len(views))
+    fig = new_figure((8.0, height))
+    grid = fig.add_gridspec(len(views) or 1, 1, height_ratios=[max(len(rows), 1) for _, rows in views] or [1])
+    for n, (view, rows) in enumerate(views):
+        ax = fig.add_subplot(grid[n])
+        names = list(rows)
+        y = np.arange(len(names))
+        for offset, model, colour in ((-0.2, "candidate", _STRONG[0]), (0.2, "champion", _STRONG[1])):
+            ax.barh(y + offset, [rows[s].get(model, 0.0) for s in names], height=0.4, color=colour, label=model)
+        ax.set_yticks(y, [f"{s} ({rows[s]['targets']})" for s in names], fontsize="small")
+        ax.invert_yaxis()
+        ax.set_xlabel(f"{metric} per segment (test targets in brackets)")
+        ax.set_title(f"by {view}", fontsize="medium", loc="left")
+        ax.grid(axis="x", alpha=0.3)
+        if n == 0:
+            ax.legend(fontsize="small", loc="lower right")
+    fig.suptitle("Who wins and who loses: candidate vs champion")
     return save_figure(fig, path)

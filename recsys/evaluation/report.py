@@ -173,6 +173,7 @@ tr.candidate { background: #e7f5ff; }
 td.pass { color: #2b8a3e; font-weight: bold; } td.fail { color: #c92a2a; font-weight: bold; }
 .plot img { max-width: 100%; border: 1px solid #dee2e6; margin: .5em 0; }
 dl { display: grid; grid-template-columns: max-content auto; gap: .2em 1em; } dt { font-weight: bold; } dd { margin: 0; font-family: monospace; }
+{{ panel_css }}
 </style></head><body>
 <h1>{{ model_name }} v{{ version }} <span class="badge badge-{{ status }}">{{ status }}</span></h1>
 <p class="meta">run {{ run_id }}{% if created %} · {{ created }}{% endif %}{% if primary_metric %} · primary metric {{ primary_metric }}{% endif %}{% if reference %} · reference {{ reference }}{% endif %}</p>
@@ -184,6 +185,16 @@ dl { display: grid; grid-template-columns: max-content auto; gap: .2em 1em; } dt
 <table class="checks"><tr><th class="name">check</th><th class="name">metric</th><th>candidate</th><th class="name">reference model</th><th>reference</th><th class="name">relative change [interval]</th><th class="name">rule</th><th>result</th></tr>
 {% for c in checks %}<tr><td class="name">{{ c.name }}</td><td class="name">{{ c.metric }}</td><td>{{ c.candidate }}</td><td class="name">{{ c.reference_model }}</td><td>{{ c.reference }}</td><td class="name">{{ c.change }}</td><td class="name">{{ c.rule }}</td><td class="{{ c.cls }}">{{ c.result }}</td></tr>
 {% endfor %}</table>{% endif %}
+
+{% if churn %}<h2>Churn vs the champion</h2>
+<p class="churn">{{ churn_line }}</p>
+<table class="churn"><tr><th class="name">exposure (share of recommended slots)</th><th>candidate</th><th>champion</th></tr>
+{% for name, row in churn_rows %}<tr><td class="name">{{ name }}</td><td>{{ row.candidate }}</td><td>{{ row.champion }}</td></tr>
+{% endfor %}</table>{% endif %}
+
+{% if panel_section %}<h2>What shoppers would see: the review panel</h2>
+<p>The same requests for every version of this model (best sellers, mid-range, long tail, new items, carts); the candidate's new items are green, moved ones yellow, the champion's items it dropped are listed in red.</p>
+{{ panel_section }}{% endif %}
 
 {% for split, t in metric_tables %}
 <h2>Metrics ({{ split }}){% if sample_note %}: {{ sample_note }}{% endif %}</h2>
@@ -233,6 +244,43 @@ def _check_change(c: Mapping[str, Any]) -> str:
     return change_text(c.get("kind"), *values, c.get("n")) or _DASH
 
 
+def _panel_section(view: Mapping[str, Any] | None) -> Any:
+    if not view:
+        return ""
+    from markupsafe import Markup
+
+    from recsys.evaluation.panel import panel_html
+
+    return Markup(panel_html(dict(view)))  # built from escaped pieces (recsys.evaluation.panel)
+
+
+def _panel_css(view: Mapping[str, Any] | None) -> Any:
+    if not view:
+        return ""
+    from markupsafe import Markup
+
+    from recsys.evaluation.panel import PANEL_CSS
+
+    return Markup(PANEL_CSS)
+
+
+def _churn_line(churn: Mapping[str, Any] | None) -> str:
+    if not churn:
+        return ""
+    from recsys.evaluation.churn import churn_line
+
+    return churn_line(churn) + (" (a fixed sample of the catalog's items)" if churn.get("sampled") else "")
+
+
+def _churn_rows(churn: Mapping[str, Any] | None) -> list[tuple[str, dict[str, str]]]:
+    """Exposure per popularity bucket, then the categories that moved most."""
+    if not churn:
+        return []
+    rows = [(f"popularity: {name}", v) for name, v in (churn.get("exposure_by_popularity") or {}).items()]
+    rows += [(f"category: {name}", v) for name, v in (churn.get("exposure_by_category") or {}).items()]
+    return [(name, {"candidate": f"{v['candidate']:.1%}", "champion": f"{v['champion']:.1%}"}) for name, v in rows]
+
+
 def render_html(report: Mapping[str, Any], headline: Sequence[str] = HEADLINE_METRICS) -> str:
     """One self-contained HTML page (inline CSS, plots as base64 data URIs); all text is escaped."""
     from jinja2 import Environment
@@ -273,6 +321,11 @@ def render_html(report: Mapping[str, Any], headline: Sequence[str] = HEADLINE_ME
         reference=decision.get("reference"),
         reasons=_reasons(report),
         evidence=report.get("evidence") or "",
+        churn=report.get("churn"),
+        panel_section=_panel_section(report.get("panel_view")),
+        panel_css=_panel_css(report.get("panel_view")),
+        churn_line=_churn_line(report.get("churn")),
+        churn_rows=_churn_rows(report.get("churn")),
         checks=checks,
         metric_tables=metric_tables,
         sample_note=sample_note,
@@ -304,6 +357,38 @@ def _reference_for(models: Mapping[str, Mapping[str, Any]], metric: str) -> tupl
     return best, next(m for m, v in baselines.items() if v == best)
 
 
+def review_summary(report: Mapping[str, Any]) -> list[str]:
+    """Three lines a reviewer can act on: the decision with the primary metric's change and interval,
+    the other checks, and how much the shelves would change."""
+    from recsys.evaluation.gate import change_text
+
+    decision = report.get("decision") or {}
+    checks = [dict(c, kind=c.get("kind") or c.get("name")) for c in decision.get("checks") or []]
+    status = decision_status(report).upper()
+    primary = next((c for c in checks if c.get("kind") == "primary"), None)
+    if primary is not None:
+        change = change_text("primary", primary.get("candidate"), primary.get("reference"), primary.get("low"), primary.get("high"), primary.get("n"))
+        first = f"**{status}**: {primary.get('metric')} {fmt_value(primary.get('candidate'))} vs champion {fmt_value(primary.get('reference'))} ({change or _DASH}; rule {primary.get('rule')})"
+    else:
+        beaten = [c for c in checks if c.get("kind") == "baseline" and c.get("passed")]
+        base = [c for c in checks if c.get("kind") == "baseline"]
+        first = f"**{status}**: first model of this name, {len(beaten)} of {len(base)} baselines beaten on {decision.get('primary_metric', '?')}"
+    failed = [c for c in checks if c.get("passed") is False and c.get("kind") != "primary"]
+    others = [c for c in checks if c.get("kind") in ("guardrail", "churn", "evidence")]
+    if failed:
+        second = "Failed: " + "; ".join(f"{c.get('kind')} {c.get('metric')} {fmt_value(c.get('candidate'))} (rule {c.get('rule')})" for c in failed)
+    elif others:
+        second = f"Guardrails: all {len(others)} within their rules"
+    else:
+        second = "Guardrails: none apply to a first model"
+    churn = report.get("churn")
+    if churn:
+        third = f"Shelves: {churn['churn']:.0%} of the top-{churn['k']} related-item slots change vs the champion, {churn['changed_entirely']:.0%} of the lists entirely"
+    else:
+        third = "Shelves: no champion to compare with"
+    return [first, second, third]
+
+
 def version_description(report: Mapping[str, Any], headline: Sequence[str] = HEADLINE_METRICS) -> str:
     """Markdown for the registry version: decision and reasons, headline metrics table, data and code lines.
 
@@ -319,9 +404,16 @@ def version_description(report: Mapping[str, Any], headline: Sequence[str] = HEA
     first = f"**{status.upper()}**"
     if shown:
         first += ": " + "; ".join(shown)
-    lines = [first, ""]
+    summary = review_summary(report)
+    lines = [f"{summary[0]}  ", f"{summary[1]}  ", summary[2], "", first, ""]  # the three lines first (Markdown line breaks)
     if report.get("evidence"):
         lines += [f"**Evidence:** {report['evidence']}", ""]
+    if report.get("churn"):
+        lines += [f"**Churn:** {_churn_line(report['churn'])}", ""]
+    panel = report.get("panel")
+    if panel:
+        changed = f"; {panel['related_lists_changed']} of {panel['related_lists']} related-item lists change" if panel.get("related_lists") else ""
+        lines += [f"**Side by side:** {panel['requests']} review-panel requests, champion and candidate, in the run's artifact `evaluation/panel.html` (and report.html){changed}", ""]
 
     models = _primary_models(report)
     if models:

@@ -173,16 +173,22 @@ def score_champion(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     if champion == version:  # decided and promoted by an earlier try whose champion.json was lost
         champion = tracking.version_tags(c, cfg.model_name, version).get(tracking.PREVIOUS_CHAMPION_TAG) or None
     result: dict[str, Any] = {"candidate_version": version, "champion_version": champion, "metrics": None}
+    models = {"candidate": tracking.load_recommender(cfg.model_name, version)}
     if champion is not None:
-        result |= _score_against_champion(cfg, run, c, version, champion)
+        models["champion"] = tracking.load_recommender(cfg.model_name, champion)
+        result |= _score_against_champion(cfg, run, c, version, champion, models)
         tracking.log_metrics(c, run.mlflow_run_id, {f"test.champion.{k}": v for k, v in result["metrics"].items()})
         tracking.log_metrics(c, run.mlflow_run_id, {"gate.excluded_test_pairs": result["overlap"]["excluded_pairs"], "gate.test_users": result["test_users"]})
+        from recsys.evaluation.churn import churn_metric_values
+
+        tracking.log_metrics(c, run.mlflow_run_id, churn_metric_values(result["churn"]))
+    result["panel"] = _review_panel(cfg, run, c, models)
     write_json(out, result)
     return {"champion_version": champion, "reused": False}
 
 
-def _score_against_champion(cfg: PipelineConfig, run: RunContext, c, version: str, champion: str) -> dict[str, Any]:
-    """Load both versions from the registry and the champion's lineage, and compare them (`recsys.evaluation.comparison`)."""
+def _score_against_champion(cfg: PipelineConfig, run: RunContext, c, version: str, champion: str, models: dict[str, Any]) -> dict[str, Any]:
+    """Compare the two loaded versions on the test pairs the champion never saw, with its lineage (`recsys.evaluation.comparison`), and their shelves (churn)."""
     from recsys import tracking
     from recsys.evaluation.beyond_accuracy import exposure_by_popularity_bin
     from recsys.evaluation.champion import coverage_of, recommender_scorer
@@ -192,7 +198,6 @@ def _score_against_champion(cfg: PipelineConfig, run: RunContext, c, version: st
     split, catalog = load_split(run)
     item_ids = catalog[S.ITEM_ID].tolist()
     lineage = tracking.version_lineage(c, cfg.model_name, champion, run.champion_lineage_dir)
-    models = {"champion": tracking.load_recommender(cfg.model_name, champion), "candidate": tracking.load_recommender(cfg.model_name, version)}
     context = evaluation_context(split, catalog, item_vectors(run))
     topk: dict[str, np.ndarray] = {}
     result = compare_with_champion(
@@ -220,7 +225,54 @@ def _score_against_champion(cfg: PipelineConfig, run: RunContext, c, version: st
         "lineage": {"champion_salt": lineage.salt if lineage else None, "salt": split.salt, "champion_data_digest": lineage.data_digest if lineage else None},
         "catalog_coverage": coverage_of(models["champion"], item_ids),
         "exposure": exposure_by_popularity_bin(topk["champion"], context.popularity).tolist(),
+        "churn": _churn(models, item_ids, catalog, context.popularity, cfg.eval.k),
     }
+
+
+PANEL_TAG = "review.panel"  # on the registered model: the panel every version of it is shown
+
+
+def _review_panel(cfg: PipelineConfig, run: RunContext, c, models: dict[str, Any]) -> dict[str, Any]:
+    """What the candidate would show shoppers next to the champion, on the model's fixed panel
+    (`recsys.evaluation.panel`): written as evaluation/panel.json and panel.html; a summary returned."""
+    import json
+
+    from recsys import tracking
+    from recsys.evaluation import panel as review
+    from recsys.model.baselines import baseline_inputs
+
+    split, catalog = load_split(run)
+    item_ids, _, _, popularity = baseline_inputs(split, catalog)
+    stored = tracking.registered_model_tag(c, cfg.model_name, PANEL_TAG)
+    if stored:
+        chosen = review.keep_known(json.loads(stored), item_ids)
+    else:  # the first version reviewed fixes the panel for every later one
+        chosen = review.choose_panel(item_ids, popularity, salt=cfg.model_name)
+        tracking.set_registered_model_tag(c, cfg.model_name, PANEL_TAG, json.dumps({"items": chosen["items"], "carts": chosen["carts"]}))
+    view = review.side_by_side(chosen, models["candidate"], models.get("champion"))
+    out = run.evaluation_dir
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "panel.json", view)
+    (out / "panel.html").write_text(review.panel_page(view, f"{cfg.model_name}: candidate vs champion on the review panel"))
+    related = [r for r in view["requests"] if r["kind"] == "related items" and r["champion"] is not None]
+    changed = sum(any(label != "same" for label in r["changes"]) or bool(r["dropped"]) for r in related)
+    return {"requests": len(view["requests"]), "related_lists": len(related), "related_lists_changed": changed}
+
+
+CHURN_MAX_QUERIES = 5000  # related-item lists compared per version pair; a fixed sample above it
+
+
+def _churn(models: dict[str, Any], item_ids: list[str], catalog: pd.DataFrame, popularity: np.ndarray, k: int) -> dict[str, Any]:
+    """What would change on the shelves: both versions' related items of every catalog item (a fixed
+    sample of CHURN_MAX_QUERIES on larger catalogs), compared (`recsys.evaluation.churn`)."""
+    from recsys.evaluation.champion import recommender_scorer
+    from recsys.evaluation.churn import churn_metrics, churn_queries, related_topk
+    from recsys.model.bundles import top_category
+
+    queries = churn_queries(item_ids, CHURN_MAX_QUERIES)
+    tops = {name: related_topk(recommender_scorer(model, item_ids), queries, k) for name, model in models.items()}
+    categories = [top_category(c) for c in catalog[S.CATEGORY]] if S.CATEGORY in catalog else None
+    return churn_metrics(tops["candidate"], tops["champion"], popularity, categories) | {"sampled": len(queries) < len(item_ids)}
 
 
 def _decision_report(cfg: PipelineConfig, run: RunContext, version: str, decision: dict[str, Any]) -> dict[str, Any]:
@@ -253,6 +305,8 @@ def _decision_report(cfg: PipelineConfig, run: RunContext, version: str, decisio
         "code": {**code, "python": env["python"], "torch": env.get("torch", ""), "device": _device()},
         "decision": decision,
         "evidence": _evidence_text(champion),
+        "churn": champion.get("churn"),
+        "panel": champion.get("panel"),
         "metrics": {"test": models},
         "slices": slices,
     }
@@ -305,6 +359,8 @@ def _plots(run: RunContext, report: dict[str, Any], cfg: PipelineConfig) -> dict
         curves["champion"] = champion["exposure"]
     curves.update({m: exposure[m] for m in ("ease", "frozen", "popularity") if m in exposure})
     made["popularity_bias"] = str(plots.popularity_bias(curves, out / "popularity_bias.png"))
+    if champion.get("segments"):
+        made["segments"] = str(plots.segment_comparison(champion["segments"], metric_name("recall", k), out / "segments.png"))
     return made
 
 
@@ -321,7 +377,7 @@ def decide(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     if existing not in (None, STATUS_PENDING):
         stored = _stored_decision(run, c, decided)
         log.info("version %s was already decided (%s): not deciding again", version, existing)
-        return _decision_xcom(cfg, version, stored)
+        return _decision_xcom(cfg, run, version, stored)
 
     metrics = read_json(run.metrics)["test"]
     champion = read_json(run.champion_score)
@@ -332,18 +388,21 @@ def decide(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
         from recsys.evaluation.bootstrap import Interval
 
         intervals = {m: Interval(**ci) if ci is not None else None for m, ci in champion["intervals"].items()}
-        decision = gate.decide(champion["candidate_metrics"], champion["metrics"], baselines, cfg.gate, cfg.eval.k, intervals, champion["test_users"])
-    evidence = {k: champion[k] for k in ("overlap", "lineage", "test_users", "intervals") if k in champion}
+        decision = gate.decide(champion["candidate_metrics"], champion["metrics"], baselines, cfg.gate, cfg.eval.k, intervals, champion["test_users"], champion.get("churn"))
+    evidence = {k: champion[k] for k in ("overlap", "lineage", "test_users", "intervals", "churn") if k in champion}
     record = decision.to_dict() | {
         "version": version,
         "champion_version": champion["champion_version"],
         "decided_at": _now(),
-        "summary_markdown": gate.summary_markdown(decision),
+        "summary_markdown": gate.summary_markdown(decision, champion.get("churn")),
         "not_applicable": list(cfg.gate.not_applicable),
         **evidence,
     }
     full = _decision_report(cfg, run, version, record)
     full["plots"] = _plots(run, full, cfg)
+    if (out / "panel.json").exists():
+        full["panel_view"] = read_json(out / "panel.json")
+    record["review_summary"] = report.review_summary(full)
     report.write_report(full, out)
     write_json(decided, record)
     tracking.log_artifacts(c, run.mlflow_run_id, out, out.name)
@@ -363,7 +422,7 @@ def decide(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     )
     tracking.set_tags(c, run.mlflow_run_id, {"decision": decision.status, "gate.reasons": reasons[:4900]})
     tracking.log_metrics(c, run.mlflow_run_id, {"gate.promote": float(decision.promote)})
-    return _decision_xcom(cfg, version, record)
+    return _decision_xcom(cfg, run, version, record)
 
 
 def _stored_decision(run: RunContext, c, path: Path) -> dict[str, Any]:
@@ -374,7 +433,7 @@ def _stored_decision(run: RunContext, c, path: Path) -> dict[str, Any]:
     return read_json(Path(local))
 
 
-def _decision_xcom(cfg: PipelineConfig, version: str, record: dict[str, Any]) -> dict[str, Any]:
+def _decision_xcom(cfg: PipelineConfig, run: RunContext, version: str, record: dict[str, Any]) -> dict[str, Any]:
     return {
         "model_name": cfg.model_name,
         "version": version,
@@ -383,6 +442,9 @@ def _decision_xcom(cfg: PipelineConfig, version: str, record: dict[str, Any]) ->
         "reasons": list(record["reasons"]),
         "champion_version": record.get("champion_version"),
         "summary_markdown": record.get("summary_markdown", ""),
+        "review_summary": list(record.get("review_summary") or []),
+        "report_path": str(run.evaluation_dir / "report.html"),
+        "mlflow_run_id": run.mlflow_run_id,
     }
 
 
