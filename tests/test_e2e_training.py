@@ -165,15 +165,36 @@ def test_bad_file_stops_the_dag_at_validation(first_run: dict, tmp_path: Path) -
     assert items.read_text().startswith("item_id,title,price\nA1")  # the raw file is kept as it was
 
 
-def test_champion_serves_over_http_with_reasons(first_run: dict) -> None:
-    """`mlflow models serve` on loopback answers a real request with ranked items and reasons."""
+def _free_port() -> int:
     import socket
-    import time
-    import urllib.request
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def _wait_for_ping(port: int, server: subprocess.Popen, timeout: float = 120) -> None:
+    """Until the scoring server answers /ping; its output in the failure when it died or never answered."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                out = server.stdout.read().decode() if server.poll() is not None else ""
+                raise AssertionError(f"model server did not come up:\n{out[-3000:]}") from None
+            time.sleep(1)
+
+
+def test_champion_serves_over_http_with_reasons(first_run: dict) -> None:
+    """`mlflow models serve` on loopback answers a real request with ranked items and reasons."""
+    import urllib.request
+
+    port = _free_port()
     mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
     server = subprocess.Popen(
         [mlflow_bin, "models", "serve", "-m", f"models:/{MODEL}@champion", "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
@@ -188,16 +209,7 @@ def test_champion_serves_over_http_with_reasons(first_run: dict) -> None:
 
         catalog = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").unwrap_python_model().item_ids
         body = json.dumps({"dataframe_split": {"columns": ["item_id"], "data": [[catalog[0]]]}, "params": {"k": 5}}).encode()
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    out = server.stdout.read().decode() if server.poll() is not None else ""
-                    raise AssertionError(f"model server did not come up:\n{out[-3000:]}")
-                time.sleep(1)
+        _wait_for_ping(port, server)
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=60) as response:
             predictions = json.loads(response.read())["predictions"]
@@ -243,9 +255,6 @@ def test_every_readme_example_works_and_says_true_things(first_run: dict) -> Non
     `recsys serve` (the rest), returns items whose reasons are true of them: "bought together" only with
     that many real co-purchases, "new item" only without training history."""
     import signal
-    import socket
-    import time
-    import urllib.request
 
     import mlflow.pyfunc
 
@@ -288,19 +297,10 @@ def test_every_readme_example_works_and_says_true_things(first_run: dict) -> Non
         return reasons_seen
 
     check(examples[0], run(examples[0]))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     server = subprocess.Popen([recsys_bin, "serve", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy(), start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, (server.stdout.read().decode() if server.poll() is not None else "no answer")
-                time.sleep(1)
+        _wait_for_ping(port, server)
         url = f"http://127.0.0.1:{port}"
         for argv in examples[1:]:
             out = run(["--server", url, *argv])
