@@ -219,9 +219,9 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
     def _popularity(self) -> np.ndarray:
         return self.behaviour.item_counts if self.behaviour is not None else np.zeros(len(self.item_ids))
 
-    def _scores(self, idx: Any, vec: np.ndarray | None, k: int = 10, exclude: list[int] | None = None) -> np.ndarray:
+    def _scores(self, idx: Any, vec: np.ndarray | None, k: int = 10, exclude: list[int] | None = None, text_near: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Scores over the catalog; with an ANN index, vector queries score only the index's candidates
-        (everything else -inf)."""
+        (everything else -inf). `text_near`: a text's `_text_neighbours`, when the caller has them."""
         if idx is None and vec is None:  # a new user: the most popular items
             return np.array(self._popularity(), dtype=np.float64)
         dense = isinstance(idx, np.ndarray) and idx.dtype != np.int64  # a weighted history query
@@ -239,11 +239,15 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
         if idx is not None:
             return self.model.scores([idx])[0]
         # a new item: a soft query over its nearest catalog items in text space
-        sims, top = self._nearest(vec.astype(np.float32), self.model.config.cold_neighbours, [])
+        sims, top = text_near if text_near is not None else self._text_neighbours(vec)
         w = np.exp((sims - sims.max()) / self.model.config.cold_temperature)
         q = np.zeros(len(self.item_ids), dtype=np.float32)
         q[top] = w / w.sum()
         return self.model.scores_from_dense(q[None, :])[0]
+
+    def _text_neighbours(self, vec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, indices) of the catalog items a text is scored through (the hybrid's cold query)."""
+        return self._nearest(vec.astype(np.float32), self.model.config.cold_neighbours, [])
 
     def score_batch(self, queries: "list[np.ndarray]") -> np.ndarray:
         """Dense [n_queries, n_items] scores for baskets given as arrays of catalog indices (empty = a
@@ -337,11 +341,13 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
         rows = []
         for row, (item_id, cart, text, history) in enumerate(zip(col("item_id"), col("cart"), col("text"), col("history"), strict=True)):
             idx, vec, exclude = self._query(row, item_id, cart, text, history)
-            near = self._nearest(vec.astype(np.float32), TEXT_REASON_NEIGHBOURS, [])[1].tolist() if vec is not None and mode != "bundle" else None
+            # a text is scored through its nearest items: found once, for the scores and the reasons
+            text_near = self._text_neighbours(vec) if vec is not None and self.model is not None and mode != "bundle" else None
+            near = text_near[1][np.argsort(-text_near[0], kind="stable")][:TEXT_REASON_NEIGHBOURS].tolist() if text_near is not None else None
             if mode == "bundle":
                 rows += self._bundle_rows(row, exclude, k, budget)
                 continue
-            scores = np.array(self._scores(idx, vec, k, exclude), dtype=np.float64)
+            scores = np.array(self._scores(idx, vec, k, exclude, text_near), dtype=np.float64)
             scores[exclude] = -np.inf
             if diversity and self.behaviour is not None:
                 from recsys.model.recommend import diversify

@@ -89,11 +89,16 @@ def keyed_hash64(key: bytes, keys: Iterable[str]) -> np.ndarray:
     return np.fromiter((int.from_bytes(d, "little") for d in digests), dtype=np.uint64)
 
 
+def salted_hash64(salt: str, purpose: str, keys: Iterable[str]) -> np.ndarray:
+    """`keyed_hash64` keyed with (salt, purpose) of any length: a fixed order of the keys that no
+    catalog order or seed changes (samples, tie-breaks)."""
+    return keyed_hash64(hashlib.blake2b(f"{salt}\x1f{purpose}".encode(), digest_size=32).digest(), keys)
+
+
 def stable_unit(salt: str, purpose: str, keys: Iterable[str]) -> np.ndarray:
     """A uniform number in [0, 1) per key: BLAKE2b keyed with (salt, purpose), so the same key always
     gets the same number under the same salt, and an unrelated one under another salt or purpose."""
-    key = hashlib.blake2b(f"{salt}\x1f{purpose}".encode(), digest_size=32).digest()
-    return keyed_hash64(key, keys).astype(np.float64) / float(2**64)
+    return salted_hash64(salt, purpose, keys).astype(np.float64) / float(2**64)
 
 
 def pair_keys(users: pd.Series, items: pd.Series) -> list[str]:

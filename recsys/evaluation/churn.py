@@ -14,7 +14,6 @@ are compared item by item:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,8 +28,9 @@ def churn_queries(item_ids: Sequence[str], max_queries: int, salt: str = "churn"
     n = len(item_ids)
     if n <= max_queries:
         return np.arange(n)
-    keys = np.array([int.from_bytes(hashlib.sha1(f"{salt}:{i}".encode()).digest()[:8], "big") for i in item_ids], dtype=np.uint64)
-    return np.sort(np.argsort(keys, kind="stable")[:max_queries])
+    from recsys.data.splits import salted_hash64
+
+    return np.sort(np.argsort(salted_hash64(salt, "churn-queries", item_ids), kind="stable")[:max_queries])
 
 
 def related_topk(score: Callable[[Sequence[np.ndarray]], np.ndarray], queries: np.ndarray, k: int, batch_size: int = 512) -> np.ndarray:

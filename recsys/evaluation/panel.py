@@ -9,7 +9,6 @@ on the registered model), so every later version is shown the same requests.
 
 from __future__ import annotations
 
-import hashlib
 import html
 from collections.abc import Sequence
 from typing import Any
@@ -24,14 +23,12 @@ PANEL_K = 5
 BUNDLE_K = 3
 
 
-def _hash_rank(item_ids: Sequence[str], salt: str) -> np.ndarray:
-    return np.array([int.from_bytes(hashlib.sha1(f"{salt}:{i}".encode()).digest()[:8], "big") for i in item_ids], dtype=np.uint64)
-
-
 def choose_panel(item_ids: Sequence[str], popularity: np.ndarray, salt: str = "panel", per_group: int = PER_GROUP, carts: int = CARTS) -> dict[str, Any]:
     """{"items": [{"group", "item_id"}], "carts": [[id, id], ...]} chosen by the rules above."""
     popularity = np.asarray(popularity, dtype=np.float64)
-    h = _hash_rank(item_ids, salt)
+    from recsys.data.splits import salted_hash64
+
+    h = salted_hash64(salt, "review-panel", item_ids)
     sold = np.flatnonzero(popularity > 0)
     unsold = np.flatnonzero(popularity <= 0)
     taken: set[int] = set()

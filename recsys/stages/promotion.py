@@ -173,21 +173,22 @@ def score_champion(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     if champion == version:  # decided and promoted by an earlier try whose champion.json was lost
         champion = tracking.version_tags(c, cfg.model_name, version).get(tracking.PREVIOUS_CHAMPION_TAG) or None
     result: dict[str, Any] = {"candidate_version": version, "champion_version": champion, "metrics": None}
+    split, catalog = load_split(run)  # read once: the comparison and the panel both use it
     models = {"candidate": tracking.load_recommender(cfg.model_name, version)}
     if champion is not None:
         models["champion"] = tracking.load_recommender(cfg.model_name, champion)
-        result |= _score_against_champion(cfg, run, c, version, champion, models)
+        result |= _score_against_champion(cfg, run, c, version, champion, models, split, catalog)
         tracking.log_metrics(c, run.mlflow_run_id, {f"test.champion.{k}": v for k, v in result["metrics"].items()})
         tracking.log_metrics(c, run.mlflow_run_id, {"gate.excluded_test_pairs": result["overlap"]["excluded_pairs"], "gate.test_users": result["test_users"]})
         from recsys.evaluation.churn import churn_metric_values
 
         tracking.log_metrics(c, run.mlflow_run_id, churn_metric_values(result["churn"]))
-    result["panel"] = _review_panel(cfg, run, c, models)
+    result["panel"] = _review_panel(cfg, run, c, models, split, catalog)
     write_json(out, result)
     return {"champion_version": champion, "reused": False}
 
 
-def _score_against_champion(cfg: PipelineConfig, run: RunContext, c, version: str, champion: str, models: dict[str, Any]) -> dict[str, Any]:
+def _score_against_champion(cfg: PipelineConfig, run: RunContext, c, version: str, champion: str, models: dict[str, Any], split, catalog: pd.DataFrame) -> dict[str, Any]:
     """Compare the two loaded versions on the test pairs the champion never saw, with its lineage (`recsys.evaluation.comparison`), and their shelves (churn)."""
     from recsys import tracking
     from recsys.evaluation.beyond_accuracy import exposure_by_popularity_bin
@@ -195,7 +196,6 @@ def _score_against_champion(cfg: PipelineConfig, run: RunContext, c, version: st
     from recsys.evaluation.comparison import compare_with_champion
     from recsys.evaluation.evaluate import evaluation_context
 
-    split, catalog = load_split(run)
     item_ids = catalog[S.ITEM_ID].tolist()
     lineage = tracking.version_lineage(c, cfg.model_name, champion, run.champion_lineage_dir)
     context = evaluation_context(split, catalog, item_vectors(run))
@@ -232,17 +232,17 @@ def _score_against_champion(cfg: PipelineConfig, run: RunContext, c, version: st
 PANEL_TAG = "review.panel"  # on the registered model: the panel every version of it is shown
 
 
-def _review_panel(cfg: PipelineConfig, run: RunContext, c, models: dict[str, Any]) -> dict[str, Any]:
+def _review_panel(cfg: PipelineConfig, run: RunContext, c, models: dict[str, Any], split, catalog: pd.DataFrame) -> dict[str, Any]:
     """What the candidate would show shoppers next to the champion, on the model's fixed panel
     (`recsys.evaluation.panel`): written as evaluation/panel.json and panel.html; a summary returned."""
     import json
 
     from recsys import tracking
+    from recsys.data.splits import train_popularity
     from recsys.evaluation import panel as review
-    from recsys.model.baselines import baseline_inputs
 
-    split, catalog = load_split(run)
-    item_ids, _, _, popularity = baseline_inputs(split, catalog)
+    item_ids = catalog[S.ITEM_ID].tolist()
+    popularity = train_popularity(split, item_ids)
     stored = tracking.registered_model_tag(c, cfg.model_name, PANEL_TAG)
     if stored:
         chosen = review.keep_known(json.loads(stored), item_ids)
