@@ -69,7 +69,7 @@ class PromotionReviewOperator(HITLBranchOperator):
 
 
 def _links(decision: dict[str, Any]) -> dict[str, str | None]:
-    """The MLflow version, run and report in a browser (none where MLflow has no UI address)."""
+    """The MLflow version and the report in a browser (none where MLflow has no UI address)."""
     from recsys_mlflow import MlflowHook
 
     hook = MlflowHook()
