@@ -44,6 +44,9 @@ airflow-init: install
 	$(VENV)/bin/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || { tail -50 $(AIRFLOW_HOME)/db-migrate.log; exit 1; }
 
 # The main job: load online-retail, validate, train, evaluate and register through the Airflow DAG.
+# `make demo DATASET=completejourney` runs the real-sized shop (a year of grocery baskets, 92k products).
+DATASET ?= online-retail
+export DATASET
 demo: airflow-init
 	bash scripts/demo.sh
 

@@ -26,6 +26,10 @@ Kind = Literal["integer", "number", "boolean", "string", "enum", "list", "date"]
 
 PACKAGED_DATASETS = ("online-retail", "movielens-100k", "instacart-sample", "completejourney")  # = recsys.data.datasets.DATASET_NAMES (a test checks)
 DATASETS = (*PACKAGED_DATASETS, "files", "warehouse")
+# A packaged data set's own time protocol (README, *Splits*): used when a run leaves both dates empty.
+# completejourney: months 1-10 train, November validation, December test; the first date is also the end of
+# its price window (`recsys.data.datasets.completejourney.PRICE_WINDOW_END`, a test checks).
+PACKAGED_SPLIT_DATES: dict[str, tuple[str, str]] = {"completejourney": ("2017-11-01", "2017-12-01")}
 GATE_METRICS = ("ndcg", "recall", "mrr", "hit_rate")
 BASELINES = ("popularity", "itemknn", "ease", "frozen", "als")
 _NO_DEFAULT = object()  # marks "the default is the PipelineConfig field's"
@@ -255,8 +259,8 @@ SETTINGS: tuple[Setting, ...] = (
         choices=tuple(base for base, _ in GateConfig.guardrails),
     ),
     # the salt is the data set's (stored with it): a retraining keeps the stored one
-    Setting("time_val_start", ("split.time_val_start",), "date", "Time split by calendar: validation from this date (ISO, UTC; with time_test_start). Empty = the last 10% / 10% of interactions", nullable=True),
-    Setting("time_test_start", ("split.time_test_start",), "date", "Time split by calendar: test from this date (ISO, UTC; e.g. completejourney: 2017-11-01 and 2017-12-01)", nullable=True),
+    Setting("time_val_start", ("split.time_val_start",), "date", "Time split by calendar: validation from this date (ISO, UTC; with time_test_start). Empty = the data set's own protocol (completejourney: 2017-11-01 / 2017-12-01), else the last 10% / 10% of interactions", nullable=True),
+    Setting("time_test_start", ("split.time_test_start",), "date", "Time split by calendar: test from this date (ISO, UTC; with time_val_start)", nullable=True),
     Setting("split_salt", ("split.salt",), "string", "Re-draw the stable split with a new salt (empty = the data set's stored salt). On purpose only: the gate sees it"),
     Setting("gate_baselines", ("gate.baselines",), "list", "Gate: the baselines the FIRST model of a name must beat on the primary metric (comma-separated)", choices=BASELINES),
     Setting("require_approval", ("gate.require_approval",), "boolean", "Pause for a reviewer before moving the champion alias"),
@@ -341,6 +345,10 @@ def config_from_params(params: dict[str, Any]) -> PipelineConfig:
             else:
                 top[path] = value
     sections.setdefault("gate", {})["guardrails"] = tuple(tolerances.items())
+    protocol = PACKAGED_SPLIT_DATES.get(top.get("dataset", cfg.dataset))
+    split = sections.setdefault("split", {})
+    if protocol and "time_val_start" not in split and "time_test_start" not in split:
+        split["time_val_start"], split["time_test_start"] = protocol
     # each section is rebuilt once, so its own checks (FusionConfig, DocumentConfig) see the final values
     return replace(cfg, **top, **{section: replace(getattr(cfg, section), **values) for section, values in sections.items()})
 

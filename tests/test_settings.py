@@ -126,6 +126,23 @@ def test_packaged_datasets_are_the_loaders() -> None:
     assert sorted(PACKAGED_DATASETS) == list(DATASET_NAMES) and DATASETS[-2:] == ("files", "warehouse")
 
 
+def test_completejourney_runs_on_its_own_protocol_unless_told_otherwise() -> None:
+    """Choosing completejourney on the form (or `make demo DATASET=completejourney`) gives the README's
+    months 1-10 / November / December split; dates given on the form win; other data sets keep the shares."""
+    import pandas as pd
+
+    from recsys.data.datasets.completejourney import PRICE_WINDOW_END
+
+    cfg = PipelineConfig.from_params({"dataset": "completejourney"})
+    assert (cfg.split.time_val_start, cfg.split.time_test_start) == ("2017-11-01", "2017-12-01")
+    assert PRICE_WINDOW_END == pd.Timestamp(cfg.split.time_val_start)  # the price never sees validation or test
+    own = PipelineConfig.from_params({"dataset": "completejourney", "time_val_start": "2017-10-01", "time_test_start": "2017-11-15"})
+    assert (own.split.time_val_start, own.split.time_test_start) == ("2017-10-01", "2017-11-15")
+    assert PipelineConfig.from_params({"dataset": "movielens-100k"}).split.time_val_start is None
+    with pytest.raises(ValueError, match="set together"):  # half a protocol is refused, not completed
+        PipelineConfig.from_params({"dataset": "completejourney", "time_val_start": "2017-10-01"})
+
+
 def test_settings_import_no_heavy_library() -> None:
     """The DAG file reads the settings whenever Airflow parses it."""
     code = "import sys, recsys.settings; print(sorted({'pandas', 'numpy', 'airflow', 'torch'} & set(sys.modules)))"
