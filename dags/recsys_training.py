@@ -30,8 +30,10 @@ Trains the LLM-based item encoder on a shop's data and registers it in MLflow.
     Approve → promote, Reject (or no answer in 7 days) → reject.
 12. **promote** / **reject** — move the `champion` alias (the last step; idempotent), or give the
     refused version the `challenger` alias; the champion is untouched.
-13. **publish** — after a promotion, write top-k related items and a bundle for every catalog item
-    to the warehouse table `published_recommendations`, tagged with the version, in one transaction.
+13. **plan_publish → publish_shard (mapped) → publish** — after a promotion, write top-k related items
+    and a bundle for every catalog item to the warehouse table `published_recommendations`, tagged with
+    the version: `publish_shard_size` items per mapped task (Celery workers publish in parallel into a
+    staging table), then `publish` swaps them all in in one transaction.
 
 Every run is one MLflow run (tag `recsys.run_key` = this DAG run). A task that fails for good ends it
 FAILED with tags `failure.task` and `failure.reason` (the error's message); bad input (a file that breaks
@@ -139,16 +141,32 @@ def recsys_training():
         answer = get_current_context()["ti"].xcom_pull(task_ids="review", key="review")
         return promotion.reject(cfg, run, reviewer_rejected=bool(answer), reviewer=answer["by"] if answer else None)
 
-    @task
-    def publish() -> dict:
+    @task(multiple_outputs=False)
+    def plan_publish() -> list:
         from airflow.exceptions import AirflowSkipException
 
         from recsys.stages import promotion
 
         cfg, run = _run_inputs()
         if not get_current_context()["params"].get("publish", True):
-            raise AirflowSkipException("publish=false")
-        return promotion.publish(cfg, run)
+            raise AirflowSkipException("publish=false")  # the shards and the swap are skipped with it
+        return promotion.publish_shards(cfg, run)  # a list: one item range per mapped task
+
+    @task(map_index_template="{{ shard_label }}")
+    def publish_shard(shard: dict) -> dict:
+        from recsys.stages import promotion
+
+        get_current_context()["shard_label"] = f"items {shard['start']}-{shard['stop']}"
+        cfg, run = _run_inputs()
+        return promotion.publish_shard(cfg, run, shard)
+
+    @task
+    def publish(shards: list) -> dict:
+        """Every shard's rows swapped in at once: readers see the old version's rows or the new one's."""
+        from recsys.stages import promotion
+
+        cfg, run = _run_inputs()
+        return promotion.finish_publish(cfg, run, list(shards))
 
     validated = ValidationGateOperator(task_id="validate").output  # bad data fails it without retries
     split = _stage("pipeline.load_and_split")(validated)
@@ -174,6 +192,8 @@ def recsys_training():
     routed >> [review, applied]
     review >> [promoted, rejected]
     applied >> [promoted, rejected]
-    promoted >> publish()
+    planned_publish = plan_publish()
+    promoted >> planned_publish
+    publish(publish_shard.expand(shard=planned_publish))
 
 recsys_training()

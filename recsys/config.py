@@ -207,6 +207,9 @@ class PipelineConfig:
     # items per embedding shard: each shard is one mapped task, so Celery workers embed a large catalog
     # in parallel (0 = the whole catalog in one task)
     embed_shard_size: int = 2000
+    # items per publishing shard: each is one mapped task writing its rows to a staging table; a last task
+    # swaps them all in at once (0 = one task). Each shard loads the model, so shards are large.
+    publish_shard_size: int = 25_000
     # route fine-tuning to the `gpu` Celery queue (a worker on a GPU node serves it)
     finetune_on_gpu: bool = False
     # catalogs with at least this many items are packaged with a FAISS index (recsys.model.ann) that serving

@@ -165,6 +165,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("interactions_path", ("interactions_path",), "string", "With dataset=files: interactions CSV/Parquet", nullable=True),
     # the sample decides which users the model learns from: part of the recipe
     Setting("sample_users", ("sample_users",), "integer", "Keep only this many users (quick runs)", nullable=True, minimum=1, recipe=True),
+    Setting("publish_shard_size", ("publish_shard_size",), "integer", "Items per publishing task (mapped: Celery workers publish shards in parallel, then one swap); 0 = one task", minimum=0, maximum=10_000_000),
     Setting("embed_shard_size", ("embed_shard_size",), "integer", "Items per embedding task (mapped: Celery workers embed shards in parallel); 0 = one task", minimum=0, maximum=10_000_000),
     Setting(
         "encoder_precision",

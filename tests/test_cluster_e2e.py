@@ -43,6 +43,7 @@ CONF = {
     "max_train_steps": 24,
     "train_batch_size": 16,
     "embed_shard_size": 600,
+    "publish_shard_size": 600,  # publishing, too, is split across the workers and swapped in once
     "finetune_on_gpu": True,
     "model_name": MODEL,
     "gate_baselines": "popularity",
@@ -188,6 +189,9 @@ def test_training_survives_a_killed_worker_and_promotes_through_the_server(clust
     shards = [t for t in tis if t["task_id"] == "embed_shard"]
     assert len(shards) >= 2 and all(t["state"] == "success" for t in shards)
     assert _ti(api, run_id, "merge_embeddings")["state"] == "success"
+    published_by = [t for t in tis if t["task_id"] == "publish_shard"]
+    assert len(published_by) >= 2 and all(t["state"] == "success" for t in published_by)
+    assert _ti(api, run_id, "publish")["state"] == "success"
 
     # the registry, through the MLflow server as the read-only reviewer account: one complete version,
     # the champion alias on it, approved by the reviewer; written by the workers' service account

@@ -128,7 +128,7 @@ def test_flat_keys():
     assert flat["encoder.model_path"] is None
     assert flat["dataset"] == "online-retail"
     # one key per top-level scalar field and per field of each section, nothing else
-    expected = {"dataset", "items_path", "interactions_path", "sample_users", "model_name", "experiment", "min_text_share", "candidate", "train_profile", "warehouse_dataset", "trigger_reason", "embed_shard_size", "finetune_on_gpu", "ann_min_items", "max_dense_items"}
+    expected = {"dataset", "items_path", "interactions_path", "sample_users", "model_name", "experiment", "min_text_share", "candidate", "train_profile", "warehouse_dataset", "trigger_reason", "embed_shard_size", "publish_shard_size", "finetune_on_gpu", "ann_min_items", "max_dense_items"}
     for section, cls in (
         ("fusion", FusionConfig),
         ("split", SplitConfig),

@@ -37,7 +37,7 @@ def test_training_dag_shape(dagbag: DagBag) -> None:
     assert type(dag.timetable).__name__ == "NullTimetable"  # triggered (UI, REST, drift monitor), not scheduled
     assert dag.max_active_runs == 1
     order = ["validate", "load_and_split", "plan_embedding", "embed_shard", "merge_embeddings", "choose_device", "finetune", "fuse_signals", "fit_model", "evaluate", "package", "score_champion", "decide", "route"]
-    assert set(dag.task_ids) == set(order) | {"finetune_gpu", "apply_gate", "review", "promote", "reject", "publish"}
+    assert set(dag.task_ids) == set(order) | {"finetune_gpu", "apply_gate", "review", "promote", "reject", "plan_publish", "publish_shard", "publish"}
     for upstream, downstream in zip(order, order[1:]):
         assert downstream in dag.get_task(upstream).downstream_task_ids
     # embedding is one mapped task per shard; fine-tuning goes to the `gpu` queue only when asked
@@ -53,7 +53,11 @@ def test_training_dag_shape(dagbag: DagBag) -> None:
     for via in ("review", "apply_gate"):
         assert dag.get_task(via).downstream_task_ids == {"promote", "reject"}
     assert dag.get_task("promote").trigger_rule == "none_failed_min_one_success"
-    assert dag.get_task("publish").upstream_task_ids == {"promote"}
+    # publishing: planned after the promotion, one mapped task per item range, then one swap
+    assert dag.get_task("plan_publish").upstream_task_ids == {"promote"}
+    assert type(dag.get_task("publish_shard")).__name__.endswith("MappedOperator")
+    assert dag.get_task("publish_shard").upstream_task_ids == {"plan_publish"}
+    assert dag.get_task("publish").upstream_task_ids == {"publish_shard"}
     assert type(dag.get_task("review")).__name__ == "PromotionReviewOperator"
     params = dag.params
     for name in ("dataset", "max_train_steps", "k", "sample_users", "items_path", "interactions_path", "require_approval", "gate_min_relative_gain", "candidate", "embed_shard_size", "finetune_on_gpu", "fusion", "fusion_signals", "fusion_text_adaptor"):

@@ -20,13 +20,15 @@ from recsys import tracking
 from recsys.data import warehouse
 from recsys.paths import project_paths
 from recsys.stages.publish import published_version
+from published_rows import published_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.network]
 
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 MODEL = "recsys-item-encoder"
 # fusion_steps bounds the fusion stage (600 by default, three variants): the DAG's wiring is under test, not the optimum
-CONF = {"dataset": "online-retail", "sample_users": 250, "max_train_steps": 6, "train_batch_size": 16, "fusion_steps": 150}
+# publish_shard_size: the catalog is published in several mapped shards, then swapped in at once
+CONF = {"dataset": "online-retail", "sample_users": 250, "max_train_steps": 6, "train_batch_size": 16, "fusion_steps": 150, "publish_shard_size": 700}
 
 
 def _airflow(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -43,11 +45,14 @@ def _trigger(conf: dict) -> tuple[str, str, str]:
     return state, run_id, out
 
 
-def _task_states(run_id: str) -> dict[str, str]:
+def _task_rows(run_id: str) -> list[dict]:
     proc = _airflow("tasks", "states-for-dag-run", "recsys_training", run_id, "-o", "json")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = json.loads(proc.stdout[proc.stdout.index("[") :])
-    return {r["task_id"]: r["state"] for r in rows}
+    return json.loads(proc.stdout[proc.stdout.index("[") :])
+
+
+def _task_states(run_id: str) -> dict[str, str]:
+    return {r["task_id"]: r["state"] for r in _task_rows(run_id)}
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +89,11 @@ def test_training_dag_trains_registers_and_serves(first_run: dict) -> None:
     assert states["promote"] == states["publish"] == "success"
     assert states["reject"] == states["review"] == "skipped"
     assert published_version(project_paths().warehouse_url, MODEL) == version
+    shards = [r["state"] for r in _task_rows(first_run["run_id"]) if r["task_id"] == "publish_shard"]
+    assert len(shards) >= 2 and set(shards) == {"success"}, shards  # published in shards of 700 items
+    published = published_rows(project_paths().warehouse_url, MODEL)
     mv = c.get_model_version(MODEL, version)
+    assert mv.tags["published.rows"] == str(len(published))
     assert mv.tags["gate.decision"] == "promoted" and "beats every baseline" in mv.tags["gate.reasons"]
     assert "evaluation/report.html" in [a.path for a in c.list_artifacts(run.info.run_id, "evaluation")]
 
@@ -92,6 +101,8 @@ def test_training_dag_trains_registers_and_serves(first_run: dict) -> None:
 
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     catalog = model.unwrap_python_model().item_ids
+    related = published[published["kind"] == "related"]
+    assert set(related["item_id"]) == {str(i) for i in catalog} and related.groupby("item_id").size().eq(10).all()  # every item once, whole
     query = catalog[0]
     recs = model.predict(pd.DataFrame({"item_id": [query]}), params={"k": 10})
     assert len(recs) == 10 and query not in set(recs["item_id"])

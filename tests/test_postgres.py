@@ -384,6 +384,32 @@ def test_publish_v1_then_v2_holds_only_v2(url, hybrid):
         assert str(got["published_at"].dt.tz) == "UTC"
 
 
+def test_sharded_publish_on_postgres_swaps_in_the_one_process_rows(url, pg, hybrid):
+    """Two shards staged from two threads (two workers), then the swap: the rows of a one-process publish."""
+    other = pg.create_database(f"t_{uuid.uuid4().hex[:12]}")
+    _publish(other, hybrid, "2")
+    expected = published_rows(other)
+    _publish(url, hybrid, "1")
+    errors: list[BaseException] = []
+
+    def shard(i: int, start: int, stop: int) -> None:
+        try:
+            publish.publish_shard(url, hybrid, "recs", "2", "pg-p1", i, start, stop, k=3, chunk_size=2, progress=False)
+        except BaseException as e:  # noqa: BLE001 - reported by the assert below
+            errors.append(e)
+
+    threads = [threading.Thread(target=shard, args=args) for args in ((0, 0, 3), (1, 3, 6))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert not errors, errors
+    assert published_version(url, "recs") == "1"  # staged, not yet visible
+    result = publish.finish_publish(url, "recs", "2", "pg-p1", n_items=6, n_shards=2)
+    pd.testing.assert_frame_equal(published_rows(url), expected)
+    assert result.rows == len(expected) and _count(url, publish.staging_table) == 0 and _count(url, publish.shards_table) == 0
+
+
 def test_a_failure_part_way_through_v2_leaves_exactly_v1(url, hybrid, monkeypatch):
     _publish(url, hybrid, "1")
     before = published_rows(url)

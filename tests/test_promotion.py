@@ -304,8 +304,14 @@ def test_crash_before_the_alias_move_leaves_the_champion_then_a_rerun_promotes(r
     # publishing writes the champion's recommendations, one version in the table
     from recsys.stages.publish import published_version, read_published
 
-    published = promotion.publish(cfg, ctx)
-    assert published["version"] == decision["version"] and published["rows"] > published["items"]
+    shards = promotion.publish_shards(cfg, ctx, shard_size=150)  # the DAG's path: ranges, one task each, one swap
+    assert len(shards) >= 2 and {s["version"] for s in shards} == {decision["version"]}
+    assert [(s["start"], s["stop"]) for s in shards][-1][1] == shards[0]["items"] and len({s["publish_id"] for s in shards}) == 1
+    staged = [promotion.publish_shard(cfg, ctx, shard) for shard in reversed(shards)]  # in any order
+    assert published_version(ctx.warehouse_url, MODEL) is None  # nothing visible before the swap
+    published = promotion.finish_publish(cfg, ctx, staged)
+    assert published["version"] == decision["version"] and published["rows"] == sum(s["rows"] for s in staged) > published["items"]
+    assert c.get_model_version(MODEL, decision["version"]).tags["published.rows"] == str(published["rows"])
     assert published_version(ctx.warehouse_url, MODEL) == decision["version"]
     catalog_item = pd.read_parquet(ctx.run_dir / "split" / "catalog.parquet")["item_id"].iloc[0]
     rows = read_published(ctx.warehouse_url, MODEL, catalog_item)

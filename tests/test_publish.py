@@ -300,3 +300,109 @@ def test_two_concurrent_publishes_of_one_name_into_sqlite_both_succeed(url, hybr
     final = published_version(url, "recs")  # one version, whole
     assert final in {"2", "3"}
     assert len(published_rows(url, "recs")) == results[final].rows
+
+
+# -- a publish split across workers: shards staged, then one swap ----------------------------------------------
+
+
+def _staged(url) -> tuple[int, int]:
+    """(staged rows, finished-shard rows) left in the staging tables."""
+    engine, _ = publish._engine(url)
+    with engine.connect() as conn:
+        counts = tuple(len(conn.execute(select(t)).all()) for t in (publish.staging_table, publish.shards_table))
+    engine.dispose()
+    return counts
+
+
+def _shards(url, rec, version, ranges, publish_id="p1", **kw) -> list[PublishResult]:
+    return [
+        publish.publish_shard(url, rec, "recs", version, publish_id, i, start, stop, progress=False, **{"k": 3, **kw})
+        for i, (start, stop) in enumerate(ranges)
+    ]
+
+
+def test_sharded_publish_writes_exactly_the_rows_of_one_process(url, tmp_path, hybrid):
+    one = _publish(url, hybrid, "2")
+    expected = published_rows(url)
+    sharded_url = f"sqlite:///{tmp_path / 'sharded.db'}"
+    _publish(sharded_url, hybrid, "1")  # an older version published before
+    staged = _shards(sharded_url, hybrid, "2", [(0, 2), (2, 5), (5, 6)], chunk_size=2)  # the middle shard in two chunks
+    assert [r.items for r in staged] == [2, 3, 1]
+    assert published_version(sharded_url, "recs") == "1"  # staged rows are invisible to readers
+    result = publish.finish_publish(sharded_url, "recs", "2", "p1", n_items=6, n_shards=3)
+    pd.testing.assert_frame_equal(published_rows(sharded_url), expected)
+    assert result.rows == one.rows == sum(r.rows for r in staged) == len(expected)
+    assert _staged(sharded_url) == (0, 0)  # the staging is emptied by the swap
+    stamps = pd.read_sql(select(published_table.c.published_at).distinct(), create_engine(sharded_url))
+    assert len(stamps) == 1  # one publish time for every row, the swap's
+
+
+def test_finishing_before_every_shard_is_written_publishes_nothing(url, hybrid):
+    _publish(url, hybrid, "1")
+    before = published_rows(url)
+    _shards(url, hybrid, "2", [(0, 2), (4, 6)])  # shards 0 and 1 of three; shard 2 = items 2-4 not yet
+    with pytest.raises(publish.PublishIncompleteError, match=r"shards \[2\] of 3 have not finished; nothing was published; the previous rows are kept"):
+        publish.finish_publish(url, "recs", "2", "p1", n_items=6, n_shards=3)
+    pd.testing.assert_frame_equal(published_rows(url), before)
+    assert _staged(url)[1] == 2  # the finished shards wait for the missing one
+    publish.publish_shard(url, hybrid, "recs", "2", "p1", 2, 2, 4, k=3, progress=False)
+    with pytest.raises(publish.PublishIncompleteError, match=r"item ranges \[\(0, 2\), \(2, 4\), \(4, 6\)\] do not cover the 7-item"):
+        publish.finish_publish(url, "recs", "2", "p1", n_items=7, n_shards=3)
+    publish.finish_publish(url, "recs", "2", "p1", n_items=6, n_shards=3)
+    assert published_version(url, "recs") == "2" and _staged(url) == (0, 0)
+
+
+def test_a_shard_that_died_part_way_is_not_counted_and_its_retry_starts_clean(url, hybrid, monkeypatch):
+    real = publish._chunk_rows
+    calls = {"n": 0}
+
+    def dies_on_second_chunk(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("worker lost")
+        return real(*args, **kw)
+
+    monkeypatch.setattr(publish, "_chunk_rows", dies_on_second_chunk)
+    with pytest.raises(RuntimeError, match="worker lost"):
+        publish.publish_shard(url, hybrid, "recs", "1", "p1", 0, 0, 6, k=3, chunk_size=3, progress=False)
+    staged_rows, finished = _staged(url)
+    assert staged_rows > 0 and finished == 0  # the first chunk is staged, the shard is not finished
+    with pytest.raises(publish.PublishIncompleteError, match=r"shards \[0\]"):
+        publish.finish_publish(url, "recs", "1", "p1", n_items=6, n_shards=1)
+    monkeypatch.setattr(publish, "_chunk_rows", real)
+    retry = publish.publish_shard(url, hybrid, "recs", "1", "p1", 0, 0, 6, k=3, chunk_size=3, progress=False)
+    publish.publish_shard(url, hybrid, "recs", "1", "p1", 0, 0, 6, k=3, chunk_size=3, progress=False)  # a duplicate run: harmless
+    assert _staged(url) == (retry.rows, 1)
+    publish.finish_publish(url, "recs", "1", "p1", n_items=6, n_shards=1)
+    one_process = f"sqlite:///{url.removeprefix('sqlite:///')}.one.db"
+    _publish(one_process, hybrid, "1")
+    pd.testing.assert_frame_equal(published_rows(url), published_rows(one_process))
+
+
+def test_finish_refuses_shards_of_another_version_and_drops_abandoned_staging(url, hybrid):
+    _shards(url, hybrid, "2", [(0, 6)], publish_id="mixed")
+    with pytest.raises(publish.PublishIncompleteError, match=r"shards staged \[\('recs', '2'\)\], not recs v3"):
+        publish.finish_publish(url, "recs", "3", "mixed", n_items=6, n_shards=1)
+    # an abandoned publish of this model, staged two days ago, goes with the next finish; another model's stays
+    _shards(url, hybrid, "1", [(0, 6)], publish_id="old")
+    publish.publish_shard(url, hybrid, "other", "1", "other-old", 0, 0, 6, k=3, progress=False)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        long_ago = pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=2)
+        conn.execute(publish.shards_table.update().where(publish.shards_table.c.publish_id.in_(["old", "other-old"])).values(written_at=long_ago))
+    _shards(url, hybrid, "4", [(0, 6)], publish_id="new")
+    publish.finish_publish(url, "recs", "4", "new", n_items=6, n_shards=1)
+    with engine.connect() as conn:
+        left = set(conn.execute(select(publish.shards_table.c.publish_id)).scalars())
+    engine.dispose()
+    assert left == {"mixed", "other-old"}  # "mixed" is a day old at most: it may still be finishing
+    assert published_version(url, "recs") == "4"
+
+
+def test_shard_argument_checks(url, hybrid):
+    for start, stop in ((0, 7), (3, 3), (-1, 2)):
+        with pytest.raises(ValueError, match=r"not a range of the 6-item catalog"):
+            publish.publish_shard(url, hybrid, "recs", "1", "p1", 0, start, stop, progress=False)
+    with pytest.raises(ValueError, match="publish_id must be 1-64 characters"):
+        publish.publish_shard(url, hybrid, "recs", "1", "x" * 65, 0, 0, 6, progress=False)
+    assert _staged(url) == (0, 0)

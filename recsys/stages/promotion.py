@@ -485,15 +485,50 @@ def reject(cfg: PipelineConfig, run: RunContext, reviewer_rejected: bool = False
     return {"model_name": cfg.model_name, "version": version, "champion": tracking.champion_version(c, cfg.model_name), "reasons": record["reasons"]}
 
 
-def publish(cfg: PipelineConfig, run: RunContext, k: int | None = None) -> dict[str, Any]:
-    """Write the champion's related items and bundle for every catalog item to the warehouse."""
-    from recsys.stages.publish import publish_recommendations
+def publish_shards(cfg: PipelineConfig, run: RunContext, shard_size: int | None = None) -> list[dict[str, Any]]:
+    """Plan a publish across workers: the champion's catalog in ranges of `cfg.publish_shard_size` items (0 = one
+    shard), one mapped task each. The version is fixed here, so every shard publishes the same one even if the
+    champion moves meanwhile."""
+    import hashlib
 
     tracking, c = run.mlflow()
     version = tracking.champion_version(c, cfg.model_name)
     if version is None:
         raise RuntimeError(f"{cfg.model_name} has no champion to publish")
-    recommender = tracking.load_recommender(cfg.model_name, version)
-    result = publish_recommendations(run.warehouse_url, recommender, cfg.model_name, version, k=k or cfg.eval.k)
+    n = len(tracking.load_recommender(cfg.model_name, version).item_ids)
+    size = cfg.publish_shard_size if shard_size is None else shard_size
+    size = n if size <= 0 else size
+    publish_id = hashlib.sha256(f"{cfg.model_name}\0{version}\0{run.run_key}".encode()).hexdigest()[:32]  # one per run and version
+    starts = range(0, n, size)
+    log.info("publishing %s version %s: %d items in %d shards of up to %d", cfg.model_name, version, n, len(starts), size)
+    return [
+        {"publish_id": publish_id, "version": version, "index": i, "start": start, "stop": min(start + size, n), "items": n, "shards": len(starts)}
+        for i, start in enumerate(starts)
+    ]
+
+
+def publish_shard(cfg: PipelineConfig, run: RunContext, shard: dict[str, Any], k: int | None = None) -> dict[str, Any]:
+    """Stage one shard's rows (`recsys.stages.publish.publish_shard`); safe to retry."""
+    from recsys.stages.publish import publish_shard as stage_rows
+
+    tracking, _ = run.mlflow()
+    recommender = tracking.load_recommender(cfg.model_name, shard["version"])
+    result = stage_rows(
+        run.warehouse_url, recommender, cfg.model_name, shard["version"], shard["publish_id"], shard["index"], shard["start"], shard["stop"], k=k or cfg.eval.k
+    )
+    return {**shard, "rows": result.rows, "seconds": result.seconds}
+
+
+def finish_publish(cfg: PipelineConfig, run: RunContext, shards: list[dict[str, Any]]) -> dict[str, Any]:
+    """Swap every staged shard in at once (`recsys.stages.publish.finish_publish`) and tag the version."""
+    from recsys.stages.publish import finish_publish as swap_in
+
+    first = shards[0]
+    version = first["version"]
+    result = swap_in(run.warehouse_url, cfg.model_name, version, first["publish_id"], first["items"], first["shards"])
+    tracking, c = run.mlflow()
     tracking.set_version_tags(c, cfg.model_name, version, {"published.at": _now(), "published.rows": str(result.rows)})
-    return {"model_name": cfg.model_name, "version": version, "items": result.items, "rows": result.rows, "seconds": result.seconds}
+    return {
+        "model_name": cfg.model_name, "version": version, "items": result.items, "rows": result.rows, "seconds": result.seconds,
+        "shards": len(shards), "shard_seconds": round(sum(s["seconds"] for s in shards), 1),
+    }  # fmt: skip

@@ -32,7 +32,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -50,6 +50,7 @@ from sqlalchemy import (
     Text,
     delete,
     insert,
+    literal,
     select,
     text,
 )
@@ -87,9 +88,41 @@ published_table = Table(
 
 COLUMNS = [c.name for c in published_table.columns]
 
+# A publish split across workers (`publish_shard` per item range, then `finish_publish`): each shard's rows
+# wait here, invisible to readers, until the finish swaps them all in at once.
+staging_table = Table(
+    "published_recommendations_staging",
+    metadata,
+    Column("publish_id", String(64), primary_key=True),
+    Column("shard", Integer, nullable=False),
+    *[Column(c.name, c.type, primary_key=c.name in ("item_id", "kind", "rank"), autoincrement=False, nullable=c.nullable) for c in published_table.columns if c.name != "model_name"],
+    Column("model_name", String(256), nullable=False),
+    Index("ix_published_recommendations_staging_shard", "publish_id", "shard"),
+)
+
+# one row per finished shard, written last, so a shard that died part-way is never counted
+shards_table = Table(
+    "published_recommendation_shards",
+    metadata,
+    Column("publish_id", String(64), primary_key=True),
+    Column("shard", Integer, primary_key=True, autoincrement=False),
+    Column("model_name", String(256), nullable=False),
+    Column("model_version", String(64), nullable=False),
+    Column("first_item", Integer, nullable=False),  # catalog positions [first_item, end_item)
+    Column("end_item", Integer, nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("written_at", DateTime(timezone=True), nullable=False),
+)
+
+STALE_STAGING = timedelta(days=1)  # a model's staged shards older than this are dropped by its next finish
+
 
 class PublishedVersionError(RuntimeError):
     """The table holds more than one version for a model name: a publish broke its invariant."""
+
+
+class PublishIncompleteError(RuntimeError):
+    """A sharded publish was finished before all of its shards were written: nothing was published."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +198,71 @@ def _top_k(scores: np.ndarray, k: int) -> list[np.ndarray]:
     return out
 
 
+def _checked(recommender: ItemRecommender, model_name: str, model_version: str, k: int, bundle_size: int, chunk_size: int) -> tuple[list[str], BundleConfig]:
+    """The catalog's item ids and the bundle settings, after every check that must pass before a row is touched."""
+    if not str(model_name).strip() or not str(model_version).strip():
+        raise ValueError("model_name and model_version must be non-empty")
+    if k < 1 or chunk_size < 1:
+        raise ValueError(f"k and chunk_size must be >= 1, got k={k}, chunk_size={chunk_size}")
+    item_ids = [str(i) for i in recommender.item_ids]
+    n = len(item_ids)
+    if n == 0:
+        raise ValueError("the model's catalog is empty: nothing to publish (the previous rows are kept)")
+    if len(set(item_ids)) != n:
+        dup = pd.Series(item_ids)[pd.Series(item_ids).duplicated()].unique()[:5].tolist()
+        raise ValueError(f"the model's catalog has duplicate item ids (e.g. {dup}): cannot publish one list per item")
+    _check_length("model_name", [str(model_name)])
+    _check_length("model_version", [str(model_version)])
+    _check_length("item_id", item_ids)
+    bundle_cfg = BundleConfig(k=bundle_size)  # validates bundle_size
+    if recommender.behaviour is None:
+        log.warning("model %s version %s carries no behaviour statistics: publishing related items only, no bundles", model_name, model_version)
+    return item_ids, bundle_cfg
+
+
+def _chunk_rows(recommender: ItemRecommender, idx: np.ndarray, item_ids: list[str], base: dict, k: int, bundle_cfg: BundleConfig) -> list[dict]:
+    """The published rows (related then bundle, per anchor) of the anchors `idx`, each row `base` plus its
+    own columns: the served model's lists, scores and reasons for single-item requests."""
+    behaviour = recommender.behaviour
+    scores, pair_weights = _chunk_scores(recommender, idx)
+    # the bundles' cosines: one matrix product per block of anchors, not a catalog scan each
+    similarities = single_item_similarities(behaviour, idx) if behaviour is not None else itertools.repeat(None)
+    scores[np.arange(len(idx)), idx] = -np.inf  # never the item itself
+    scores[np.isnan(scores)] = -np.inf
+    rows = []
+    lo = int(idx[0]) if len(idx) else 0
+    for i, top, sims in zip(idx.tolist(), _top_k(scores, k), similarities):
+        anchor = item_ids[i]
+        r = i - lo
+        for rank, j in enumerate(top.tolist(), start=1):
+            rows.append(
+                {
+                    **base,
+                    "item_id": anchor,
+                    "kind": RELATED,
+                    "rank": rank,
+                    "recommended_item_id": item_ids[j],
+                    "score": float(scores[r, j]),
+                    "reasons": recommender._reasons(j, [i], None, None if pair_weights is None else float(pair_weights[r, j])),
+                }
+            )
+        if behaviour is not None:
+            bundle = compose_bundle(behaviour, [i], bundle_cfg, preference=cart_preference(recommender.model, [i], scores[r]), similarities=sims)
+            for rank, item in enumerate(bundle.items, start=1):
+                rows.append(
+                    {
+                        **base,
+                        "item_id": anchor,
+                        "kind": BUNDLE,
+                        "rank": rank,
+                        "recommended_item_id": item_ids[item.index],
+                        "score": float(item.breakdown["total"]),
+                        "reasons": REASON_SEP.join(item.reasons),
+                    }
+                )
+    return rows
+
+
 def publish_recommendations(
     engine_or_url: Engine | str,
     recommender: ItemRecommender,
@@ -193,24 +291,8 @@ def publish_recommendations(
         What was written. All-or-nothing: on any error the transaction rolls back and the name's
         previous rows stay as they were.
     """
-    if not str(model_name).strip() or not str(model_version).strip():
-        raise ValueError("model_name and model_version must be non-empty")
-    if k < 1 or chunk_size < 1:
-        raise ValueError(f"k and chunk_size must be >= 1, got k={k}, chunk_size={chunk_size}")
-    item_ids = [str(i) for i in recommender.item_ids]
+    item_ids, bundle_cfg = _checked(recommender, model_name, model_version, k, bundle_size, chunk_size)
     n = len(item_ids)
-    if n == 0:
-        raise ValueError("the model's catalog is empty: nothing to publish (the previous rows are kept)")
-    if len(set(item_ids)) != n:
-        dup = pd.Series(item_ids)[pd.Series(item_ids).duplicated()].unique()[:5].tolist()
-        raise ValueError(f"the model's catalog has duplicate item ids (e.g. {dup}): cannot publish one list per item")
-    _check_length("model_name", [str(model_name)])
-    _check_length("model_version", [str(model_version)])
-    _check_length("item_id", item_ids)
-    behaviour = recommender.behaviour
-    bundle_cfg = BundleConfig(k=bundle_size)  # validates bundle_size
-    if behaviour is None:
-        log.warning("model %s version %s carries no behaviour statistics: publishing related items only, no bundles", model_name, model_version)
 
     engine, owned = _engine(engine_or_url)
     start = time.perf_counter()
@@ -233,41 +315,7 @@ def publish_recommendations(
             stmt = insert(published_table)
             for lo in range(0, n, chunk_size):
                 idx = np.arange(lo, min(lo + chunk_size, n))
-                scores, pair_weights = _chunk_scores(recommender, idx)
-                # the bundles' cosines: one matrix product per block of anchors, not a catalog scan each
-                similarities = single_item_similarities(behaviour, idx) if behaviour is not None else itertools.repeat(None)
-                scores[np.arange(len(idx)), idx] = -np.inf  # never the item itself
-                scores[np.isnan(scores)] = -np.inf
-                rows = []
-                for i, top, sims in zip(idx.tolist(), _top_k(scores, k), similarities):
-                    anchor = item_ids[i]
-                    r = i - lo
-                    for rank, j in enumerate(top.tolist(), start=1):
-                        rows.append(
-                            {
-                                **base,
-                                "item_id": anchor,
-                                "kind": RELATED,
-                                "rank": rank,
-                                "recommended_item_id": item_ids[j],
-                                "score": float(scores[r, j]),
-                                "reasons": recommender._reasons(j, [i], None, None if pair_weights is None else float(pair_weights[r, j])),
-                            }
-                        )
-                    if behaviour is not None:
-                        bundle = compose_bundle(behaviour, [i], bundle_cfg, preference=cart_preference(recommender.model, [i], scores[r]), similarities=sims)
-                        for rank, item in enumerate(bundle.items, start=1):
-                            rows.append(
-                                {
-                                    **base,
-                                    "item_id": anchor,
-                                    "kind": BUNDLE,
-                                    "rank": rank,
-                                    "recommended_item_id": item_ids[item.index],
-                                    "score": float(item.breakdown["total"]),
-                                    "reasons": REASON_SEP.join(item.reasons),
-                                }
-                            )
+                rows = _chunk_rows(recommender, idx, item_ids, base, k, bundle_cfg)
                 if rows:
                     conn.execute(stmt, rows)
                 n_rows += len(rows)
@@ -281,6 +329,121 @@ def publish_recommendations(
         model_name, model_version, n, n_rows, deleted if deleted is not None and deleted >= 0 else "?", seconds,
     )
     return PublishResult(model_name=model_name, model_version=model_version, items=n, rows=n_rows, seconds=seconds)
+
+
+def publish_shard(
+    engine_or_url: Engine | str,
+    recommender: ItemRecommender,
+    model_name: str,
+    model_version: str,
+    publish_id: str,
+    shard: int,
+    start: int,
+    stop: int,
+    k: int = 10,
+    bundle_size: int = 3,
+    chunk_size: int = 512,
+    progress: bool = True,
+) -> PublishResult:
+    """Write the rows of catalog items [start, stop) to the staging table, for `finish_publish` to swap in.
+
+    One step of a publish split across workers (the training DAG maps it over item ranges). Readers see
+    nothing of it until the finish. A rerun of the same shard replaces its staged rows; the shard counts as
+    written only once its last chunk is in (its row in `published_recommendation_shards` comes last), so a
+    shard that died part-way is rewritten by its retry, never half-published. Rows are scored outside any
+    transaction (a SQLite warehouse's write lock is held per chunk's insert only), so shards run in parallel.
+    """
+    item_ids, bundle_cfg = _checked(recommender, model_name, model_version, k, bundle_size, chunk_size)
+    if not 0 <= start < stop <= len(item_ids) or shard < 0:
+        raise ValueError(f"shard {shard}: items [{start}, {stop}) are not a range of the {len(item_ids)}-item catalog")
+    if not str(publish_id).strip() or len(publish_id) > staging_table.c.publish_id.type.length:
+        raise ValueError(f"publish_id must be 1-{staging_table.c.publish_id.type.length} characters, got {publish_id!r}")
+    engine, owned = _engine(engine_or_url)
+    begin = time.perf_counter()
+    base = {"publish_id": publish_id, "shard": shard, "model_name": model_name, "model_version": model_version, "published_at": datetime.now(timezone.utc)}
+    mine = (staging_table.c.publish_id == publish_id) & (staging_table.c.shard == shard)
+    n_rows = 0
+    try:
+        with write_lock(engine, f"publish shard {shard} of {model_name}"), engine.begin() as conn:  # a retry starts clean
+            conn.execute(delete(shards_table).where(shards_table.c.publish_id == publish_id, shards_table.c.shard == shard))
+            conn.execute(delete(staging_table).where(mine))
+        with tqdm(total=stop - start, desc=f"publishing {model_name} v{model_version} shard {shard}", unit="item", disable=not progress) as bar:
+            for lo in range(start, stop, chunk_size):
+                idx = np.arange(lo, min(lo + chunk_size, stop))
+                rows = _chunk_rows(recommender, idx, item_ids, base, k, bundle_cfg)
+                if rows:
+                    with write_lock(engine, f"publish shard {shard} of {model_name}"), engine.begin() as conn:
+                        conn.execute(insert(staging_table), rows)
+                n_rows += len(rows)
+                bar.update(len(idx))
+        with write_lock(engine, f"publish shard {shard} of {model_name}"), engine.begin() as conn:
+            conn.execute(
+                insert(shards_table),
+                {
+                    "publish_id": publish_id, "shard": shard, "model_name": model_name, "model_version": model_version,
+                    "first_item": start, "end_item": stop, "rows": n_rows, "written_at": datetime.now(timezone.utc),
+                },
+            )  # fmt: skip
+    finally:
+        if owned:
+            engine.dispose()
+    seconds = time.perf_counter() - begin
+    log.info("staged %s version %s shard %d: items %d-%d, %d rows in %.1fs", model_name, model_version, shard, start, stop, n_rows, seconds)
+    return PublishResult(model_name=model_name, model_version=model_version, items=stop - start, rows=n_rows, seconds=seconds)
+
+
+def finish_publish(engine_or_url: Engine | str, model_name: str, model_version: str, publish_id: str, n_items: int, n_shards: int) -> PublishResult:
+    """Swap a sharded publish in: the name's old rows go and every staged row comes, in one transaction.
+
+    Raises:
+        PublishIncompleteError: a shard has not finished, the shards do not cover the catalog's `n_items`
+            items exactly, or one staged another version. Nothing changes: the previous rows stay, the staged
+            shards stay for a rerun of the missing ones.
+    """
+    engine, owned = _engine(engine_or_url)
+    begin = time.perf_counter()
+    published_at = datetime.now(timezone.utc)
+    try:
+        with write_lock(engine, f"publish of {model_name}"), engine.begin() as conn:
+            if conn.dialect.name == "postgresql":  # as publish_recommendations: publishes of one name queue
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(model_name)})
+            done = conn.execute(select(shards_table).where(shards_table.c.publish_id == publish_id).order_by(shards_table.c.first_item)).mappings().all()
+            _check_shards(done, model_name, model_version, publish_id, n_items, n_shards)
+            deleted = conn.execute(delete(published_table).where(published_table.c.model_name == model_name)).rowcount
+            staged = select(*[literal(published_at, DateTime(timezone=True)) if c == "published_at" else staging_table.c[c] for c in COLUMNS])
+            n_rows = conn.execute(insert(published_table).from_select(COLUMNS, staged.where(staging_table.c.publish_id == publish_id))).rowcount
+            expected = sum(row["rows"] for row in done)
+            if n_rows != expected:  # a staged row went missing between the shard and here: refuse rather than publish part
+                raise PublishIncompleteError(f"publish {publish_id}: the shards wrote {expected} rows but {n_rows} are staged; nothing was published (rerun the publish)")
+            # this publish's staging, and any of this model's that was abandoned a day ago or more
+            stale = select(shards_table.c.publish_id).where(shards_table.c.model_name == model_name, shards_table.c.written_at < published_at - STALE_STAGING)
+            stale_ids = {publish_id, *conn.execute(stale).scalars().all()}
+            conn.execute(delete(staging_table).where(staging_table.c.publish_id.in_(stale_ids)))
+            conn.execute(delete(shards_table).where(shards_table.c.publish_id.in_(stale_ids)))
+    finally:
+        if owned:
+            engine.dispose()
+    seconds = time.perf_counter() - begin
+    log.info(
+        "published %s version %s from %d shards: %d items, %d rows (replaced %s old rows) in %.1fs",
+        model_name, model_version, n_shards, n_items, n_rows, deleted if deleted is not None and deleted >= 0 else "?", seconds,
+    )  # fmt: skip
+    return PublishResult(model_name=model_name, model_version=model_version, items=n_items, rows=n_rows, seconds=seconds)
+
+
+def _check_shards(done: list, model_name: str, model_version: str, publish_id: str, n_items: int, n_shards: int) -> None:
+    """PublishIncompleteError unless the finished shards are 0..n_shards-1 of this model and version and
+    their item ranges tile [0, n_items)."""
+    keep = "nothing was published; the previous rows are kept"
+    missing = sorted(set(range(n_shards)) - {row["shard"] for row in done})
+    if missing:
+        raise PublishIncompleteError(f"publish {publish_id} of {model_name} v{model_version}: shards {missing} of {n_shards} have not finished; {keep} (rerun those shards, then finish)")
+    other = sorted({(row["model_name"], row["model_version"]) for row in done} - {(model_name, model_version)})
+    if other:
+        raise PublishIncompleteError(f"publish {publish_id}: shards staged {other}, not {model_name} v{model_version}; {keep}")
+    edges = [(row["first_item"], row["end_item"]) for row in done]
+    if len(done) != n_shards or edges[0][0] != 0 or edges[-1][1] != n_items or any(a[1] != b[0] for a, b in zip(edges, edges[1:])):
+        raise PublishIncompleteError(f"publish {publish_id}: the shards' item ranges {edges} do not cover the {n_items}-item catalog once; {keep}")
 
 
 def published_version(engine_or_url: Engine | str, model_name: str) -> str | None:
