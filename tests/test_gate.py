@@ -143,6 +143,21 @@ def test_first_model_must_beat_every_baseline() -> None:
     assert not decide({"ndcg_at_10": 0.5}, None, {}, GateConfig(), k=10).promote
 
 
+def test_first_model_reports_its_gain_over_each_baseline_with_the_interval() -> None:
+    """A win inside the noise is still promoted (there is nothing else to serve) but is called what it is."""
+    noisy = {"ease": Interval(0.0833, -0.02, 0.19, 2030, 0.95), "itemknn": Interval(0.3, 0.1, 0.5, 2030, 0.95)}
+    d = decide({"ndcg_at_10": 0.26}, None, BASELINES, GateConfig(), k=10, intervals=noisy)
+    assert d.promote
+    assert d.reasons[0] == "first model: ndcg_at_10 0.2600 beats every baseline (best: ease 0.2400, +8.3%, 95% CI -2.0% to +19.0% over 2030 users: within noise)"
+    by_name = {c.reference_model: c for c in d.checks}
+    assert (by_name["ease"].low, by_name["ease"].high, by_name["ease"].n) == (-0.02, 0.19, 2030)
+    assert (by_name["itemknn"].low, by_name["itemknn"].high) == (0.1, 0.5) and by_name["popularity"].low is None
+    clear = {"ease": Interval(0.0833, 0.03, 0.15, 2030, 0.95)}
+    assert decide({"ndcg_at_10": 0.26}, None, BASELINES, GateConfig(), k=10, intervals=clear).reasons[0].endswith("95% CI +3.0% to +15.0% over 2030 users)")
+    lost = decide({"ndcg_at_10": 0.20}, None, BASELINES, GateConfig(), k=10, intervals={"ease": Interval(-0.1667, -0.3, -0.05, 2030, 0.95)})
+    assert lost.reasons == ("first model: ndcg_at_10 0.2000 does not beat ease 0.2400, -16.7%, 95% CI -30.0% to -5.0% over 2030 users",)
+
+
 def test_metric_names_follow_k_and_the_configured_primary() -> None:
     cand = {"recall_at_20": 0.5, "ndcg_at_20": 0.1}
     champ = {"recall_at_20": 0.4, "ndcg_at_20": 0.2}

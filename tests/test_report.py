@@ -164,6 +164,25 @@ def test_review_summary_with_churn_and_intervals():
     ]
 
 
+def test_review_summary_of_a_first_model_says_when_its_win_is_noise():
+    r = _report()
+    base = {"kind": "baseline", "metric": "ndcg_at_10", "candidate": 0.0509, "rule": "> baseline", "passed": True}
+    r["decision"]["checks"] = [
+        dict(base, reference_model="popularity", reference=0.0373, low=0.25, high=0.45, n=2030),
+        dict(base, reference_model="ease", reference=0.0501, low=-0.019, high=0.033, n=2030),
+    ]
+    r["decision"]["status"] = "promoted"
+    assert report.review_summary(r)[0] == (
+        "**PROMOTED**: first model of this name, 2 of 2 baselines beaten on ndcg_at_10;"
+        " over the strongest, ease: +1.6% [-1.9%, +3.3%] n=2030: within noise"
+    )
+    r["decision"]["checks"][1].update(low=0.01)
+    assert report.review_summary(r)[0].endswith("ease: +1.6% [+1.0%, +3.3%] n=2030")
+    for check in r["decision"]["checks"]:  # a decision recorded before intervals: the count alone
+        check.pop("low")
+    assert report.review_summary(r)[0] == "**PROMOTED**: first model of this name, 2 of 2 baselines beaten on ndcg_at_10"
+
+
 def test_description_without_champion_uses_best_baseline():
     r = _report()
     del r["metrics"]["test"]["champion"]

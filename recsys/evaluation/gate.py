@@ -8,7 +8,9 @@ Rules (thresholds in `recsys.config.GateConfig`):
   (`recsys.evaluation.bootstrap`) must be above zero. A guardrail blocks when its relative drop exceeds its
   tolerance and the drop is significant (the interval's upper bound is below zero), so noise alone
   never blocks; a guardrail without per-user values (catalog coverage) is judged on its point value;
-- without one (the first model ever): the primary metric must beat every configured baseline.
+- without one (the first model ever): the primary metric must beat every configured baseline. The paired
+  interval of the gain over each baseline (same test users) is reported beside it, and a win inside the noise is
+  called one, not hidden: the rule stays the point comparison, since refusing a first model leaves nothing to serve.
 A metric that is missing or NaN (e.g. no cold target to measure cold recall on) fails its check, and a
 configured baseline that was not scored fails the first-model check: the gate never promotes on missing
 evidence. A check listed in `not_applicable` is skipped and reported as not applicable.
@@ -106,27 +108,31 @@ def decide(
 
     `intervals` holds, per metric name, the candidate's relative change against the champion with its
     paired-bootstrap interval (None where it could not be formed); without an entry a metric is judged on
-    its point value. `test_users` is how many test users the champion comparison rests on. `churn` is
+    its point value. For a first model (no champion) it is keyed by baseline name instead: the primary
+    metric's gain over that baseline, reported with its check. `test_users` is how many test users the champion comparison rests on. `churn` is
     `recsys.evaluation.churn.churn_metrics` against the champion, bounded by `config.max_churn` when set."""
     primary = metric_name(config.primary_metric, k)
     cand = _value(candidate, primary)
     checks: list[Check] = []
     reasons: list[str] = []
     if champion is None:
+        over = intervals or {}  # first model: keyed by baseline name, the candidate's gain over it
         for name in config.baselines:
             ref = _value(baselines.get(name), primary)
             passed = cand is not None and ref is not None and cand > ref
-            checks.append(Check("baseline", primary, cand, ref, name, "> baseline", passed))
+            ci = over.get(name)
+            checks.append(Check("baseline", primary, cand, ref, name, "> baseline", passed, *((ci.low, ci.high, ci.n) if ci is not None else ())))
             if name not in baselines:
                 reasons.append(f"first model: baseline {name} was configured but not scored: missing evidence")
             elif not passed:
-                reasons.append(f"first model: {primary} {_fmt(cand)} does not beat {name} {_fmt(ref)}")
+                reasons.append(f"first model: {primary} {_fmt(cand)} does not beat {name} {_fmt(ref)}{_noise(cand, ref, ci, config)}")
         if not checks:
             reasons.append("first model: no baseline was configured, nothing to prove it is better than trivial")
         promote = bool(checks) and all(c.passed for c in checks)
         if promote:
             best = max(checks, key=lambda c: c.reference or 0.0)
-            reasons.insert(0, f"first model: {primary} {_fmt(cand)} beats every baseline (best: {best.reference_model} {_fmt(best.reference)})")
+            win = _noise(cand, best.reference, over.get(best.reference_model), config)
+            reasons.insert(0, f"first model: {primary} {_fmt(cand)} beats every baseline (best: {best.reference_model} {_fmt(best.reference)}{win})")
         return GateDecision(promote, primary, "baselines", tuple(checks), tuple(reasons))
 
     intervals = intervals or {}
@@ -184,6 +190,14 @@ def decide(
             )
     promote = all(c.passed for c in checks)
     return GateDecision(promote, primary, "champion", tuple(checks), tuple(reasons))
+
+
+def _noise(cand: float | None, ref: float | None, ci: Interval | None, config: GateConfig) -> str:
+    """", +1.6%, 95% CI -1.9% to +3.3% over 2030 users: within noise" (empty without an interval)."""
+    if ci is None or cand is None or ref is None:
+        return ""
+    verdict = ": within noise" if ci.low <= 0 <= ci.high else ""
+    return f", {_pct(_relative_change(cand, ref))}, {ci_label(config)} {_pct(ci.low)} to {_pct(ci.high)} over {ci.n} users{verdict}"
 
 
 def ci_label(config: GateConfig) -> str:

@@ -373,6 +373,11 @@ def review_summary(report: Mapping[str, Any]) -> list[str]:
         beaten = [c for c in checks if c.get("kind") == "baseline" and c.get("passed")]
         base = [c for c in checks if c.get("kind") == "baseline"]
         first = f"**{status}**: first model of this name, {len(beaten)} of {len(base)} baselines beaten on {decision.get('primary_metric', '?')}"
+        best = max(base, key=lambda c: c.get("reference") or 0.0, default=None)
+        if best is not None and best.get("low") is not None:  # the strongest baseline's gain, and whether it is noise
+            change = change_text("baseline", best.get("candidate"), best.get("reference"), best.get("low"), best.get("high"), best.get("n"))
+            noise = ": within noise" if change and best["low"] <= 0 <= (best.get("high") or 0) else ""
+            first += f"; over the strongest, {best.get('reference_model')}: {change}{noise}" if change else ""
     failed = [c for c in checks if c.get("passed") is False and c.get("kind") != "primary"]
     others = [c for c in checks if c.get("kind") in ("guardrail", "churn", "evidence")]
     if failed:

@@ -383,7 +383,7 @@ def decide(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     champion = read_json(run.champion_score)
     baselines = {m: metrics[m] for m in cfg.gate.baselines if m in metrics and m != candidate_model(cfg)}
     if champion["metrics"] is None:  # the first model: against the baselines on the whole test split
-        decision = gate.decide(metrics[candidate_model(cfg)], None, baselines, cfg.gate, cfg.eval.k)
+        decision = gate.decide(metrics[candidate_model(cfg)], None, baselines, cfg.gate, cfg.eval.k, _baseline_intervals(cfg, run, baselines))
     else:  # against the champion: both scored on the test pairs the champion never saw, with intervals
         from recsys.evaluation.bootstrap import Interval
 
@@ -423,6 +423,25 @@ def decide(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     tracking.set_tags(c, run.mlflow_run_id, {"decision": decision.status, "gate.reasons": reasons[:4900]})
     tracking.log_metrics(c, run.mlflow_run_id, {"gate.promote": float(decision.promote)})
     return _decision_xcom(cfg, run, version, record)
+
+
+def _baseline_intervals(cfg: PipelineConfig, run: RunContext, baselines: dict[str, Any]) -> dict[str, Any]:
+    """A first model's paired-bootstrap gain over each baseline on the primary metric (the same test users, the
+    per-user values evaluation stored); {} for a run that stored none."""
+    from recsys.evaluation.bootstrap import paired_relative_gain
+
+    if not run.per_user_test.exists():
+        return {}
+    per_user = np.load(run.per_user_test)
+    primary = metric_name(cfg.gate.primary_metric, cfg.eval.k)
+    cand = per_user.get(f"{candidate_model(cfg)}.{primary}")
+    if cand is None:
+        return {}
+    return {
+        name: paired_relative_gain(cand, per_user[f"{name}.{primary}"], cfg.gate.bootstrap_samples, cfg.gate.confidence, seed=cfg.split.seed)
+        for name in baselines
+        if f"{name}.{primary}" in per_user
+    }
 
 
 def _stored_decision(run: RunContext, c, path: Path) -> dict[str, Any]:
