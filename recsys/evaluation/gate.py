@@ -196,8 +196,13 @@ def _noise(cand: float | None, ref: float | None, ci: Interval | None, config: G
     """", +1.6%, 95% CI -1.9% to +3.3% over 2030 users: within noise" (empty without an interval)."""
     if ci is None or cand is None or ref is None:
         return ""
-    verdict = ": within noise" if ci.low <= 0 <= ci.high else ""
+    verdict = ": within noise" if within_noise(ci.low, ci.high) else ""
     return f", {_pct(_relative_change(cand, ref))}, {ci_label(config)} {_pct(ci.low)} to {_pct(ci.high)} over {ci.n} users{verdict}"
+
+
+def within_noise(low: float, high: float) -> bool:
+    """A relative change whose interval [low, high] holds zero: not told apart from no change."""
+    return low <= 0 <= high
 
 
 def ci_label(config: GateConfig) -> str:

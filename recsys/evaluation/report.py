@@ -238,7 +238,7 @@ def _split_text(split: Mapping[str, Any]) -> str:
 
 def _check_change(c: Mapping[str, Any]) -> str:
     """The candidate's relative change in a check, with its bootstrap interval when it has one."""
-    from recsys.evaluation.gate import change_text
+    from recsys.evaluation.gate import change_text, within_noise
 
     values = [_num(c.get(k)) for k in ("candidate", "reference", "low", "high")]
     return change_text(c.get("kind"), *values, c.get("n")) or _DASH
@@ -360,7 +360,7 @@ def _reference_for(models: Mapping[str, Mapping[str, Any]], metric: str) -> tupl
 def review_summary(report: Mapping[str, Any]) -> list[str]:
     """Three lines a reviewer can act on: the decision with the primary metric's change and interval,
     the other checks, and how much the shelves would change."""
-    from recsys.evaluation.gate import change_text
+    from recsys.evaluation.gate import change_text, within_noise
 
     decision = report.get("decision") or {}
     checks = [dict(c, kind=c.get("kind") or c.get("name")) for c in decision.get("checks") or []]
@@ -374,9 +374,9 @@ def review_summary(report: Mapping[str, Any]) -> list[str]:
         base = [c for c in checks if c.get("kind") == "baseline"]
         first = f"**{status}**: first model of this name, {len(beaten)} of {len(base)} baselines beaten on {decision.get('primary_metric', '?')}"
         best = max(base, key=lambda c: c.get("reference") or 0.0, default=None)
-        if best is not None and best.get("low") is not None:  # the strongest baseline's gain, and whether it is noise
-            change = change_text("baseline", best.get("candidate"), best.get("reference"), best.get("low"), best.get("high"), best.get("n"))
-            noise = ": within noise" if change and best["low"] <= 0 <= (best.get("high") or 0) else ""
+        if best is not None and best.get("low") is not None and best.get("high") is not None:  # the strongest baseline's gain, and whether it is noise
+            change = change_text("baseline", best.get("candidate"), best.get("reference"), best["low"], best["high"], best.get("n"))
+            noise = ": within noise" if within_noise(best["low"], best["high"]) else ""
             first += f"; over the strongest, {best.get('reference_model')}: {change}{noise}" if change else ""
     failed = [c for c in checks if c.get("passed") is False and c.get("kind") != "primary"]
     others = [c for c in checks if c.get("kind") in ("guardrail", "churn", "evidence")]

@@ -22,6 +22,7 @@ from recsys import atomic
 from recsys.data import schema as S
 from recsys.config import PipelineConfig
 from recsys.evaluation.metrics import metric_name
+from recsys.stages import item_ranges
 from recsys.run import RunContext, item_vectors, load_ratings, load_split, load_validated, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -254,10 +255,7 @@ def embedding_shards(cfg: PipelineConfig, run: RunContext, shard_size: int | Non
     Also writes the run's item documents, so every shard embeds exactly the same texts."""
     _, catalog = load_split(run)
     catalog_documents(cfg, run)
-    n = len(catalog)
-    size = cfg.embed_shard_size if shard_size is None else shard_size
-    size = n if size <= 0 else size
-    return [{"index": i, "start": start, "stop": min(start + size, n)} for i, start in enumerate(range(0, max(n, 1), max(size, 1)))]
+    return item_ranges(len(catalog), cfg.embed_shard_size if shard_size is None else shard_size)
 
 
 def embed_shard(cfg: PipelineConfig, run: RunContext, shard: dict[str, int]) -> dict[str, Any]:

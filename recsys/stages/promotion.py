@@ -22,6 +22,7 @@ import recsys
 from recsys.data import schema as S
 from recsys.config import PipelineConfig
 from recsys.evaluation.metrics import metric_name
+from recsys.stages import item_ranges
 from recsys.run import ANN_ARTIFACT, BEHAVIOUR_ARTIFACT, CATALOG_ARTIFACT, CONFIG_ARTIFACT, HYBRID_ARTIFACT, HYBRID_CONFIG_ARTIFACT, RunContext, item_vectors, load_split, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -515,15 +516,10 @@ def publish_shards(cfg: PipelineConfig, run: RunContext, shard_size: int | None 
     if version is None:
         raise RuntimeError(f"{cfg.model_name} has no champion to publish")
     n = len(tracking.load_recommender(cfg.model_name, version).item_ids)
-    size = cfg.publish_shard_size if shard_size is None else shard_size
-    size = n if size <= 0 else size
+    ranges = item_ranges(n, cfg.publish_shard_size if shard_size is None else shard_size)
     publish_id = hashlib.sha256(f"{cfg.model_name}\0{version}\0{run.run_key}".encode()).hexdigest()[:32]  # one per run and version
-    starts = range(0, n, size)
-    log.info("publishing %s version %s: %d items in %d shards of up to %d", cfg.model_name, version, n, len(starts), size)
-    return [
-        {"publish_id": publish_id, "version": version, "index": i, "start": start, "stop": min(start + size, n), "items": n, "shards": len(starts)}
-        for i, start in enumerate(starts)
-    ]
+    log.info("publishing %s version %s: %d items in %d shards", cfg.model_name, version, n, len(ranges))
+    return [{**r, "publish_id": publish_id, "version": version, "items": n, "shards": len(ranges)} for r in ranges]
 
 
 def publish_shard(cfg: PipelineConfig, run: RunContext, shard: dict[str, Any], k: int | None = None) -> dict[str, Any]:

@@ -362,9 +362,10 @@ def publish_shard(
     begin = time.perf_counter()
     base = {"publish_id": publish_id, "shard": shard, "model_name": model_name, "model_version": model_version, "published_at": datetime.now(timezone.utc)}
     mine = (staging_table.c.publish_id == publish_id) & (staging_table.c.shard == shard)
+    holder = f"publish shard {shard} of {model_name}"  # who holds a SQLite warehouse's write lock (logged by waiters)
     n_rows = 0
     try:
-        with write_lock(engine, f"publish shard {shard} of {model_name}"), engine.begin() as conn:  # a retry starts clean
+        with write_lock(engine, holder), engine.begin() as conn:  # a retry starts clean
             conn.execute(delete(shards_table).where(shards_table.c.publish_id == publish_id, shards_table.c.shard == shard))
             conn.execute(delete(staging_table).where(mine))
         with tqdm(total=stop - start, desc=f"publishing {model_name} v{model_version} shard {shard}", unit="item", disable=not progress) as bar:
@@ -372,11 +373,11 @@ def publish_shard(
                 idx = np.arange(lo, min(lo + chunk_size, stop))
                 rows = _chunk_rows(recommender, idx, item_ids, base, k, bundle_cfg)
                 if rows:
-                    with write_lock(engine, f"publish shard {shard} of {model_name}"), engine.begin() as conn:
+                    with write_lock(engine, holder), engine.begin() as conn:
                         conn.execute(insert(staging_table), rows)
                 n_rows += len(rows)
                 bar.update(len(idx))
-        with write_lock(engine, f"publish shard {shard} of {model_name}"), engine.begin() as conn:
+        with write_lock(engine, holder), engine.begin() as conn:
             conn.execute(
                 insert(shards_table),
                 {
