@@ -3,7 +3,7 @@
     recsys summary                 metrics of the latest training run, and the registry's state
     recsys recommend --item ID        top-k related items from models:/NAME@champion, with reasons
     recsys recommend --cart ID,ID     items that complete the basket
-    recsys recommend --history ID,ID  for a user's history (oldest first, recency-weighted)
+    recsys recommend --history ID,ID  for a user's history (oldest first, weighted by recency and purchase count)
     recsys recommend --text "..."     for a new item described by its text (cold start)
     recsys recommend                  a new user with nothing to go on: the most popular items
     recsys bundle --cart ID,ID [--explain]   a complete-the-basket bundle (--budget 40 on a catalog with prices)
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("recommend", help="related items from the champion")
     r.add_argument("--item", "--item-id", dest="item_id", help="a catalog item id: related items")
     r.add_argument("--cart", help="comma-separated item ids: items that complete the basket")
-    r.add_argument("--history", help="a user's comma-separated item ids, oldest first (recency-weighted)")
+    r.add_argument("--history", help="a user's comma-separated item ids, oldest first (weighted by recency and purchase count)")
     r.add_argument("--text", help="a product description: works for items not in the catalog")
     r.add_argument("--diversity", type=float, default=0.0, help="0 = pure relevance; 0.1-0.5 lifts less popular items")
     r.add_argument("-k", type=int, default=10)

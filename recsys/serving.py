@@ -44,6 +44,8 @@ from recsys.run import (  # the model directory's entries: named once, by the ru
 ANN_CANDIDATES = 200
 REASON_SEP = " | "
 TEXT_REASON_NEIGHBOURS = 5  # a text request's co-purchase reasons cite its 5 nearest catalog items
+# a text's warm neighbours are looked for among this many ANN candidates at most, then by an exact scan
+TEXT_NEIGHBOUR_FETCH = 5_000
 OUTPUT_COLUMNS = ["request", "rank", "item_id", "title", "score", "reasons"]
 BREAKDOWN_TERMS = ("relevance", "complementarity", "preference", "diversity", "redundancy", "total")
 
@@ -246,8 +248,28 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
         return self.model.scores_from_dense(q[None, :])[0]
 
     def _text_neighbours(self, vec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(similarities, indices) of the catalog items a text is scored through (the hybrid's cold query)."""
-        return self._nearest(vec.astype(np.float32), self.model.config.cold_neighbours, [])
+        """(similarities, indices) of the catalog items a text is scored through (the hybrid's cold query):
+        the nearest items with training behaviour, as the model propagates its own cold items from warm
+        neighbours (`recsys.model.hybrid.cold_neighbours`). A never-sold neighbour carries no behaviour, so
+        a text scored through one would rank only other never-sold items by their text. The ANN candidates
+        are over-fetched until enough of them are warm; past that, an exact scan of the warm items."""
+        query = vec.astype(np.float32)
+        warm = ~np.asarray(self.model.is_cold, dtype=bool)
+        m = min(int(self.model.config.cold_neighbours), int(warm.sum()))
+        if m == 0:  # nothing has behaviour: the nearest items are all there is
+            return self._nearest(query, self.model.config.cold_neighbours, [])
+        fetch = 4 * m
+        while fetch <= TEXT_NEIGHBOUR_FETCH:
+            sims, top = self._nearest(query, fetch, [])
+            keep = warm[top]
+            if keep.sum() >= m or len(top) == len(self.item_ids):
+                order = np.argsort(-sims[keep], kind="stable")[:m]
+                return sims[keep][order], top[keep][order]
+            fetch *= 8
+        idx = np.flatnonzero(warm)
+        sims = (self.vectors[idx] @ query).astype(np.float64)
+        top = np.argpartition(-sims, m - 1)[:m]
+        return sims[top], idx[top]
 
     def score_batch(self, queries: "list[np.ndarray]") -> np.ndarray:
         """Dense [n_queries, n_items] scores for baskets given as arrays of catalog indices (empty = a

@@ -80,14 +80,16 @@ def test_reasons_quote_the_real_evidence(model):
     assert "bought together" not in out.loc["candle", "reasons"]  # never bought with the red mug
 
 
-def test_history_is_recency_weighted(model):
+def test_history_is_weighted_by_recency_and_count(model):
     m, hybrid = model
-    out = m.predict(None, pd.DataFrame({"history": ["candle,mug_r"]}), params={"k": 3})
+    out = m.predict(None, pd.DataFrame({"history": ["candle,mug_r,candle,spoon"]}), params={"k": 2})
     q = np.zeros(6, dtype=np.float32)
-    q[4], q[0] = 0.5 ** 0.1, 1.0  # candle one event before the latest (half-life 10)
+    # the served defaults: half-life 1000 events, times 1 + log(count); candle twice, latest one event ago
+    q[4], q[0], q[3] = 0.5 ** (1 / 1000) * (1 + np.log(2)), 0.5 ** (2 / 1000), 1.0
     expected = hybrid.scores_from_dense(q[None, :])[0]
-    expected[[0, 4]] = -np.inf
-    assert out["item_id"].tolist() == [IDS[j] for j in np.argsort(-expected, kind="stable")[:3]]
+    expected[[0, 3, 4]] = -np.inf
+    assert out["item_id"].tolist() == [IDS[j] for j in np.argsort(-expected, kind="stable")[:2]]
+    np.testing.assert_allclose(out["score"], np.sort(expected)[::-1][:2], rtol=1e-5)
 
 
 def test_new_user_gets_popular_items(model):
@@ -167,3 +169,16 @@ def test_explain_adds_each_picks_objective_terms(model):
     # the candle adds nothing but variety (no co-purchase, no similarity, no category): its reason says that
     candle = out.set_index("item_id").loc["candle"]
     assert json.loads(candle["breakdown"])["diversity"] > 0 and candle["reasons"].startswith("adds variety: unlike the rest of the basket")
+
+
+def test_a_text_is_scored_through_its_nearest_items_with_behaviour(model):
+    """A text is a new item: like the model's own cold items it borrows from warm neighbours. The green mug
+    (never sold) is the text's exact match, but carries no behaviour, so it is not one of them."""
+    m, hybrid = model
+    text = _vectors()[IDS.index("new_mug")]
+    sims, idx = m._text_neighbours(text)
+    warm = [j for j in range(len(IDS)) if not hybrid.is_cold[j]]
+    expected = sorted(warm, key=lambda j: -float(_vectors()[j] @ text))[: hybrid.config.cold_neighbours]
+    assert idx.tolist() == expected
+    np.testing.assert_allclose(sims, [_vectors()[j] @ text for j in expected], rtol=1e-6)
+    assert IDS.index("new_mug") not in idx.tolist()
