@@ -21,7 +21,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 
 from recsys.paths import resolve_tracking_uri, resolve_warehouse_url
 
@@ -291,16 +293,25 @@ def _one_line(err: BaseException | str) -> str:
     return text if isinstance(err, (str, ValueError, OSError)) else f"{type(err).__name__}: {text}"
 
 
-def _quiet_logging(debug: bool, verbose: bool) -> None:
-    """The CLI prints its own results: library logs only with --verbose (INFO) or --debug (DEBUG)."""
+@contextlib.contextmanager
+def _quiet_logging(debug: bool, verbose: bool) -> Iterator[None]:
+    """The CLI prints its own results: library logs only with --verbose (INFO) or --debug (DEBUG). For the
+    command's duration only: `main` called in-process (a test, a notebook, a task) hands the caller's logging
+    and warning filters back as they were, instead of silencing every later log of that process."""
     import logging
     import warnings
 
-    if debug or verbose:
-        logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-        return
-    logging.disable(logging.CRITICAL)
-    warnings.simplefilter("ignore")
+    previous = logging.root.manager.disable
+    with warnings.catch_warnings():
+        if debug or verbose:
+            logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        else:
+            logging.disable(logging.CRITICAL)
+            warnings.simplefilter("ignore")
+        try:
+            yield
+        finally:
+            logging.disable(previous)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -354,7 +365,11 @@ def main(argv: list[str] | None = None) -> int:
     mo = sub.add_parser("monitor", help="one drift check of the champion's data set")
     mo.add_argument("--window", default="7D")
     args = parser.parse_args(argv)
-    _quiet_logging(args.debug, args.verbose)
+    with _quiet_logging(args.debug, args.verbose):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return _dispatch(args)
     except KeyboardInterrupt:

@@ -364,3 +364,18 @@ def test_weekly_replay_of_movielens(paths, movielens) -> None:
     assert [len(w) for _, w in shuffled] == sizes
     for (start, end), w in shuffled:
         assert ((w[S.TIMESTAMP] >= start) & (w[S.TIMESTAMP] < end)).all()
+
+
+def test_the_cli_in_process_leaves_logging_and_warnings_as_it_found_them(tmp_path, caplog) -> None:
+    """`main` silences library logs for its command only: called in-process (a test, a notebook), it must not
+    swallow every later warning of that process."""
+    import logging
+    import warnings
+
+    from recsys import cli
+
+    filters = list(warnings.filters)
+    assert cli.main(["replay", "--source", "nowhere", "--as", "cli-shop"]) == 2
+    assert logging.root.manager.disable == logging.NOTSET and warnings.filters == filters
+    logging.getLogger("recsys.after_the_cli").warning("still heard")
+    assert "still heard" in caplog.text
