@@ -306,6 +306,7 @@ def test_crash_before_the_alias_move_leaves_the_champion_then_a_rerun_promotes(r
 
     shards = promotion.publish_shards(cfg, ctx, shard_size=150)  # the DAG's path: ranges, one task each, one swap
     assert len(shards) >= 2 and {s["version"] for s in shards} == {decision["version"]}
+    assert shards[0]["items"] == len(tracking.load_recommender(MODEL, decision["version"]).item_ids)  # counted from the catalog alone
     assert [(s["start"], s["stop"]) for s in shards][-1][1] == shards[0]["items"] and len({s["publish_id"] for s in shards}) == 1
     staged = [promotion.publish_shard(cfg, ctx, shard) for shard in reversed(shards)]  # in any order
     assert published_version(ctx.warehouse_url, MODEL) is None  # nothing visible before the swap

@@ -515,7 +515,7 @@ def publish_shards(cfg: PipelineConfig, run: RunContext, shard_size: int | None 
     version = tracking.champion_version(c, cfg.model_name)
     if version is None:
         raise RuntimeError(f"{cfg.model_name} has no champion to publish")
-    n = len(tracking.load_recommender(cfg.model_name, version).item_ids)
+    n = tracking.catalog_size(cfg.model_name, version)
     ranges = item_ranges(n, cfg.publish_shard_size if shard_size is None else shard_size)
     publish_id = hashlib.sha256(f"{cfg.model_name}\0{version}\0{run.run_key}".encode()).hexdigest()[:32]  # one per run and version
     log.info("publishing %s version %s: %d items in %d shards", cfg.model_name, version, n, len(ranges))
