@@ -250,9 +250,9 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
     def _text_neighbours(self, vec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(similarities, indices) of the catalog items a text is scored through (the hybrid's cold query):
         the nearest items with training behaviour, as the model propagates its own cold items from warm
-        neighbours (`recsys.model.hybrid.cold_neighbours`). A never-sold neighbour carries no behaviour, so
-        a text scored through one would rank only other never-sold items by their text. The ANN candidates
-        are over-fetched until enough of them are warm; past that, an exact scan of the warm items."""
+        neighbours (`recsys.model.hybrid.cold_neighbours`). A never-sold neighbour carries no behaviour: a
+        text scored through never-sold items only would get no co-purchase signal (or reason) at all. The ANN
+        candidates are over-fetched until enough of them are warm; past that, an exact scan of the warm items."""
         query = vec.astype(np.float32)
         warm = ~np.asarray(self.model.is_cold, dtype=bool)
         m = min(int(self.model.config.cold_neighbours), int(warm.sum()))
