@@ -259,7 +259,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
         if m == 0:  # nothing has behaviour: the nearest items are all there is
             return self._nearest(query, self.model.config.cold_neighbours, [])
         fetch = 4 * m
-        while fetch <= TEXT_NEIGHBOUR_FETCH:
+        while self._ann_path is not None and fetch <= TEXT_NEIGHBOUR_FETCH:  # exact search: one scan below
             sims, top = self._nearest(query, fetch, [])
             keep = warm[top]
             if keep.sum() >= m or len(top) == len(self.item_ids):

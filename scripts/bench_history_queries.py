@@ -102,14 +102,8 @@ def main() -> None:
             s = np.full(q.shape, -np.inf, dtype=np.float32)
             s[:, head] = q[:, head] @ ease
             return s
-        base = als.T @ als + als_reg * np.eye(als.shape[1])
-        users = np.zeros((len(q), als.shape[1]))
-        for r in range(len(q)):
-            idx = np.flatnonzero(q[r])
-            c = 1.0 + als_alpha * q[r, idx]
-            yq = als[idx]
-            users[r] = np.linalg.solve(base + (yq.T * (c - 1.0)) @ yq, yq.T @ c)
-        return (users @ als.T).astype(np.float32)
+        items = [np.flatnonzero(row) for row in q]
+        return B.als_scores(als, als_reg, als_alpha, items, [row[idx] for row, idx in zip(q, items)])
 
     def per_user(scores_fn, stage: str, point) -> tuple[np.ndarray, np.ndarray]:
         queries, targets, histories = stages[stage]

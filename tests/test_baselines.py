@@ -435,3 +435,14 @@ def test_als_learns_the_block_structure_and_its_tuning_is_bracketed() -> None:
     record = baselines.BASELINES["als"].tune(data, own_group_first)
     assert set(record["chosen"]) == {"factors", "regularization", "alpha"}
     assert own_group_first(baselines.BASELINES["als"].fit(data, record["chosen"])) == 1.0
+
+
+def test_als_scores_take_per_item_weights_as_confidences() -> None:
+    y = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    reg, alpha = 0.5, 2.0
+    # basket {0, 2} weighted 3 and 0.5: confidences c = 1 + alpha w = 7 and 2
+    c0, c2 = 7.0, 2.0
+    a = y.T @ y + reg * np.eye(2) + (c0 - 1) * np.outer(y[0], y[0]) + (c2 - 1) * np.outer(y[2], y[2])
+    u = np.linalg.solve(a, c0 * y[0] + c2 * y[2])
+    got = baselines.als_scores(y, reg, alpha, [np.array([0, 2])], [np.array([3.0, 0.5])])
+    np.testing.assert_allclose(got[0], y @ u, rtol=1e-6)

@@ -202,16 +202,20 @@ def als_item_factors(x: sp.csr_matrix, factors: int, regularization: float, alph
     return np.asarray(model.item_factors, dtype=np.float64)
 
 
-def als_scores(item_factors: np.ndarray, regularization: float, alpha: float, queries: Sequence[np.ndarray]) -> np.ndarray:
+def als_scores(
+    item_factors: np.ndarray, regularization: float, alpha: float, queries: Sequence[np.ndarray], weights: Sequence[np.ndarray] | None = None
+) -> np.ndarray:
     """Scores of every item for baskets folded in as new users: the least-squares user vector ALS itself
-    would compute for that basket, u = (Y'Y + reg I + alpha Y_q'Y_q)^-1 (1 + alpha) Y_q'1, then u Y'."""
+    would compute for that basket, u = (Y'Y + reg I + Y_q' (C - I) Y_q)^-1 Y_q' C 1 with confidences
+    C = 1 + alpha w (w = 1 per basket item unless `weights`, one array per query, says otherwise), then u Y'."""
     y = item_factors
     base = y.T @ y + regularization * np.eye(y.shape[1])
     users = np.zeros((len(queries), y.shape[1]))
     for j, q in enumerate(queries):
         if len(q):
             yq = y[np.asarray(q, dtype=np.int64)]
-            users[j] = np.linalg.solve(base + alpha * (yq.T @ yq), (1.0 + alpha) * yq.sum(axis=0))
+            c = 1.0 + alpha * (np.ones(len(q)) if weights is None else np.asarray(weights[j], dtype=np.float64))
+            users[j] = np.linalg.solve(base + (yq.T * (c - 1.0)) @ yq, yq.T @ c)
     return (users @ y.T).astype(np.float32)
 
 
