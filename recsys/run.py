@@ -262,6 +262,11 @@ def load_ratings(run: RunFolder) -> pd.DataFrame:
     return pd.read_parquet(run.validated_interactions, columns=[S.USER_ID, S.ITEM_ID, S.RATING])
 
 
+def load_events(run: RunFolder) -> pd.DataFrame:
+    """Every validated interaction's user, item and time, repeat purchases included (the trend prior's input)."""
+    return pd.read_parquet(run.validated_interactions, columns=[S.USER_ID, S.ITEM_ID, S.TIMESTAMP])
+
+
 def load_split(run: RunFolder) -> tuple[Split, pd.DataFrame]:
     """The split and the canonical catalog `load_and_split` wrote."""
     info = read_json(run.split_info)

@@ -31,7 +31,7 @@ DATASETS = (*PACKAGED_DATASETS, "files", "warehouse")
 # its price window (`recsys.data.datasets.completejourney.PRICE_WINDOW_END`, a test checks).
 PACKAGED_SPLIT_DATES: dict[str, tuple[str, str]] = {"completejourney": ("2017-11-01", "2017-12-01")}
 GATE_METRICS = ("ndcg", "recall", "mrr", "hit_rate")
-BASELINES = ("popularity", "itemknn", "ease", "frozen", "als")
+BASELINES = ("popularity", "trending", "itemknn", "ease", "frozen", "als")
 _NO_DEFAULT = object()  # marks "the default is the PipelineConfig field's"
 
 

@@ -6,6 +6,8 @@ an independent, textbook numpy computation written out in the test.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 
@@ -386,8 +388,26 @@ def test_registered_baselines_fit_and_tune_through_one_contract() -> None:
     np.testing.assert_allclose(ease, baselines.item_item_scores(_textbook_ease(GRAM, 100.0), queries), rtol=1e-5, atol=1e-6)
     popularity = baselines.BASELINES["popularity"].fit(data, {})(queries)
     np.testing.assert_array_equal(popularity, np.tile(data.popularity, (2, 1)))
+    timed = dataclasses.replace(data, recent_buyers=lambda days: np.arange(x.shape[1], dtype=np.float64) * days)
     for name, baseline in baselines.BASELINES.items():
-        assert baseline.fit(data, {"l2": 10.0, "neighbours": 2, "shrink": 0.0})(queries).shape == (2, x.shape[1]), name
+        fit_on = timed if baseline.needs_time else data
+        assert baseline.fit(fit_on, {"l2": 10.0, "neighbours": 2, "shrink": 0.0, "days": 7.0})(queries).shape == (2, x.shape[1]), name
+
+
+def test_trending_ranks_the_last_days_buyers_then_training_sales_and_tunes_its_window() -> None:
+    x = _x()
+    popularity = np.array([5.0, 1.0, 3.0, 0.0])
+    counts = {7.0: np.array([0.0, 2.0, 2.0, 1.0]), 14.0: np.array([1.0, 2.0, 4.0, 1.0])}
+    data = baselines.BaselineData([f"i{j}" for j in range(4)], x[:, :4], popularity, np.eye(4, dtype=np.float32), recent_buyers=lambda days: counts.get(days, np.zeros(4)))
+    trending = baselines.BASELINES["trending"]
+    scores = trending.fit(data, {"days": 7.0})([np.array([0])])
+    # buyers in the window, ties broken by training sales (popularity / (max + 1) < 1 never overturns a count)
+    np.testing.assert_allclose(scores[0], [0 + 5 / 6, 2 + 1 / 6, 2 + 3 / 6, 1.0])
+    record = trending.tune(data, lambda scorer: float(scorer([np.array([0])])[0, 2]))  # prefers the window where item 2 scores most
+    assert record["chosen"] == {"days": 14.0} and not record["edge_hit"]["days"]
+    assert trending.applies(scalable=True, timed=True) and not trending.applies(scalable=True, timed=False)
+    with pytest.raises(ValueError, match="times"):
+        trending.fit(dataclasses.replace(data, recent_buyers=None), {"days": 7.0})
 
 
 # --- the scalable path: item-item baselines on the head, ALS over the whole catalog --------------------------------
@@ -408,7 +428,7 @@ def test_item_item_baselines_on_the_head_rank_only_head_items_and_ignore_other_b
 def test_als_is_compared_on_the_scalable_path_only() -> None:
     als = baselines.BASELINES["als"]
     assert als.applies(scalable=True) and not als.applies(scalable=False)
-    assert all(b.applies(False) for name, b in baselines.BASELINES.items() if name != "als")
+    assert all(b.applies(False, timed=True) for name, b in baselines.BASELINES.items() if name != "als")
 
 
 def test_als_scores_fold_a_basket_in_as_the_least_squares_user_vector() -> None:

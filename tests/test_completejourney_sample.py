@@ -20,7 +20,8 @@ from recsys.config import PipelineConfig
 from recsys.data import schema as S
 from recsys.data.splits import TEST, TRAIN, VAL
 from recsys.model.hybrid import load_hybrid
-from recsys.run import RunContext, load_split, read_json
+from recsys.model.trend import end_of_data, recent_buyers, trend_prior
+from recsys.run import RunContext, load_events, load_split, read_json
 from recsys.serving import ItemRecommender
 from recsys.stages import pipeline, promotion
 
@@ -49,7 +50,12 @@ def test_a_completejourney_sample_follows_the_calendar_protocol_and_trains_on_th
     assert catalog[S.PRICE].notna().mean() > 0.95 and (catalog[S.PRICE].dropna() >= 0).all()
     model, info = load_hybrid(ctx.hybrid_weights, ctx.hybrid_info)
     assert model.head is not None and len(model.head) == 1500 and info["config"]["head_items"] == 1500
+    # data with time: the trend prior's weight and window were searched on validation, the trending baseline's too
+    assert {"trend_weight", "trend_days"} <= set(info["chosen"]) and info["config"]["trend_weight"] == info["chosen"]["trend_weight"]
+    assert any(k.startswith("trend.trend_days_") for k in info["tried"]) and "days" in info["baselines"]["trending"]["chosen"]
+    assert model.trend is None  # the prior belongs to a moment: evaluation and packaging attach it
     report = pipeline.evaluate(cfg, ctx)["test"]
+    assert report["trending"]["n_queries"] == 40 and np.isfinite(report["trending"]["recall_at_10"])
     # full ranking over every catalog item, for the seeded sample of 40 of the test households with targets
     assert report["hybrid"]["n_queries"] == report["als"]["n_queries"] == 40
     everyone = len(dataclasses.replace(split, max_eval_users=0).queries_and_targets(TEST)[0])
@@ -65,6 +71,12 @@ def test_a_completejourney_sample_follows_the_calendar_protocol_and_trains_on_th
     promotion.package(cfg, ctx)
     served = ItemRecommender.load(ctx.run_dir / "model")
     assert served.model.head is not None and np.array_equal(served.model.head, model.head)
+    if info["chosen"]["trend_weight"]:  # served with the prior as of the end of its data
+        events = load_events(ctx)
+        expected = trend_prior(recent_buyers(events, served.item_ids, end_of_data(events), info["chosen"]["trend_days"]))
+        np.testing.assert_array_equal(served.model.trend, expected)
+    else:
+        assert served.model.trend is None
     tail = [served.item_ids[j] for j in np.setdiff1d(np.flatnonzero(~model.is_cold), model.head)[:2]]  # bought, outside the head
     head = [served.item_ids[j] for j in model.head[:2]]
     request = pd.DataFrame({"cart": [",".join(head), ",".join(tail), None], "text": [None, None, "organic whole milk"]})

@@ -167,7 +167,7 @@ def test_settings_import_no_heavy_library() -> None:
         ({"max_train_steps": 2.5}, "max_train_steps must be an integer, got 2.5"),
         ({"fusion": "ture"}, "fusion must be true or false, got 'ture'"),
         ({"time_val_start": "Nov 1"}, r"time_val_start must be a date \(YYYY-MM-DD\), got 'Nov 1'"),
-        ({"gate_baselines": "popularity,bm25"}, "gate_baselines takes only popularity, itemknn, ease, frozen, als; unknown: bm25"),
+        ({"gate_baselines": "popularity,bm25"}, "gate_baselines takes only popularity, trending, itemknn, ease, frozen, als; unknown: bm25"),
         ({"fusion_signals": "price,colour"}, "fusion_signals takes only price, sales, rating; unknown: colour"),
     ],
 )

@@ -278,6 +278,9 @@ class BaselineData:
     popularity: np.ndarray
     frozen: np.ndarray
     head: np.ndarray | None = None
+    # data with time: days -> each item's distinct buyers in the days before the moment the stage being
+    # scored starts (`recsys.model.trend.recent_buyers`); None without time
+    recent_buyers: Callable[[float], np.ndarray] | None = None
 
     @property
     def x_head(self) -> sp.csr_matrix:
@@ -300,10 +303,12 @@ class Baseline:
     # compared only on the scalable path (catalogs above `max_dense_items`), where the dense EASE cannot
     # hold the whole catalog; below it exact EASE over every item is the stronger collaborative baseline
     large_catalogs_only: bool = False
+    # needs the events' times (`BaselineData.recent_buyers`): data without time has no such baseline
+    needs_time: bool = False
 
-    def applies(self, scalable: bool) -> bool:
-        """Whether the baseline is fitted and scored in a run (on the scalable path or not)."""
-        return scalable or not self.large_catalogs_only
+    def applies(self, scalable: bool, timed: bool = False) -> bool:
+        """Whether the baseline is fitted and scored in a run (on the scalable path or not; with time or not)."""
+        return (scalable or not self.large_catalogs_only) and (timed or not self.needs_time)
 
 
 def _item_item(weights: np.ndarray, head: np.ndarray | None = None, n_items: int | None = None) -> "Scorer":
@@ -334,6 +339,23 @@ def _popularity(data: BaselineData, chosen: dict[str, Any]) -> "Scorer":
     return popularity_scorer(data.popularity)
 
 
+TRENDING_DAYS = Grid(values=(7.0, 14.0, 28.0, 56.0), lower=1.0, upper=365.0, log=True)
+
+
+def _trending(data: BaselineData, chosen: dict[str, Any]) -> "Scorer":
+    from recsys.evaluation.evaluate import popularity_scorer
+
+    if data.recent_buyers is None:
+        raise ValueError("the trending baseline needs the events' times")
+    # the last days' buyers; among items with as many, the training window's best sellers first (the second
+    # term stays below 1, so it never overturns a difference in buyers)
+    return popularity_scorer(data.recent_buyers(float(chosen["days"])) + data.popularity / (float(data.popularity.max(initial=0)) + 1.0))
+
+
+def _tune_trending(data: BaselineData, score: ScorerScore) -> dict[str, Any]:
+    return bracketed_search(lambda days: score(_trending(data, {"days": days})), TRENDING_DAYS, "days").to_record()
+
+
 def _frozen(data: BaselineData, chosen: dict[str, Any]) -> "Scorer":
     from recsys.evaluation.evaluate import vector_scorer
 
@@ -344,6 +366,7 @@ BASELINES: dict[str, Baseline] = {
     b.name: b
     for b in (
         Baseline("popularity", "the most bought items in training, for everyone", _popularity),
+        Baseline("trending", "the items the most customers bought in the last days before the moment scored, window tuned (data with time)", _trending, _tune_trending, needs_time=True),
         Baseline(
             "itemknn",
             "item-kNN on co-occurrence cosine, neighbourhood size and shrinkage tuned (on the head on the scalable path)",

@@ -49,6 +49,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recsys.model.baselines import query_matrix
+from recsys.model.trend import add_trend, search_trend
 from recsys.model.tuning import Grid, coordinate_search, format_value, judged_result
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,15 @@ class HybridConfig:
     # the scalable path: the Gram matrix of this many most-bought items is inverted (0 = every item: the
     # dense model); every other item's column is folded in against it (see the module doc)
     head_items: int = 0
+    # what is selling now (`recsys.model.trend`): the prior of each item's distinct buyers in the `trend_days`
+    # before the moment of the request, added with `trend_weight` (0 = off; data without time keeps it off).
+    # Tuned on validation after the rest, over bracketed grids (weight 0 is a natural bound)
+    trend_days: float = 28.0
+    trend_weight: float = 0.0
+    trend_days_grid: tuple[float, ...] = (7.0, 14.0, 28.0, 56.0)
+    trend_weight_grid: tuple[float, ...] = (0.0, 0.2, 0.4, 0.8, 1.6)
+    trend_days_bounds: tuple[float, float] = (1.0, 365.0)
+    trend_weight_bounds: tuple[float, float] = (0.0, 100.0)
 
     @classmethod
     def from_dict(cls, data: dict) -> "HybridConfig":
@@ -105,6 +115,13 @@ class HybridConfig:
         if with_features:
             grids["feature_weight"] = grid(self.feature_weight_grid, self.feature_weight_bounds)
         return grids
+
+    def trend_grids(self) -> dict[str, Grid]:
+        """The trend prior's bracketed grids, weight first (at the starting window), then the window."""
+        return {
+            "trend_weight": Grid(values=self.trend_weight_grid, lower=self.trend_weight_bounds[0], upper=self.trend_weight_bounds[1], log=True, natural_lower=self.trend_weight_bounds[0] == 0.0),
+            "trend_days": Grid(values=self.trend_days_grid, lower=self.trend_days_bounds[0], upper=self.trend_days_bounds[1], log=True),
+        }
 
     def cold_grid(self) -> Grid:
         """cold_weight keeps its fixed grid (the tolerance rule picks from it); edges are judged the same
@@ -131,6 +148,9 @@ class HybridModel:
     x: sp.csr_matrix | None = None  # [users, n] binary training matrix (scalable path)
     neighbours: np.ndarray | None = None  # [n_cold, m] catalog indices of warm items
     neighbour_weights: np.ndarray | None = None  # [n_cold, m] softmax weights
+    # [n] the trend prior (`recsys.model.trend.trend_prior`) at the moment the model answers for; used
+    # when config.trend_weight > 0. Set per evaluation stage, and at packaging for serving
+    trend: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.head is not None:
@@ -172,7 +192,10 @@ class HybridModel:
             qv = np.asarray(q @ self.vectors)
             qv /= np.clip(np.linalg.norm(qv, axis=1, keepdims=True), 1e-12, None)
             s += self.config.text_score_weight * (qv @ self.vectors.T)
-        return propagate_to_cold(s, self.is_cold, self.neighbours, self.neighbour_weights, self.config.cold_weight)
+        s = propagate_to_cold(s, self.is_cold, self.neighbours, self.neighbour_weights, self.config.cold_weight)
+        if self.trend is not None and self.config.trend_weight:
+            s = add_trend(s, self.trend, self.config.trend_weight)
+        return s
 
     def scores(self, queries: Sequence[np.ndarray]) -> np.ndarray:
         """Dense [n_queries, n_items] scores for baskets given as arrays of item indices."""
@@ -408,6 +431,22 @@ def tune_hybrid(
     return fit_hybrid(x, vectors, is_cold, final, features, head, neighbours), record
 
 
+def tune_trend(
+    model: HybridModel,
+    prior_at: Callable[[float], np.ndarray],
+    evaluate: Callable[[Callable[[Sequence[np.ndarray]], np.ndarray]], float],
+    max_cache_bytes: int = 2**31,
+) -> tuple[HybridModel, dict[str, Any]]:
+    """Pick the trend prior's weight and window on validation, after the rest is tuned
+    (`recsys.model.trend.search_trend` over the config's trend grids). Returns the model with the chosen
+    values in its config (no prior attached: a caller sets `trend` for the moment it answers for) and the
+    search record."""
+    base_model = replace(model, config=replace(model.config, trend_weight=0.0), trend=None)
+    grids = model.config.trend_grids()
+    record = search_trend(base_model.scores, prior_at, evaluate, grids["trend_weight"], grids["trend_days"], model.config.trend_days, max_cache_bytes)
+    return replace(base_model, config=replace(model.config, **record["chosen"])), record
+
+
 def _pseudo_cold_items(x: sp.csr_matrix, is_cold: np.ndarray, config: HybridConfig, pseudo_cold: np.ndarray | None) -> np.ndarray:
     """The warm items hidden for the cold_weight fold, sorted: the caller's, checked, or a seeded draw."""
     if pseudo_cold is not None:
@@ -437,6 +476,8 @@ def model_arrays(model: HybridModel) -> dict[str, np.ndarray]:
     diag(P), the binary training matrix's structure (anonymous rows: the users are not in it) and the cold
     items' neighbours, so loading never searches the text graph again."""
     out = {"weights": model.weights, "vectors": model.vectors, "is_cold": model.is_cold}
+    if model.trend is not None:
+        out["trend"] = model.trend
     if model.head is not None:
         x = sp.csr_matrix(model.x)
         out |= {
@@ -449,11 +490,12 @@ def model_arrays(model: HybridModel) -> dict[str, np.ndarray]:
 def model_from_arrays(data: Any, config: HybridConfig) -> HybridModel:
     """A model from `model_arrays`' arrays (an `np.load`ed npz); a model saved before the scalable path has no head."""
     keys = set(getattr(data, "files", data))
+    trend = data["trend"] if "trend" in keys else None
     if "head" not in keys:
-        return HybridModel(weights=data["weights"], vectors=data["vectors"], is_cold=data["is_cold"], config=config)
+        return HybridModel(weights=data["weights"], vectors=data["vectors"], is_cold=data["is_cold"], config=config, trend=trend)
     indices = data["x_indices"]
     x = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, data["x_indptr"]), shape=tuple(data["x_shape"]))
     return HybridModel(
         weights=data["weights"], vectors=data["vectors"], is_cold=data["is_cold"], config=config, head=data["head"],
-        diag_p=data["diag_p"], x=x, neighbours=data["neighbours"], neighbour_weights=data["neighbour_weights"],
+        diag_p=data["diag_p"], x=x, neighbours=data["neighbours"], neighbour_weights=data["neighbour_weights"], trend=trend,
     )  # fmt: skip

@@ -8,6 +8,7 @@ run context (`recsys.run.RunContext`) names the run's files and carries its MLfl
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import shutil
@@ -23,7 +24,7 @@ from recsys.data import schema as S
 from recsys.config import PipelineConfig
 from recsys.evaluation.metrics import metric_name
 from recsys.stages import item_ranges
-from recsys.run import RunContext, item_vectors, load_ratings, load_split, load_validated, read_json, write_json
+from recsys.run import RunContext, item_vectors, load_events, load_ratings, load_split, load_validated, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -475,7 +476,8 @@ def fit_model(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     Every baseline of the registry (`recsys.model.baselines.BASELINES`) with something to tune is tuned here."""
     from recsys.model import baselines
     from recsys.evaluation.evaluate import evaluate_scorers
-    from recsys.model.hybrid import HybridConfig, head_items, model_arrays, tune_hybrid
+    from recsys.model.hybrid import HybridConfig, head_items, model_arrays, tune_hybrid, tune_trend
+    from recsys.model.trend import recent_buyers, stage_start, trend_prior
     from recsys.data.signals import item_features
     from recsys.data.splits import tuning_fold
 
@@ -484,7 +486,11 @@ def fit_model(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     item_ids, x, is_cold, popularity = baselines.baseline_inputs(split, catalog)
     vectors = item_vectors(run)
     head = head_items(x, cfg.max_dense_items)  # None (the dense model) when the catalog fits
-    data = baselines.BaselineData(item_ids, x, popularity, np.load(run.frozen_embeddings), head)
+    # data with time: what sold in the days before validation starts (the trend prior, the trending baseline)
+    val_start = stage_start(split.pairs, "val") if split.protocol == "time" else None
+    events = load_events(run) if val_start is not None else None
+    recent = (lambda days: recent_buyers(events, item_ids, val_start, days)) if val_start is not None else None
+    data = baselines.BaselineData(item_ids, x, popularity, np.load(run.frozen_embeddings), head, recent)
     metric = metric_name(cfg.gate.primary_metric, cfg.eval.k)
 
     def validation_score(model, hidden: np.ndarray) -> float:
@@ -505,9 +511,18 @@ def fit_model(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     features = item_features(catalog, split, load_ratings(run))
     config = HybridConfig(seed=cfg.split.seed, head_items=0 if head is None else len(head))
     model, record = tune_hybrid(x, vectors, is_cold, validation_score, config, features, pseudo_cold=tuning_fold(split, catalog), head=head)
+    if recent is not None:  # data with time: what is selling now, as of validation's first moment
+        model, trend_record = tune_trend(
+            model,
+            lambda days: trend_prior(recent(days)),
+            lambda scorer: evaluate_scorers(item_ids, {"m": scorer}, split, "val", cfg.eval.k)["m"][metric],
+        )
+        for key in ("chosen", "edge_hit", "tried", "searches"):
+            record[key] = {**record[key], **trend_record[key]}
+        record["score"] = max(record["score"], trend_record["score"])
     seconds = time.perf_counter() - start
     start = time.perf_counter()
-    tuned = {b.name: b.tune(data, functools.partial(scorer_score, b.name)) for b in baselines.BASELINES.values() if b.tune is not None and b.applies(head is not None)}
+    tuned = {b.name: b.tune(data, functools.partial(scorer_score, b.name)) for b in baselines.BASELINES.values() if b.tune is not None and b.applies(head is not None, recent is not None)}
     baseline_seconds = time.perf_counter() - start
     records = {"hybrid": record, **tuned}
     for name, rec in records.items():
@@ -542,30 +557,39 @@ def evaluate(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     from recsys.model import baselines
     from recsys.evaluation.evaluate import evaluate_scorers, evaluation_context, vector_scorer
     from recsys.model.hybrid import load_hybrid
+    from recsys.model.trend import recent_buyers, stage_start, trend_prior
 
     tracking, c = run.mlflow()
     split, catalog = load_split(run)
     item_ids, x, _, popularity = baselines.baseline_inputs(split, catalog)
     hybrid, info = load_hybrid(run.hybrid_weights, run.hybrid_info)
-    data = baselines.BaselineData(item_ids, x, popularity, np.load(run.frozen_embeddings), hybrid.head)
     tuned = info.get("baselines", {})
-    scorers = {
-        "hybrid": hybrid.scores,
-        "fused": vector_scorer(item_vectors(run)),
-        "finetuned": vector_scorer(np.load(run.finetuned_embeddings)),
-        # every registered baseline at the values chosen on validation (`fit_model`)
-        **{name: b.fit(data, tuned.get(name, {}).get("chosen", {})) for name, b in baselines.BASELINES.items() if b.applies(hybrid.head is not None)},
-    }
+    timed = split.protocol == "time" and stage_start(split.pairs, "val") is not None
+    events = load_events(run) if timed else None
+    scalable = hybrid.head is not None
     context = evaluation_context(split, catalog, item_vectors(run))
     test_topk: dict[str, np.ndarray] = {}
     per_user: dict[str, dict[str, np.ndarray]] = {}
-    report = {
-        stage: evaluate_scorers(
+    report = {}
+    data = baselines.BaselineData(item_ids, x, popularity, np.load(run.frozen_embeddings), hybrid.head)
+    chosen = {name: tuned.get(name, {}).get("chosen", {}) for name in baselines.BASELINES}
+    # every registered baseline at the values chosen on validation (`fit_model`); those that read the events'
+    # times are fitted again per stage, the others once
+    fixed = {name: b.fit(data, chosen[name]) for name, b in baselines.BASELINES.items() if b.applies(scalable) and not b.needs_time}
+    vectors = {"fused": vector_scorer(item_vectors(run)), "finetuned": vector_scorer(np.load(run.finetuned_embeddings))}
+    for stage in ("val", "test"):
+        # data with time: the trend prior and the trending baseline as of the stage's first moment, nothing from inside it
+        start = stage_start(split.pairs, stage) if timed else None
+        recent = (lambda days, start=start: recent_buyers(events, item_ids, start, days)) if start is not None else None
+        if recent is not None and hybrid.config.trend_weight:
+            hybrid.trend = trend_prior(recent(hybrid.config.trend_days))
+        stage_data = dataclasses.replace(data, recent_buyers=recent)
+        timed_scorers = {name: b.fit(stage_data, chosen[name]) for name, b in baselines.BASELINES.items() if b.needs_time and b.applies(scalable, recent is not None)}
+        scorers = {"hybrid": hybrid.scores, **vectors, **{name: fixed.get(name) or timed_scorers[name] for name in baselines.BASELINES if name in fixed or name in timed_scorers}}
+        report[stage] = evaluate_scorers(
             item_ids, scorers, split, stage, cfg.eval.k, cfg.eval.batch_size, context=context,
             topk_out=test_topk if stage == "test" else None, per_query_out=per_user if stage == "test" else None,
         )
-        for stage in ("val", "test")
-    }
     # per test user, every model's metrics: the drift monitor's reference and paired comparisons bootstrap over them
     np.savez(run.per_user_test, **{f"{m}.{name}": v for m, rows in per_user.items() for name, v in rows.items()})
     # bundles: composed from each test user's known items, scored against their held-out items

@@ -23,7 +23,7 @@ from recsys.data import schema as S
 from recsys.config import PipelineConfig
 from recsys.evaluation.metrics import metric_name
 from recsys.stages import item_ranges
-from recsys.run import ANN_ARTIFACT, BEHAVIOUR_ARTIFACT, CATALOG_ARTIFACT, CONFIG_ARTIFACT, HYBRID_ARTIFACT, HYBRID_CONFIG_ARTIFACT, RunContext, item_vectors, load_split, read_json, write_json
+from recsys.run import ANN_ARTIFACT, BEHAVIOUR_ARTIFACT, CATALOG_ARTIFACT, CONFIG_ARTIFACT, HYBRID_ARTIFACT, HYBRID_CONFIG_ARTIFACT, RunContext, item_vectors, load_events, load_split, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,9 @@ def package(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     vectors = item_vectors(run)
     save_catalog(run.model_file(CATALOG_ARTIFACT), catalog[S.ITEM_ID].tolist(), titles, vectors)
     save_behaviour(run.model_file(BEHAVIOUR_ARTIFACT), bundle_catalog(split, catalog, vectors))
+    trend_now = _attach_trend(run, catalog) if cfg.candidate == "hybrid" else None
+    if trend_now is not None:
+        tracking.log_params(c, run.mlflow_run_id, {"trend.now": trend_now})
     identity = read_json(run.identity)
     _save_reference(cfg, run, split, catalog, vectors, identity)
     ann = _save_ann_index(cfg, run, vectors)
@@ -108,6 +111,26 @@ def package(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     write_json(run.package_info, {"model_name": cfg.model_name, "version": version})
     tracking.set_tags(c, run.mlflow_run_id, {"registered_version": version})
     return {"model_name": cfg.model_name, "version": version}
+
+
+def _attach_trend(run: RunContext, catalog: pd.DataFrame) -> str | None:
+    """Serve the trend prior as of the end of the data (`recsys.model.trend`): add it to the model's arrays when
+    the hybrid uses one. Returns that moment (ISO), or None when the model has no trend term."""
+    from recsys import atomic
+    from recsys.model.trend import end_of_data, recent_buyers, trend_prior
+
+    info = read_json(run.hybrid_info)
+    weight, days = float(info["config"].get("trend_weight", 0.0)), float(info["config"].get("trend_days", 0.0))
+    if not weight:
+        return None
+    events = load_events(run)
+    now = end_of_data(events)
+    with np.load(run.hybrid_weights) as stored:
+        arrays = {k: stored[k] for k in stored.files}
+    arrays["trend"] = trend_prior(recent_buyers(events, catalog[S.ITEM_ID].tolist(), now, days))
+    with atomic.temp_path(run.hybrid_weights, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
+    return now.isoformat()
 
 
 def _save_reference(cfg: PipelineConfig, run: RunContext, split, catalog: pd.DataFrame, vectors: np.ndarray, identity: dict[str, Any]) -> None:
@@ -178,6 +201,7 @@ def score_champion(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     models = {"candidate": tracking.load_recommender(cfg.model_name, version)}
     if champion is not None:
         models["champion"] = tracking.load_recommender(cfg.model_name, champion)
+        _trend_at_test_start(run, split, models)
         result |= _score_against_champion(cfg, run, c, version, champion, models, split, catalog)
         tracking.log_metrics(c, run.mlflow_run_id, {f"test.champion.{k}": v for k, v in result["metrics"].items()})
         tracking.log_metrics(c, run.mlflow_run_id, {"gate.excluded_test_pairs": result["overlap"]["excluded_pairs"], "gate.test_users": result["test_users"]})
@@ -187,6 +211,21 @@ def score_champion(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     result["panel"] = _review_panel(cfg, run, c, models, split, catalog)
     write_json(out, result)
     return {"champion_version": champion, "reused": False}
+
+
+def _trend_at_test_start(run: RunContext, split, models: dict[str, Any]) -> None:
+    """Like with like: a version with a trend term (`recsys.model.trend`) is packaged with the prior as of the
+    end of its data, which for a retrain on the same data includes the test window. For the comparison every such
+    version ranks with the prior as of the test split's first moment, over its own catalog."""
+    from recsys.model.trend import recent_buyers, stage_start, trend_prior
+
+    now = stage_start(split.pairs, "test") if split.protocol == "time" else None
+    trending = [m for m in models.values() if getattr(m, "model", None) is not None and m.model.config.trend_weight]
+    if now is None or not trending:
+        return
+    events = load_events(run)
+    for recommender in trending:
+        recommender.model.trend = trend_prior(recent_buyers(events, recommender.item_ids, now, recommender.model.config.trend_days))
 
 
 def _score_against_champion(cfg: PipelineConfig, run: RunContext, c, version: str, champion: str, models: dict[str, Any], split, catalog: pd.DataFrame) -> dict[str, Any]:
