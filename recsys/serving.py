@@ -43,6 +43,7 @@ from recsys.run import (  # the model directory's entries: named once, by the ru
 # and ranks only those: enough room for the diversity re-ranking to lift less popular items
 ANN_CANDIDATES = 200
 REASON_SEP = " | "
+TREND_REASON_TOP = 0.05  # the trend prior is cited for items among this share of the catalog's recent sellers
 TEXT_REASON_NEIGHBOURS = 5  # a text request's co-purchase reasons cite its 5 nearest catalog items
 # a text's warm neighbours are looked for among this many ANN candidates at most, then by an exact scan
 TEXT_NEIGHBOUR_FETCH = 5_000
@@ -309,7 +310,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
                     reasons += explain_item(self.behaviour, j, near, {"complementarity": cf})
             if self.behaviour.is_new[j]:
                 reasons.append(NEW_ITEM_REASON)
-            return REASON_SEP.join(reasons)
+            return REASON_SEP.join(reasons + self._trend_reason(j))
         # co-purchase evidence counts only where the behaviour weights actually favour the item
         if self.model is None:
             cf = 0.0
@@ -317,7 +318,24 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
             cf = self.model.pair_weight(cart, j) if pair_weight is None else pair_weight
         rel = float(self.model.config.text_score_weight) if self.model is not None else 1.0
         breakdown = {"complementarity": max(cf, 0.0), "relevance": rel}
-        return REASON_SEP.join(explain_item(self.behaviour, j, cart, breakdown))
+        return REASON_SEP.join(explain_item(self.behaviour, j, cart, breakdown) + self._trend_reason(j))
+
+    def _trend_reason(self, j: int) -> list[str]:
+        """The trend prior's reason (`recsys.model.trend`), where the model ranks with one and item j is among the
+        `TREND_REASON_TOP` share of the catalog the most customers bought in the prior's window."""
+        model = self.model
+        if model is None or model.trend is None or not model.config.trend_weight:
+            return []
+        cached = getattr(self, "_trend_sorted", None)
+        if cached is None or cached[0] is not model.trend:  # sorted once per prior (the gate attaches another)
+            cached = self._trend_sorted = (model.trend, np.sort(model.trend))
+        ordered = cached[1]
+        above = len(ordered) - int(np.searchsorted(ordered, model.trend[j], side="right"))
+        top = 100.0 * (above + 1) / len(ordered)
+        if top > 100.0 * TREND_REASON_TOP:
+            return []
+        share = f"{top:.1g}" if top < 1 else f"{top:.0f}"
+        return [f"selling now: in the top {share}% of the catalog by customers in the last {model.config.trend_days:g} days"]
 
     def _bundle_rows(self, row: int, cart: list[int], k: int, budget: float | None) -> list[dict]:
         from recsys.model.bundles import BundleConfig, cart_preference, compose_bundle

@@ -182,3 +182,35 @@ def test_a_text_is_scored_through_its_nearest_items_with_behaviour(model):
     assert idx.tolist() == expected
     np.testing.assert_allclose(sims, [_vectors()[j] @ text for j in expected], rtol=1e-6)
     assert IDS.index("new_mug") not in idx.tolist()
+
+
+def test_a_model_with_a_trend_prior_serves_with_it_and_cites_it(model, tmp_path, monkeypatch):
+    """The packaged prior (as of the end of the data) enters every served ranking, and an item among the
+    catalog's top sellers of the window is told so."""
+    import recsys.serving as serving
+    from recsys.model.trend import add_trend
+
+    _, hybrid = model
+    cfg = HybridConfig(**{**asdict(hybrid.config), "trend_weight": 1.0, "trend_days": 28.0})
+    prior = np.array([0.0, -0.5, -1.0, 0.5, 2.0, -1.0], dtype=np.float32)  # the candle sells most now
+    np.savez(tmp_path / "hybrid.npz", weights=hybrid.weights, vectors=hybrid.vectors, is_cold=hybrid.is_cold, trend=prior)
+    (tmp_path / "hybrid.json").write_text(json.dumps({"config": asdict(cfg)}))
+    artifacts = {
+        CATALOG_ARTIFACT: str(save_catalog(tmp_path / "catalog.npz", IDS, TITLES, _vectors())),
+        HYBRID_ARTIFACT: str(tmp_path / "hybrid.npz"),
+        HYBRID_CONFIG_ARTIFACT: str(tmp_path / "hybrid.json"),
+        BEHAVIOUR_ARTIFACT: str(save_behaviour(tmp_path / "behaviour.npz", model[0].behaviour)),
+    }
+    m = ItemRecommender()
+    m.load_context(SimpleNamespace(artifacts=artifacts))
+    np.testing.assert_array_equal(m.model.trend, prior)
+    monkeypatch.setattr(serving, "TREND_REASON_TOP", 0.2)  # six items: the top one is the top 17%
+    out = m.predict(None, pd.DataFrame({"item_id": ["mug_r"]}), params={"k": 5})
+    expected = add_trend(hybrid.scores([np.array([0])]), prior, 1.0)[0]
+    expected[0] = -np.inf
+    order = [j for j in np.argsort(-expected, kind="stable") if np.isfinite(expected[j])][:5]
+    assert out["item_id"].tolist() == [IDS[j] for j in order]
+    np.testing.assert_allclose(out["score"], expected[order], rtol=1e-5)
+    reasons = out.set_index("item_id")["reasons"]
+    assert "selling now: in the top 17% of the catalog by customers in the last 28 days" in reasons["candle"]
+    assert all("selling now" not in reasons[i] for i in reasons.index if i != "candle")

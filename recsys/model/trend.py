@@ -58,11 +58,12 @@ def add_trend(scores: np.ndarray, prior: np.ndarray, weight: float) -> np.ndarra
         return scores
     s = np.asarray(scores, dtype=np.float32)
     finite = np.isfinite(s)
-    counts = finite.sum(axis=1)
-    filled = np.where(finite, s, 0.0)
-    mean = filled.sum(axis=1) / np.maximum(counts, 1)
-    spread = np.sqrt(np.maximum((np.where(finite, s - mean[:, None], 0.0) ** 2).sum(axis=1) / np.maximum(counts, 1), 0.0))
-    s += (float(weight) * spread)[:, None].astype(np.float32) * prior[None, :]
+    if finite.all():  # the usual case: one float32 pass, no float64 copies of a batch x catalog matrix
+        spread = s.std(axis=1)
+    else:  # a model that cannot rank some items (-inf there): the spread of the others
+        with np.errstate(invalid="ignore"):
+            spread = np.nan_to_num(np.nanstd(np.where(finite, s, np.float32(np.nan)), axis=1))
+    s += (np.float32(weight) * spread.astype(np.float32))[:, None] * np.asarray(prior, dtype=np.float32)[None, :]
     return s
 
 
