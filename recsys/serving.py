@@ -237,16 +237,16 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
             scores, top = self._nearest(q, max(k, ANN_CANDIDATES), exclude or [])
             out[top] = scores
             return out
-        if dense:
+        if dense:  # a customer's history: the query kind the trend prior was validated on
             return self.model.scores_from_dense(idx[None, :])[0]
-        if idx is not None:
-            return self.model.scores([idx])[0]
+        if idx is not None:  # an item or a cart: no trend prior (`HybridModel.scores`)
+            return self.model.scores([idx], with_trend=False)[0]
         # a new item: a soft query over its nearest catalog items in text space
         sims, top = text_near if text_near is not None else self._text_neighbours(vec)
         w = np.exp((sims - sims.max()) / self.model.config.cold_temperature)
         q = np.zeros(len(self.item_ids), dtype=np.float32)
         q[top] = w / w.sum()
-        return self.model.scores_from_dense(q[None, :])[0]
+        return self.model.scores_from_dense(q[None, :], with_trend=False)[0]
 
     def _text_neighbours(self, vec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(similarities, indices) of the catalog items a text is scored through (the hybrid's cold query):
@@ -288,7 +288,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
             out[empty] = np.asarray(self._popularity(), dtype=np.float64)[None, :]
         return out
 
-    def _reasons(self, j: int, cart: list[int], text_vec: np.ndarray | None, pair_weight: float | None = None, text_neighbours: list[int] | None = None) -> str:
+    def _reasons(self, j: int, cart: list[int], text_vec: np.ndarray | None, pair_weight: float | None = None, text_neighbours: list[int] | None = None, trend: bool = False) -> str:
         """Reasons for a recommended item, each true of that item, from the signals that scored it
         (`pair_weight`: the model's `pair_weight(cart, j)` when the caller already has it;
         `text_neighbours`: for a text request, the catalog items closest to the text, through which
@@ -310,7 +310,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
                     reasons += explain_item(self.behaviour, j, near, {"complementarity": cf})
             if self.behaviour.is_new[j]:
                 reasons.append(NEW_ITEM_REASON)
-            return REASON_SEP.join(reasons + self._trend_reason(j))
+            return REASON_SEP.join(reasons)
         # co-purchase evidence counts only where the behaviour weights actually favour the item
         if self.model is None:
             cf = 0.0
@@ -318,7 +318,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
             cf = self.model.pair_weight(cart, j) if pair_weight is None else pair_weight
         rel = float(self.model.config.text_score_weight) if self.model is not None else 1.0
         breakdown = {"complementarity": max(cf, 0.0), "relevance": rel}
-        return REASON_SEP.join(explain_item(self.behaviour, j, cart, breakdown) + self._trend_reason(j))
+        return REASON_SEP.join(explain_item(self.behaviour, j, cart, breakdown) + (self._trend_reason(j) if trend else []))
 
     def _trend_reason(self, j: int) -> list[str]:
         """The trend prior's reason (`recsys.model.trend`), where the model ranks with one and item j is among the
@@ -387,6 +387,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
             if mode == "bundle":
                 rows += self._bundle_rows(row, exclude, k, budget)
                 continue
+            history = isinstance(idx, np.ndarray) and idx.dtype != np.int64  # ranked with the trend prior
             scores = np.array(self._scores(idx, vec, k, exclude, text_near), dtype=np.float64)
             scores[exclude] = -np.inf
             if diversity and self.behaviour is not None:
@@ -403,7 +404,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
                         "item_id": self.item_ids[j],
                         "title": self.titles[j],
                         "score": float(scores[j]),
-                        "reasons": self._reasons(int(j), exclude, vec, text_neighbours=near),
+                        "reasons": self._reasons(int(j), exclude, vec, text_neighbours=near, trend=history),
                     }
                 )
         columns = OUTPUT_COLUMNS + (["breakdown"] if explain else [])

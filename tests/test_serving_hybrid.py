@@ -184,9 +184,9 @@ def test_a_text_is_scored_through_its_nearest_items_with_behaviour(model):
     assert IDS.index("new_mug") not in idx.tolist()
 
 
-def test_a_model_with_a_trend_prior_serves_with_it_and_cites_it(model, tmp_path, monkeypatch):
-    """The packaged prior (as of the end of the data) enters every served ranking, and an item among the
-    catalog's top sellers of the window is told so."""
+def test_a_model_with_a_trend_prior_ranks_histories_with_it_and_items_without(model, tmp_path, monkeypatch):
+    """The packaged prior (as of the end of the data) enters a history request's ranking, where an item among the
+    catalog's top sellers of the window is told so; an item's related items are ranked without it."""
     import recsys.serving as serving
     from recsys.model.trend import add_trend
 
@@ -205,12 +205,22 @@ def test_a_model_with_a_trend_prior_serves_with_it_and_cites_it(model, tmp_path,
     m.load_context(SimpleNamespace(artifacts=artifacts))
     np.testing.assert_array_equal(m.model.trend, prior)
     monkeypatch.setattr(serving, "TREND_REASON_TOP", 0.2)  # six items: the top one is the top 17%
-    out = m.predict(None, pd.DataFrame({"item_id": ["mug_r"]}), params={"k": 5})
-    expected = add_trend(hybrid.scores([np.array([0])]), prior, 1.0)[0]
-    expected[0] = -np.inf
-    order = [j for j in np.argsort(-expected, kind="stable") if np.isfinite(expected[j])][:5]
+    # a customer's history (what the prior was validated on): ranked with it, and the top seller says so
+    from recsys.model.recommend import history_weights
+
+    out = m.predict(None, pd.DataFrame({"history": ["mug_r,spoon"]}), params={"k": 4})
+    q = history_weights([0, 3], 6)
+    expected = add_trend(hybrid.scores_from_dense(q[None, :]), prior, 1.0)[0]
+    expected[[0, 3]] = -np.inf
+    order = [j for j in np.argsort(-expected, kind="stable") if np.isfinite(expected[j])][:4]
     assert out["item_id"].tolist() == [IDS[j] for j in order]
     np.testing.assert_allclose(out["score"], expected[order], rtol=1e-5)
     reasons = out.set_index("item_id")["reasons"]
     assert "selling now: in the top 17% of the catalog by customers in the last 28 days" in reasons["candle"]
     assert all("selling now" not in reasons[i] for i in reasons.index if i != "candle")
+    # an item's related items: no prior (on one item it would turn every list into the week's best sellers)
+    related = m.predict(None, pd.DataFrame({"item_id": ["mug_r"]}), params={"k": 5})
+    plain = hybrid.scores([np.array([0])])[0]
+    plain[0] = -np.inf
+    np.testing.assert_allclose(related["score"], np.sort(plain[np.isfinite(plain)])[::-1][:5], rtol=1e-5)
+    assert not related["reasons"].str.contains("selling now").any()

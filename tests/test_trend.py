@@ -115,6 +115,7 @@ def test_the_hybrid_applies_its_prior_and_keeps_it_through_save_and_load() -> No
     prior = np.array([0.5, -1.0, 2.0, 0.0, 1.0], dtype=np.float32)
     model.trend = prior
     np.testing.assert_allclose(model.scores([np.array([0, 1])]), add_trend(bare.copy(), prior, 0.8), rtol=1e-6)
+    np.testing.assert_array_equal(model.scores([np.array([0, 1])], with_trend=False), bare)  # items and carts: off
     loaded = model_from_arrays(model_arrays(model), cfg)
     np.testing.assert_array_equal(loaded.trend, prior)
     np.testing.assert_allclose(loaded.scores_for_vector(np.array([1, 1, 0, 0, 0], dtype=np.float32)), model.scores([np.array([0, 1])])[0], rtol=1e-6)

@@ -187,34 +187,37 @@ class HybridModel:
         s[:, self._outside] = co
         return s
 
-    def _finish(self, q: sp.csr_matrix | np.ndarray, s: np.ndarray) -> np.ndarray:
+    def _finish(self, q: sp.csr_matrix | np.ndarray, s: np.ndarray, with_trend: bool = True) -> np.ndarray:
         if self.config.text_score_weight:
             qv = np.asarray(q @ self.vectors)
             qv /= np.clip(np.linalg.norm(qv, axis=1, keepdims=True), 1e-12, None)
             s += self.config.text_score_weight * (qv @ self.vectors.T)
         s = propagate_to_cold(s, self.is_cold, self.neighbours, self.neighbour_weights, self.config.cold_weight)
-        if self.trend is not None and self.config.trend_weight:
+        if with_trend and self.trend is not None and self.config.trend_weight:
             s = add_trend(s, self.trend, self.config.trend_weight)
         return s
 
-    def scores(self, queries: Sequence[np.ndarray]) -> np.ndarray:
+    # `with_trend`: add the trend prior (when the model has one). It was validated on customers' histories (the
+    # evaluation's queries), where it helps; on a single item or a short cart it swamps the behaviour (every
+    # list becomes the week's best sellers), so serving and publishing pass False there.
+    def scores(self, queries: Sequence[np.ndarray], with_trend: bool = True) -> np.ndarray:
         """Dense [n_queries, n_items] scores for baskets given as arrays of item indices."""
         q = query_matrix(queries, self.n_items)
-        return self._finish(q, self._behaviour_scores(q))
+        return self._finish(q, self._behaviour_scores(q), with_trend)
 
-    def scores_and_behaviour(self, queries: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def scores_and_behaviour(self, queries: Sequence[np.ndarray], with_trend: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """`scores`, and beside them the behaviour part alone: row r, column j is `pair_weight(queries[r], j)`
         (for reasons given to many queries at once, without scoring each query's behaviour again)."""
         q = query_matrix(queries, self.n_items)
         behaviour = self._behaviour_scores(q)
-        return self._finish(q, np.array(behaviour, copy=True)), behaviour
+        return self._finish(q, np.array(behaviour, copy=True), with_trend), behaviour
 
-    def scores_for_vector(self, query_weights: np.ndarray) -> np.ndarray:
+    def scores_for_vector(self, query_weights: np.ndarray, with_trend: bool = True) -> np.ndarray:
         """Scores for a query given as a weight per catalog item (e.g. a new item's text neighbours)."""
-        return self.scores_from_dense(query_weights[None, :])[0]
+        return self.scores_from_dense(query_weights[None, :], with_trend)[0]
 
-    def scores_from_dense(self, q: np.ndarray) -> np.ndarray:
-        return self._finish(q, self._behaviour_scores(q))
+    def scores_from_dense(self, q: np.ndarray, with_trend: bool = True) -> np.ndarray:
+        return self._finish(q, self._behaviour_scores(q), with_trend)
 
     def pair_weight(self, sources: Sequence[int], target: int) -> float:
         """The summed behaviour weight B[source, target] from the given items to one item: how much the
