@@ -163,6 +163,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
         self._fusion = None
         self._ann_path = context.artifacts.get(ANN_ARTIFACT)
         self._ann = None  # loaded on the first vector search
+        self._trend_sorted: tuple[np.ndarray, np.ndarray] | None = None  # (the prior, sorted): the trend reason's ranks
 
     def _embed_text(self, texts: list[str]) -> np.ndarray:
         if self._encoder is None:
@@ -238,15 +239,15 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
             out[top] = scores
             return out
         if dense:  # a customer's history: the query kind the trend prior was validated on
-            return self.model.scores_from_dense(idx[None, :])[0]
+            return self.model.scores_from_dense(idx[None, :], with_trend=True)[0]
         if idx is not None:  # an item or a cart: no trend prior (`HybridModel.scores`)
-            return self.model.scores([idx], with_trend=False)[0]
+            return self.model.scores([idx])[0]
         # a new item: a soft query over its nearest catalog items in text space
         sims, top = text_near if text_near is not None else self._text_neighbours(vec)
         w = np.exp((sims - sims.max()) / self.model.config.cold_temperature)
         q = np.zeros(len(self.item_ids), dtype=np.float32)
         q[top] = w / w.sum()
-        return self.model.scores_from_dense(q[None, :], with_trend=False)[0]
+        return self.model.scores_from_dense(q[None, :])[0]
 
     def _text_neighbours(self, vec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(similarities, indices) of the catalog items a text is scored through (the hybrid's cold query):
@@ -272,13 +273,14 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
         top = np.argpartition(-sims, m - 1)[:m]
         return sims[top], idx[top]
 
-    def score_batch(self, queries: "list[np.ndarray]") -> np.ndarray:
+    def score_batch(self, queries: "list[np.ndarray]", with_trend: bool = True) -> np.ndarray:
         """Dense [n_queries, n_items] scores for baskets given as arrays of catalog indices (empty = a
-        new user: popularity), exactly as `predict` scores them; for offline evaluation."""
+        new user: popularity); for offline evaluation, whose queries are customers' histories, so with the
+        trend prior by default (`HybridModel.scores`; `with_trend=False` for carts)."""
         out = np.empty((len(queries), len(self.item_ids)), dtype=np.float64)
         filled = [j for j, q in enumerate(queries) if len(q)]
         if filled and self.model is not None:
-            out[filled] = self.model.scores([np.asarray(queries[j], dtype=np.int64) for j in filled])
+            out[filled] = self.model.scores([np.asarray(queries[j], dtype=np.int64) for j in filled], with_trend=with_trend)
         elif filled:
             from recsys.evaluation.evaluate import vector_scorer
 
@@ -326,7 +328,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
         model = self.model
         if model is None or model.trend is None or not model.config.trend_weight:
             return []
-        cached = getattr(self, "_trend_sorted", None)
+        cached = self._trend_sorted
         if cached is None or cached[0] is not model.trend:  # sorted once per prior (the gate attaches another)
             cached = self._trend_sorted = (model.trend, np.sort(model.trend))
         ordered = cached[1]

@@ -114,11 +114,11 @@ def test_the_hybrid_applies_its_prior_and_keeps_it_through_save_and_load() -> No
     bare = model.scores([np.array([0, 1])])  # no prior attached: the term is off
     prior = np.array([0.5, -1.0, 2.0, 0.0, 1.0], dtype=np.float32)
     model.trend = prior
-    np.testing.assert_allclose(model.scores([np.array([0, 1])]), add_trend(bare.copy(), prior, 0.8), rtol=1e-6)
-    np.testing.assert_array_equal(model.scores([np.array([0, 1])], with_trend=False), bare)  # items and carts: off
+    np.testing.assert_allclose(model.scores([np.array([0, 1])], with_trend=True), add_trend(bare.copy(), prior, 0.8), rtol=1e-6)
+    np.testing.assert_array_equal(model.scores([np.array([0, 1])]), bare)  # items and carts: off unless asked for
     loaded = model_from_arrays(model_arrays(model), cfg)
     np.testing.assert_array_equal(loaded.trend, prior)
-    np.testing.assert_allclose(loaded.scores_for_vector(np.array([1, 1, 0, 0, 0], dtype=np.float32)), model.scores([np.array([0, 1])])[0], rtol=1e-6)
+    np.testing.assert_allclose(loaded.scores_for_vector(np.array([1, 1, 0, 0, 0], dtype=np.float32), with_trend=True), model.scores([np.array([0, 1])], with_trend=True)[0], rtol=1e-6)
     assert "trend" not in model_arrays(fit_hybrid(X, V, IS_COLD, cfg))  # a model without a prior saves none
 
 

@@ -489,9 +489,8 @@ def cart_preference(model, cart: Sequence[int], scores: np.ndarray | None = None
     `scores`: the cart's scores when the caller has them already."""
     if model is None:
         return None
-    if scores is None:  # a cart: the hybrid without its trend prior (validated on histories, not carts)
-        cart_query = [np.asarray(cart, dtype=np.int64)]
-        scores = (model.scores(cart_query, with_trend=False) if hasattr(model, "trend") else model.scores(cart_query))[0]
+    if scores is None:
+        scores = model.scores([np.asarray(cart, dtype=np.int64)])[0]
     return preference_from_scores(scores, cart)
 
 

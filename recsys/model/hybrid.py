@@ -187,7 +187,7 @@ class HybridModel:
         s[:, self._outside] = co
         return s
 
-    def _finish(self, q: sp.csr_matrix | np.ndarray, s: np.ndarray, with_trend: bool = True) -> np.ndarray:
+    def _finish(self, q: sp.csr_matrix | np.ndarray, s: np.ndarray, with_trend: bool = False) -> np.ndarray:
         if self.config.text_score_weight:
             qv = np.asarray(q @ self.vectors)
             qv /= np.clip(np.linalg.norm(qv, axis=1, keepdims=True), 1e-12, None)
@@ -197,26 +197,26 @@ class HybridModel:
             s = add_trend(s, self.trend, self.config.trend_weight)
         return s
 
-    # `with_trend`: add the trend prior (when the model has one). It was validated on customers' histories (the
-    # evaluation's queries), where it helps; on a single item or a short cart it swamps the behaviour (every
-    # list becomes the week's best sellers), so serving and publishing pass False there.
-    def scores(self, queries: Sequence[np.ndarray], with_trend: bool = True) -> np.ndarray:
+    # `with_trend`: add the trend prior (when the model has one) — for customers' histories only, the queries it
+    # was validated on (the evaluation's, a served `history` request). On a single item, a cart or a text it
+    # swamps the behaviour (every list becomes the week's best sellers), so it is off unless asked for.
+    def scores(self, queries: Sequence[np.ndarray], with_trend: bool = False) -> np.ndarray:
         """Dense [n_queries, n_items] scores for baskets given as arrays of item indices."""
         q = query_matrix(queries, self.n_items)
         return self._finish(q, self._behaviour_scores(q), with_trend)
 
-    def scores_and_behaviour(self, queries: Sequence[np.ndarray], with_trend: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def scores_and_behaviour(self, queries: Sequence[np.ndarray], with_trend: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """`scores`, and beside them the behaviour part alone: row r, column j is `pair_weight(queries[r], j)`
         (for reasons given to many queries at once, without scoring each query's behaviour again)."""
         q = query_matrix(queries, self.n_items)
         behaviour = self._behaviour_scores(q)
         return self._finish(q, np.array(behaviour, copy=True), with_trend), behaviour
 
-    def scores_for_vector(self, query_weights: np.ndarray, with_trend: bool = True) -> np.ndarray:
+    def scores_for_vector(self, query_weights: np.ndarray, with_trend: bool = False) -> np.ndarray:
         """Scores for a query given as a weight per catalog item (e.g. a new item's text neighbours)."""
         return self.scores_from_dense(query_weights[None, :], with_trend)[0]
 
-    def scores_from_dense(self, q: np.ndarray, with_trend: bool = True) -> np.ndarray:
+    def scores_from_dense(self, q: np.ndarray, with_trend: bool = False) -> np.ndarray:
         return self._finish(q, self._behaviour_scores(q), with_trend)
 
     def pair_weight(self, sources: Sequence[int], target: int) -> float:

@@ -585,7 +585,8 @@ def evaluate(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
             hybrid.trend = trend_prior(recent(hybrid.config.trend_days))
         stage_data = dataclasses.replace(data, recent_buyers=recent)
         timed_scorers = {name: b.fit(stage_data, chosen[name]) for name, b in baselines.BASELINES.items() if b.needs_time and b.applies(scalable, recent is not None)}
-        scorers = {"hybrid": hybrid.scores, **vectors, **{name: fixed.get(name) or timed_scorers[name] for name in baselines.BASELINES if name in fixed or name in timed_scorers}}
+        # the evaluation's queries are customers' histories: the hybrid ranks them with its trend prior
+        scorers = {"hybrid": functools.partial(hybrid.scores, with_trend=True), **vectors, **{name: fixed.get(name) or timed_scorers[name] for name in baselines.BASELINES if name in fixed or name in timed_scorers}}
         report[stage] = evaluate_scorers(
             item_ids, scorers, split, stage, cfg.eval.k, cfg.eval.batch_size, context=context,
             topk_out=test_topk if stage == "test" else None, per_query_out=per_user if stage == "test" else None,

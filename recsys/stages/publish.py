@@ -166,7 +166,7 @@ def _chunk_scores(recommender: ItemRecommender, idx: np.ndarray) -> tuple[np.nda
     """Dense [len(idx), n_items] float64 scores of single-item queries, as `ItemRecommender._scores`, and
     the model's behaviour part of them (each anchor's `pair_weight` to every item; None for a text-only model)."""
     if recommender.model is not None:
-        scores, behaviour = recommender.model.scores_and_behaviour([np.array([i], dtype=np.int64) for i in idx], with_trend=False)
+        scores, behaviour = recommender.model.scores_and_behaviour([np.array([i], dtype=np.int64) for i in idx])
         return np.array(scores, dtype=np.float64), behaviour
     # text-only model: cosine of each item's vector to every item's (see ItemRecommender._scores)
     q = recommender.vectors[idx]
