@@ -14,11 +14,13 @@ fi
 state=$(grep -oE "DagRun Finished: .*state=[a-z]+" "$log" | tail -1 | grep -oE "state=[a-z]+" || true)
 echo "== DAG run finished: ${state:-unknown} in $(( $(date +%s) - start )) s"
 .venv/bin/recsys summary || true
-if [ "${DATASET:-online-retail}" = online-retail ]; then
-  try='.venv/bin/recsys recommend --item ORc5e8c621fdb3    (LUNCH BAG RED RETROSPOT; more in the README'"'"'s "Try it")'
-else
-  try='.venv/bin/recsys recommend --text "fluid milk white only"    (any description; more in the README'"'"'s "Try it")'
-fi
+# an example request in the data set's own words
+case "${DATASET:-online-retail}" in
+  online-retail) try='.venv/bin/recsys recommend --item ORc5e8c621fdb3    (LUNCH BAG RED RETROSPOT; more in the README'"'"'s "Try it")' ;;
+  completejourney) try='.venv/bin/recsys recommend --text "fluid milk white only"    (any description; more in the README'"'"'s "Try it")' ;;
+  movielens-100k) try='.venv/bin/recsys recommend --text "Sci-Fi Action Adventure"    (any description; more in the README'"'"'s "Try it")' ;;
+  *) try='.venv/bin/recsys recommend --text "<any product description>"    (more in the README'"'"'s "Try it")' ;;
+esac
 report=$(ls -t "$RECSYS_HOME"/runs/*/evaluation/report.html 2>/dev/null | head -1 || true)
 cat <<MSG
 
