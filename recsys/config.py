@@ -167,8 +167,10 @@ class GateConfig:
     min_relative_gain: float = 0.01  # the challenger must beat the champion's primary metric by 1%: no churn on noise
     # metric base -> largest tolerated relative drop against the champion
     guardrails: tuple[tuple[str, float], ...] = (("cold_recall", 0.05), ("coverage", 0.10), ("recall", 0.02))
-    # the first model ever must beat each of these on the primary metric
-    baselines: tuple[str, ...] = ("popularity", "itemknn", "ease", "frozen")
+    # the first model ever must beat each of these on the primary metric: by default every registered baseline
+    # (`recsys.model.baselines.BASELINES`); one that does not apply to a run (ALS below the scalable path's
+    # catalog size, trending on data without time) is reported as not applicable, not as missing evidence
+    baselines: tuple[str, ...] = ("popularity", "trending", "itemknn", "ease", "frozen", "als")
     require_approval: bool = False  # pause for a reviewer (Airflow human-in-the-loop) before moving the alias
     confidence: float = 0.95  # paired-bootstrap interval of a relative change against the champion
     bootstrap_samples: int = 2000

@@ -263,7 +263,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("time_val_start", ("split.time_val_start",), "date", "Time split by calendar: validation from this date (ISO, UTC; with time_test_start). Empty = the data set's own protocol (completejourney: 2017-11-01 / 2017-12-01), else the last 10% / 10% of interactions", nullable=True),
     Setting("time_test_start", ("split.time_test_start",), "date", "Time split by calendar: test from this date (ISO, UTC; with time_val_start)", nullable=True),
     Setting("split_salt", ("split.salt",), "string", "Re-draw the stable split with a new salt (empty = the data set's stored salt). On purpose only: the gate sees it"),
-    Setting("gate_baselines", ("gate.baselines",), "list", "Gate: the baselines the FIRST model of a name must beat on the primary metric (comma-separated)", choices=BASELINES),
+    Setting("gate_baselines", ("gate.baselines",), "list", "Gate: the baselines the FIRST model of a name must beat on the primary metric, each where it applies to the run (ALS: large catalogs; trending: data with time; comma-separated)", choices=BASELINES),
     Setting("require_approval", ("gate.require_approval",), "boolean", "Pause for a reviewer before moving the champion alias"),
     Setting("publish", (), "boolean", "After a promotion, publish recommendations for every item to the warehouse", default=True),
     # conf-only settings (no form field)

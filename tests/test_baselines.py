@@ -364,7 +364,16 @@ def test_every_registered_baseline_is_offered_by_the_dag_form_and_the_gate_defau
     from recsys.settings import BASELINES as FORM_CHOICES
 
     assert FORM_CHOICES == tuple(baselines.BASELINES)  # settings.py stays numpy-free: it names them, a test keeps them equal
-    assert set(GateConfig().baselines) <= set(baselines.BASELINES)
+    assert GateConfig().baselines == tuple(baselines.BASELINES)  # the first model's bar: every one that applies to its run
+
+
+def test_which_baselines_apply_to_a_run() -> None:
+    """ALS only on the scalable path (below it exact EASE is the stronger collaborative model), trending only
+    with time: what evaluation scores and the gate asks a first model to beat."""
+    assert baselines.applicable(scalable=False, timed=False) == ("popularity", "itemknn", "ease", "frozen")
+    assert baselines.applicable(scalable=False, timed=True) == ("popularity", "trending", "itemknn", "ease", "frozen")
+    assert baselines.applicable(scalable=True, timed=False) == ("popularity", "itemknn", "ease", "frozen", "als")
+    assert baselines.applicable(scalable=True, timed=True) == tuple(baselines.BASELINES)
 
 
 def test_registered_baselines_fit_and_tune_through_one_contract() -> None:

@@ -19,6 +19,10 @@ BASELINES = {
 }
 
 
+# the runs these tests stand for are dense and without time: ALS and trending do not apply to them
+DENSE = tuple(BASELINES)
+
+
 def _with(**changes: float) -> dict[str, float]:
     return {**CHAMPION, **changes}
 
@@ -130,32 +134,62 @@ def test_too_few_test_users_left_is_no_decision() -> None:
 
 
 def test_first_model_must_beat_every_baseline() -> None:
-    d = decide({"ndcg_at_10": 0.26}, None, BASELINES, GateConfig(), k=10)
+    d = decide({"ndcg_at_10": 0.26}, None, BASELINES, GateConfig(), k=10, applicable=DENSE)
     assert d.promote and d.reference == "baselines"
-    assert [c.reference_model for c in d.checks] == ["popularity", "itemknn", "ease", "frozen"]
-    assert d.reasons[0] == "first model: ndcg_at_10 0.2600 beats every baseline (best: ease 0.2400)"
-    d = decide({"ndcg_at_10": 0.20}, None, BASELINES, GateConfig(), k=10)
+    assert [(c.reference_model, c.rule) for c in d.checks] == [
+        ("popularity", "> baseline"),
+        ("trending", "not applicable to this run"),
+        ("itemknn", "> baseline"),
+        ("ease", "> baseline"),
+        ("frozen", "> baseline"),
+        ("als", "not applicable to this run"),
+    ]
+    assert d.reasons == (
+        "first model: ndcg_at_10 0.2600 beats every baseline (best: ease 0.2400)",
+        "first model: not applicable to this run, so not compared: trending, als",
+    )
+    d = decide({"ndcg_at_10": 0.20}, None, BASELINES, GateConfig(), k=10, applicable=DENSE)
     assert not d.promote
-    assert d.reasons == ("first model: ndcg_at_10 0.2000 does not beat ease 0.2400",)
+    assert d.reasons[0] == "first model: ndcg_at_10 0.2000 does not beat ease 0.2400"
     # a tie is not a win
-    assert not decide({"ndcg_at_10": 0.24}, None, BASELINES, GateConfig(), k=10).promote
+    assert not decide({"ndcg_at_10": 0.24}, None, BASELINES, GateConfig(), k=10, applicable=DENSE).promote
     # no baseline scored at all: refuse
-    assert not decide({"ndcg_at_10": 0.5}, None, {}, GateConfig(), k=10).promote
+    assert not decide({"ndcg_at_10": 0.5}, None, {}, GateConfig(), k=10, applicable=DENSE).promote
+    # no baseline applies to the run: nothing proves the model beats the trivial, refuse
+    nothing = decide({"ndcg_at_10": 0.5}, None, BASELINES, GateConfig(), k=10, applicable=())
+    assert not nothing.promote and "first model: no baseline was configured, nothing to prove it is better than trivial" in nothing.reasons
+
+
+def test_first_model_on_a_large_timed_catalog_must_beat_als_and_trending_too() -> None:
+    """On the scalable path with time every registered baseline applies: the strongest one there (ALS, or what is
+    selling now) is part of the first model's bar, and one that applies but was not scored is missing evidence."""
+    scored = BASELINES | {"als": {"ndcg_at_10": 0.27}, "trending": {"ndcg_at_10": 0.20}}
+    every = tuple(GateConfig().baselines)
+    d = decide({"ndcg_at_10": 0.26}, None, scored, GateConfig(), k=10, applicable=every)
+    assert not d.promote
+    assert d.reasons == ("first model: ndcg_at_10 0.2600 does not beat als 0.2700",)
+    assert decide({"ndcg_at_10": 0.28}, None, scored, GateConfig(), k=10, applicable=every).reasons[0] == "first model: ndcg_at_10 0.2800 beats every baseline (best: als 0.2700)"
+    unscored = decide({"ndcg_at_10": 0.28}, None, BASELINES, GateConfig(), k=10, applicable=every)
+    assert not unscored.promote
+    assert [r for r in unscored.reasons if "missing evidence" in r] == [
+        "first model: baseline trending was configured but not scored: missing evidence",
+        "first model: baseline als was configured but not scored: missing evidence",
+    ]
 
 
 def test_first_model_reports_its_gain_over_each_baseline_with_the_interval() -> None:
     """A win inside the noise is still promoted (there is nothing else to serve) but is called what it is."""
     noisy = {"ease": Interval(0.0833, -0.02, 0.19, 2030, 0.95), "itemknn": Interval(0.3, 0.1, 0.5, 2030, 0.95)}
-    d = decide({"ndcg_at_10": 0.26}, None, BASELINES, GateConfig(), k=10, intervals=noisy)
+    d = decide({"ndcg_at_10": 0.26}, None, BASELINES, GateConfig(), k=10, intervals=noisy, applicable=DENSE)
     assert d.promote
     assert d.reasons[0] == "first model: ndcg_at_10 0.2600 beats every baseline (best: ease 0.2400, +8.3%, 95% CI -2.0% to +19.0% over 2030 users: within noise)"
     by_name = {c.reference_model: c for c in d.checks}
     assert (by_name["ease"].low, by_name["ease"].high, by_name["ease"].n) == (-0.02, 0.19, 2030)
     assert (by_name["itemknn"].low, by_name["itemknn"].high) == (0.1, 0.5) and by_name["popularity"].low is None
     clear = {"ease": Interval(0.0833, 0.03, 0.15, 2030, 0.95)}
-    assert decide({"ndcg_at_10": 0.26}, None, BASELINES, GateConfig(), k=10, intervals=clear).reasons[0].endswith("95% CI +3.0% to +15.0% over 2030 users)")
-    lost = decide({"ndcg_at_10": 0.20}, None, BASELINES, GateConfig(), k=10, intervals={"ease": Interval(-0.1667, -0.3, -0.05, 2030, 0.95)})
-    assert lost.reasons == ("first model: ndcg_at_10 0.2000 does not beat ease 0.2400, -16.7%, 95% CI -30.0% to -5.0% over 2030 users",)
+    assert decide({"ndcg_at_10": 0.26}, None, BASELINES, GateConfig(), k=10, intervals=clear, applicable=DENSE).reasons[0].endswith("95% CI +3.0% to +15.0% over 2030 users)")
+    lost = decide({"ndcg_at_10": 0.20}, None, BASELINES, GateConfig(), k=10, intervals={"ease": Interval(-0.1667, -0.3, -0.05, 2030, 0.95)}, applicable=DENSE)
+    assert lost.reasons[:1] == ("first model: ndcg_at_10 0.2000 does not beat ease 0.2400, -16.7%, 95% CI -30.0% to -5.0% over 2030 users",)
 
 
 def test_metric_names_follow_k_and_the_configured_primary() -> None:
@@ -182,7 +216,7 @@ def test_gate_params_from_the_trigger_form() -> None:
     assert cfg.candidate == "text"
     assert PipelineConfig.from_params({"require_approval": False}).gate.require_approval is False
     assert PipelineConfig.from_params({"gate_baselines": "popularity, ease"}).gate.baselines == ("popularity", "ease")
-    assert PipelineConfig.from_params({}).gate.baselines == ("popularity", "itemknn", "ease", "frozen")
+    assert PipelineConfig.from_params({}).gate.baselines == ("popularity", "trending", "itemknn", "ease", "frozen", "als")
     with pytest.raises(ValueError, match="candidate must be one of"):
         PipelineConfig.from_params({"candidate": "gpt"})
 
@@ -212,4 +246,4 @@ def test_max_churn_without_a_churn_measurement_is_missing_evidence() -> None:
     d = decide(_with(ndcg_at_10=0.260), CHAMPION, BASELINES, GateConfig(max_churn=0.5), k=10)
     assert not d.promote and d.reasons[-1].startswith("churn guardrail churn_at_10 missing")
     # the first model has no champion to churn against: the bound does not apply
-    assert decide(_with(ndcg_at_10=0.260), None, BASELINES, GateConfig(max_churn=0.5), k=10).promote
+    assert decide(_with(ndcg_at_10=0.260), None, BASELINES, GateConfig(max_churn=0.5), k=10, applicable=DENSE).promote

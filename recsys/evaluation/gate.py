@@ -12,13 +12,15 @@ Rules (thresholds in `recsys.config.GateConfig`):
   interval of the gain over each baseline (same test users) is reported beside it, and a win inside the noise is
   called one, not hidden: the rule stays the point comparison, since refusing a first model leaves nothing to serve.
 A metric that is missing or NaN (e.g. no cold target to measure cold recall on) fails its check, and a
-configured baseline that was not scored fails the first-model check: the gate never promotes on missing
-evidence. A check listed in `not_applicable` is skipped and reported as not applicable.
+configured baseline that applies to the run but was not scored fails the first-model check: the gate never
+promotes on missing evidence. A configured baseline the run cannot score by design (`applicable`: ALS on the
+dense path, trending without time) and a check listed in `not_applicable` are reported as not applicable.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -28,6 +30,8 @@ from recsys.evaluation.metrics import metric_name
 
 PROMOTED = "promoted"
 REJECTED = "rejected"
+# the rule of a configured first-model baseline that the run cannot score by design (`decide`'s `applicable`)
+NOT_APPLICABLE_TO_RUN = "not applicable to this run"
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ def decide(
     intervals: dict[str, Interval | None] | None = None,
     test_users: int | None = None,
     churn: dict[str, Any] | None = None,
+    applicable: Collection[str] | None = None,
 ) -> GateDecision:
     """The gate's decision for `candidate`, given the champion's and the baselines' metrics on the same split.
 
@@ -110,14 +115,20 @@ def decide(
     paired-bootstrap interval (None where it could not be formed); without an entry a metric is judged on
     its point value. For a first model (no champion) it is keyed by baseline name instead: the primary
     metric's gain over that baseline, reported with its check. `test_users` is how many test users the champion comparison rests on. `churn` is
-    `recsys.evaluation.churn.churn_metrics` against the champion, bounded by `config.max_churn` when set."""
+    `recsys.evaluation.churn.churn_metrics` against the champion, bounded by `config.max_churn` when set.
+    `applicable` names the baselines this run can score (`recsys.model.baselines.applicable`; None: every
+    configured one): a configured baseline outside it is a passed "not applicable to this run" check."""
     primary = metric_name(config.primary_metric, k)
     cand = _value(candidate, primary)
     checks: list[Check] = []
     reasons: list[str] = []
     if champion is None:
         over = intervals or {}  # first model: keyed by baseline name, the candidate's gain over it
+        skipped = [name for name in config.baselines if applicable is not None and name not in applicable]
         for name in config.baselines:
+            if name in skipped:
+                checks.append(Check("baseline", primary, cand, None, name, NOT_APPLICABLE_TO_RUN, True))
+                continue
             ref = _value(baselines.get(name), primary)
             passed = cand is not None and ref is not None and cand > ref
             ci = over.get(name)
@@ -126,13 +137,16 @@ def decide(
                 reasons.append(f"first model: baseline {name} was configured but not scored: missing evidence")
             elif not passed:
                 reasons.append(f"first model: {primary} {_fmt(cand)} does not beat {name} {_fmt(ref)}{_noise(cand, ref, ci, config)}")
-        if not checks:
+        compared = [c for c in checks if c.reference_model not in skipped]
+        if not compared:
             reasons.append("first model: no baseline was configured, nothing to prove it is better than trivial")
-        promote = bool(checks) and all(c.passed for c in checks)
+        promote = bool(compared) and all(c.passed for c in compared)
         if promote:
-            best = max(checks, key=lambda c: c.reference or 0.0)
+            best = max(compared, key=lambda c: c.reference or 0.0)
             win = _noise(cand, best.reference, over.get(best.reference_model), config)
             reasons.insert(0, f"first model: {primary} {_fmt(cand)} beats every baseline (best: {best.reference_model} {_fmt(best.reference)}{win})")
+        if skipped:
+            reasons.append(f"first model: not applicable to this run, so not compared: {', '.join(skipped)}")
         return GateDecision(promote, primary, "baselines", tuple(checks), tuple(reasons))
 
     intervals = intervals or {}

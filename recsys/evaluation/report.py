@@ -360,7 +360,7 @@ def _reference_for(models: Mapping[str, Mapping[str, Any]], metric: str) -> tupl
 def review_summary(report: Mapping[str, Any]) -> list[str]:
     """Three lines a reviewer can act on: the decision with the primary metric's change and interval,
     the other checks, and how much the shelves would change."""
-    from recsys.evaluation.gate import change_text, within_noise
+    from recsys.evaluation.gate import NOT_APPLICABLE_TO_RUN, change_text, within_noise
 
     decision = report.get("decision") or {}
     checks = [dict(c, kind=c.get("kind") or c.get("name")) for c in decision.get("checks") or []]
@@ -370,9 +370,11 @@ def review_summary(report: Mapping[str, Any]) -> list[str]:
         change = change_text("primary", primary.get("candidate"), primary.get("reference"), primary.get("low"), primary.get("high"), primary.get("n"))
         first = f"**{status}**: {primary.get('metric')} {fmt_value(primary.get('candidate'))} vs champion {fmt_value(primary.get('reference'))} ({change or _DASH}; rule {primary.get('rule')})"
     else:
-        beaten = [c for c in checks if c.get("kind") == "baseline" and c.get("passed")]
-        base = [c for c in checks if c.get("kind") == "baseline"]
+        base = [c for c in checks if c.get("kind") == "baseline" and c.get("rule") != NOT_APPLICABLE_TO_RUN]
+        beaten = [c for c in base if c.get("passed")]
+        skipped = [str(c.get("reference_model")) for c in checks if c.get("kind") == "baseline" and c.get("rule") == NOT_APPLICABLE_TO_RUN]
         first = f"**{status}**: first model of this name, {len(beaten)} of {len(base)} baselines beaten on {decision.get('primary_metric', '?')}"
+        first += f" ({', '.join(skipped)}: not applicable to this run)" if skipped else ""
         best = max(base, key=lambda c: c.get("reference") or 0.0, default=None)
         if best is not None and best.get("low") is not None and best.get("high") is not None:  # the strongest baseline's gain, and whether it is noise
             change = change_text("baseline", best.get("candidate"), best.get("reference"), best["low"], best["high"], best.get("n"))

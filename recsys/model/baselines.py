@@ -389,3 +389,9 @@ BASELINES: dict[str, Baseline] = {
         ),
     )
 }
+
+
+def applicable(scalable: bool, timed: bool) -> tuple[str, ...]:
+    """The registered baselines a run fits and scores (`Baseline.applies`), in registry order: what the gate may
+    ask a first model to beat. A baseline outside it is not applicable to the run, not missing."""
+    return tuple(name for name, b in BASELINES.items() if b.applies(scalable, timed))

@@ -423,7 +423,8 @@ def decide(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     champion = read_json(run.champion_score)
     baselines = {m: metrics[m] for m in cfg.gate.baselines if m in metrics and m != candidate_model(cfg)}
     if champion["metrics"] is None:  # the first model: against the baselines on the whole test split
-        decision = gate.decide(metrics[candidate_model(cfg)], None, baselines, cfg.gate, cfg.eval.k, _baseline_intervals(cfg, run, baselines))
+        intervals = _baseline_intervals(cfg, run, baselines)
+        decision = gate.decide(metrics[candidate_model(cfg)], None, baselines, cfg.gate, cfg.eval.k, intervals, applicable=_applicable_baselines(run))
     else:  # against the champion: both scored on the test pairs the champion never saw, with intervals
         from recsys.evaluation.bootstrap import Interval
 
@@ -463,6 +464,17 @@ def decide(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     tracking.set_tags(c, run.mlflow_run_id, {"decision": decision.status, "gate.reasons": reasons[:4900]})
     tracking.log_metrics(c, run.mlflow_run_id, {"gate.promote": float(decision.promote)})
     return _decision_xcom(cfg, run, version, record)
+
+
+def _applicable_baselines(run: RunContext) -> tuple[str, ...]:
+    """The baselines `evaluate` fits and scores for this run, by the same rule (the scalable path's head, a time
+    split with a validation start): a configured baseline outside them is not applicable, not missing."""
+    from recsys.model.baselines import applicable
+    from recsys.model.trend import stage_start
+
+    split, _ = load_split(run)
+    scalable = int(read_json(run.hybrid_info)["config"].get("head_items", 0)) > 0
+    return applicable(scalable, split.protocol == "time" and stage_start(split.pairs, "val") is not None)
 
 
 def _baseline_intervals(cfg: PipelineConfig, run: RunContext, baselines: dict[str, Any]) -> dict[str, Any]:
