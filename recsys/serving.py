@@ -3,7 +3,8 @@
 Input: a DataFrame with one request per row, any of
   `item_id` — a catalog item: related items;
   `cart`    — comma-separated catalog item ids: items that complete the basket;
-  `history` — a user's comma-separated item ids, oldest first: recency-weighted (half-life 10 events);
+  `history` — a user's comma-separated item ids, oldest first: weighted by recency and count
+              (`recsys.model.recommend.history_weights`) and ranked with the trend prior where the model has one;
   `text`    — any product text, e.g. a new item not in the catalog: it is embedded by the packaged
               (fine-tuned) encoder and scored through its nearest catalog items, so new items have no
               cold-start hole.
@@ -104,6 +105,12 @@ def _present(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and np.isnan(value)) and str(value).strip() != ""
 
 
+
+
+def _is_history(idx: Any) -> bool:
+    """Whether a parsed query is a customer's weighted history (a float weight per catalog item, `_query`), not
+    item indices: the query kind ranked with the trend prior."""
+    return isinstance(idx, np.ndarray) and idx.dtype != np.int64
 
 
 class ItemRecommender(mlflow.pyfunc.PythonModel):
@@ -228,7 +235,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
         (everything else -inf). `text_near`: a text's `_text_neighbours`, when the caller has them."""
         if idx is None and vec is None:  # a new user: the most popular items
             return np.array(self._popularity(), dtype=np.float64)
-        dense = isinstance(idx, np.ndarray) and idx.dtype != np.int64  # a weighted history query
+        dense = _is_history(idx)
         if self.model is None:  # text-only model: cosine to the (weighted) mean vector
             q = (idx @ self.vectors if dense else self.vectors[idx].mean(axis=0)) if idx is not None else vec
             q = (q / max(np.linalg.norm(q), 1e-12)).astype(np.float32)
@@ -273,10 +280,10 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
         top = np.argpartition(-sims, m - 1)[:m]
         return sims[top], idx[top]
 
-    def score_batch(self, queries: "list[np.ndarray]", with_trend: bool = True) -> np.ndarray:
+    def score_batch(self, queries: "list[np.ndarray]", with_trend: bool = False) -> np.ndarray:
         """Dense [n_queries, n_items] scores for baskets given as arrays of catalog indices (empty = a
-        new user: popularity); for offline evaluation, whose queries are customers' histories, so with the
-        trend prior by default (`HybridModel.scores`; `with_trend=False` for carts)."""
+        new user: popularity); for offline evaluation. `with_trend`: rank with the trend prior, for queries that
+        are customers' histories (`HybridModel.scores`)."""
         out = np.empty((len(queries), len(self.item_ids)), dtype=np.float64)
         filled = [j for j, q in enumerate(queries) if len(q)]
         if filled and self.model is not None:
@@ -389,7 +396,6 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
             if mode == "bundle":
                 rows += self._bundle_rows(row, exclude, k, budget)
                 continue
-            history = isinstance(idx, np.ndarray) and idx.dtype != np.int64  # ranked with the trend prior
             scores = np.array(self._scores(idx, vec, k, exclude, text_near), dtype=np.float64)
             scores[exclude] = -np.inf
             if diversity and self.behaviour is not None:
@@ -406,7 +412,7 @@ class ItemRecommender(mlflow.pyfunc.PythonModel):
                         "item_id": self.item_ids[j],
                         "title": self.titles[j],
                         "score": float(scores[j]),
-                        "reasons": self._reasons(int(j), exclude, vec, text_neighbours=near, trend=history),
+                        "reasons": self._reasons(int(j), exclude, vec, text_neighbours=near, trend=_is_history(idx)),
                     }
                 )
         columns = OUTPUT_COLUMNS + (["breakdown"] if explain else [])

@@ -141,7 +141,7 @@ def main() -> int:
         cart, held = np.sort(perm[: (len(items) + 1) // 2]), np.sort(perm[(len(items) + 1) // 2 :])
         held_value = float(np.nansum(cat.prices[held]))
         held_values.append(held_value)
-        scores = model.score_batch([cart.astype(np.int64)], with_trend=False)[0]
+        scores = model.score_batch([cart.astype(np.int64)])[0]
         pref = cart_preference(model.model, cart.tolist(), scores) if base.w_preference > 0 else None  # as serving passes it
         free = compose_bundle(cat, cart.tolist(), base, preference=pref)
         model_order = np.argsort(-scores, kind="stable")[: 50 * args.k]  # enough room for budgets and unpriced items

@@ -100,7 +100,7 @@ class _FixedRanker:
     item_ids = ["a", "b", "c", "d"]
     index = {i: j for j, i in enumerate(item_ids)}
 
-    def score_batch(self, queries):
+    def score_batch(self, queries, with_trend=False):  # the ItemRecommender interface (no prior here)
         return np.tile(np.array([0.0, 3.0, 2.0, 1.0]), (len(queries), 1))
 
 

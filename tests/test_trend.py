@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 from recsys.data import schema as S
 from recsys.model.hybrid import HybridConfig, fit_hybrid, model_arrays, model_from_arrays, tune_trend
-from recsys.model.trend import add_trend, end_of_data, recent_buyers, stage_start, trend_prior
+from recsys.model.trend import add_trend, end_of_data, recent_buyers, stage_start, trend_prior, validation_start
 
 T0 = pd.Timestamp("2017-12-01", tz="UTC")
 
@@ -70,6 +70,11 @@ def test_stage_start_and_end_of_data() -> None:
     assert stage_start(pairs, "test") == pd.Timestamp("2017-12-02", tz="UTC")
     assert stage_start(pairs.drop(columns=[S.TIMESTAMP]), "val") is None and stage_start(pairs, "held") is None
     assert end_of_data(EVENTS) == pd.Timestamp("2017-12-01 00:00:01", tz="UTC")
+    # the one rule fit, evaluation and the gate share: a time split's validation start, none for other splits
+    from recsys.data.splits import Split
+
+    assert validation_start(Split(pairs, frozenset(), "time")) == pd.Timestamp("2017-11-01 08:00", tz="UTC")
+    assert validation_start(Split(pairs, frozenset(), "basket")) is None
 
 
 # 4 users x 5 items; item 4 was never bought with anything: behaviour alone never ranks it first

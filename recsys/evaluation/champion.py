@@ -27,7 +27,7 @@ def recommender_scorer(recommender, item_ids: Sequence[str]) -> Scorer:
 
     def score(queries: Sequence[np.ndarray]) -> np.ndarray:
         mapped = [mapping[q][mapping[q] >= 0] for q in queries]
-        inner = recommender.score_batch(mapped)
+        inner = recommender.score_batch(mapped, with_trend=True)  # the evaluation's queries are customers' histories
         out = np.full((len(queries), len(item_ids)), -np.inf)
         out[:, known] = inner[:, mapping[known]]
         return out

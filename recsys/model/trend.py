@@ -76,6 +76,12 @@ def stage_start(pairs: pd.DataFrame, stage: str, part_column: str = "part") -> p
     return None if times.empty or times.isna().all() else times.min()
 
 
+def validation_start(split: Any) -> pd.Timestamp | None:
+    """`now` for validation on a time split (`recsys.data.splits.Split`): its first moment. None for a split
+    without time, where there is no prior and no trending baseline (fit, evaluation and gate agree on this)."""
+    return stage_start(split.pairs, "val") if split.protocol == "time" else None
+
+
 def end_of_data(events: pd.DataFrame) -> pd.Timestamp:
     """`now` for a model packaged from `events`: just after the last one (so the last day counts)."""
     return events[S.TIMESTAMP].max() + pd.Timedelta(seconds=1)

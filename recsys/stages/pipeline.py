@@ -477,7 +477,7 @@ def fit_model(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     from recsys.model import baselines
     from recsys.evaluation.evaluate import evaluate_scorers
     from recsys.model.hybrid import HybridConfig, head_items, model_arrays, tune_hybrid, tune_trend
-    from recsys.model.trend import recent_buyers, stage_start, trend_prior
+    from recsys.model.trend import recent_buyers, trend_prior, validation_start
     from recsys.data.signals import item_features
     from recsys.data.splits import tuning_fold
 
@@ -487,7 +487,7 @@ def fit_model(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     vectors = item_vectors(run)
     head = head_items(x, cfg.max_dense_items)  # None (the dense model) when the catalog fits
     # data with time: what sold in the days before validation starts (the trend prior, the trending baseline)
-    val_start = stage_start(split.pairs, "val") if split.protocol == "time" else None
+    val_start = validation_start(split)
     events = load_events(run) if val_start is not None else None
     recent = (lambda days: recent_buyers(events, item_ids, val_start, days)) if val_start is not None else None
     data = baselines.BaselineData(item_ids, x, popularity, np.load(run.frozen_embeddings), head, recent)
@@ -557,14 +557,14 @@ def evaluate(cfg: PipelineConfig, run: RunContext) -> dict[str, Any]:
     from recsys.model import baselines
     from recsys.evaluation.evaluate import evaluate_scorers, evaluation_context, vector_scorer
     from recsys.model.hybrid import load_hybrid
-    from recsys.model.trend import recent_buyers, stage_start, trend_prior
+    from recsys.model.trend import recent_buyers, stage_start, trend_prior, validation_start
 
     tracking, c = run.mlflow()
     split, catalog = load_split(run)
     item_ids, x, _, popularity = baselines.baseline_inputs(split, catalog)
     hybrid, info = load_hybrid(run.hybrid_weights, run.hybrid_info)
     tuned = info.get("baselines", {})
-    timed = split.protocol == "time" and stage_start(split.pairs, "val") is not None
+    timed = validation_start(split) is not None
     events = load_events(run) if timed else None
     scalable = hybrid.head is not None
     context = evaluation_context(split, catalog, item_vectors(run))

@@ -470,11 +470,11 @@ def _applicable_baselines(run: RunContext) -> tuple[str, ...]:
     """The baselines `evaluate` fits and scores for this run, by the same rule (the scalable path's head, a time
     split with a validation start): a configured baseline outside them is not applicable, not missing."""
     from recsys.model.baselines import applicable
-    from recsys.model.trend import stage_start
+    from recsys.model.trend import validation_start
 
     split, _ = load_split(run)
     scalable = int(read_json(run.hybrid_info)["config"].get("head_items", 0)) > 0
-    return applicable(scalable, split.protocol == "time" and stage_start(split.pairs, "val") is not None)
+    return applicable(scalable, validation_start(split) is not None)
 
 
 def _baseline_intervals(cfg: PipelineConfig, run: RunContext, baselines: dict[str, Any]) -> dict[str, Any]:
